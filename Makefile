@@ -1,0 +1,76 @@
+# opsdesk-e2e front door. `make help` lists the targets; longer logic lives in scripts/.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+N ?= auto
+SHARD ?=
+PYTEST_ARGS ?=
+export E2E_VENV := $(abspath $(VENV))
+
+BIN := $(VENV)/bin
+TESTBED := $(BIN)/python -m testbed
+
+.PHONY: help  ## Show this list
+help:
+	@grep -E '^\.PHONY: [a-z-]+ +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) +## (.*)/  make \1\t\2/' | expand -t 20
+
+.PHONY: deps  ## Create .venv with the pinned dependencies (backend/uv.lock)
+deps: $(VENV)/.deps-stamp
+
+# One stamp per lock: a changed lock or pyproject re-syncs, nothing else does.
+$(VENV)/.deps-stamp: backend/pyproject.toml backend/uv.lock scripts/deps.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/deps.sh
+
+.PHONY: up  ## Start PostgreSQL 16 (5433) and Valkey 8 (6380) and leave them running
+up: deps
+	@$(TESTBED) up
+
+.PHONY: down  ## Stop the E2E services and remove their data
+down: deps
+	@$(TESTBED) down
+
+.PHONY: status  ## Show backend, versions, ports, processes and health of the E2E services
+status: deps
+	@$(TESTBED) status
+
+.PHONY: env  ## Print the running services' URLs as shell assignments
+env: deps
+	@$(TESTBED) env
+
+.PHONY: reap  ## Remove what dead runs left behind (processes, data dirs, schemas, containers)
+reap: deps
+	@$(TESTBED) reap
+
+.PHONY: e2e  ## Run the E2E suite in parallel (N=auto workers, SHARD=i/k for one CI shard)
+e2e: deps
+	@N=$(N) SHARD=$(SHARD) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/e2e.sh
+
+.PHONY: unit  ## Run the unit tests (no services)
+unit: deps
+	@$(BIN)/pytest backend/tests/unit -q -p no:randomly $(PYTEST_ARGS)
+
+.PHONY: integration  ## Start and stop the native backend for real (lifecycle tests)
+integration: deps
+	@$(BIN)/pytest backend/tests/integration -q -p no:randomly $(PYTEST_ARGS)
+
+.PHONY: lint  ## ruff, mypy, actionlint, compose and workflow schemas, flake parse, make -n
+lint: deps
+	@scripts/lint.sh
+
+.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e
+test: lint unit integration e2e
+
+.PHONY: bench  ## Benchmarks side by side; writes bench/results.json and bench/RESULTS.md
+bench: deps
+	@$(BIN)/python -m bench $(BENCH_ARGS)
+
+.PHONY: soak  ## Flake hunt: the E2E suite 20 times in random order at -n 2 and -n 4
+soak: deps
+	@scripts/soak.sh
+
+.PHONY: clean  ## Stop services, reap leftovers, remove .venv and caches
+clean:
+	@if [ -x $(BIN)/python ]; then $(TESTBED) down || true; $(TESTBED) reap || true; fi
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache backend/.ruff_cache backend/.mypy_cache

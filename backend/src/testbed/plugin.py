@@ -1,0 +1,1 @@
+"""testbed's pytest plugin: options, hooks and fixtures for the E2E suite."""
