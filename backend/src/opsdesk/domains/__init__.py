@@ -1,0 +1,1 @@
+"""opsdesk business domains: crm, tasks, tickets, knowledge, canvas, finance."""

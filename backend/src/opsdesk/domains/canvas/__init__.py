@@ -1,0 +1,1 @@
+"""Canvas: JSONB documents with optimistic versioning and JSON path queries."""

@@ -1,0 +1,1 @@
+"""CRM: contacts, companies and a deal pipeline."""

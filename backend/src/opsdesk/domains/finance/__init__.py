@@ -1,0 +1,1 @@
+"""Finance: a double-entry ledger and invoices."""

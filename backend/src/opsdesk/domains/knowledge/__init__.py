@@ -1,0 +1,1 @@
+"""Knowledge base: tagged documents with ranked full-text search."""

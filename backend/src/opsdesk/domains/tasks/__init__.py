@@ -1,0 +1,1 @@
+"""Tasks: status, priority, assignee, due dates, comments."""

@@ -1,0 +1,1 @@
+"""Tickets: a support state machine with SLA due times and an audit trail."""
