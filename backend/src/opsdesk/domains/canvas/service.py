@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import cast, func, select, update
+from sqlalchemy import cast, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 from sqlalchemy.orm import Session
 
@@ -85,7 +85,7 @@ def query_canvases(
     session: Session, *, path: str, variables: dict[str, Any] | None = None, limit: int = 50
 ) -> list[CanvasDoc]:
     """Return documents where the SQL/JSON path ``path`` matches (jsonb_path_exists)."""
-    vars_json = cast(json.dumps(variables or {}), JSONB)
+    vars_json = literal(variables or {}, JSONB)
     stmt = (
         select(CanvasDoc)
         .where(func.jsonb_path_exists(CanvasDoc.data, _jsonpath(path), vars_json))

@@ -41,8 +41,6 @@ class Contact(Base):
     """A person; the email is unique regardless of case (unique index on lower(email))."""
 
     __tablename__ = "crm_contacts"
-    __table_args__ = (Index("uq_crm_contacts_email_lower", func.lower("email"), unique=True),)
-
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
@@ -55,6 +53,10 @@ class Contact(Base):
     )
 
     company: Mapped[Company | None] = relationship(back_populates="contacts")
+
+
+# Case-insensitive uniqueness without the citext extension: a unique expression index.
+Index("uq_crm_contacts_email_lower", func.lower(Contact.email), unique=True)
 
 
 class Deal(Base):
