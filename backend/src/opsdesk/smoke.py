@@ -1,4 +1,4 @@
-"""Rule smoke check against real PostgreSQL + Valkey: every business rule, once, in a scratch schema.
+"""Rule smoke check against real PostgreSQL + Valkey: every business rule once, in a scratch schema.
 
 Run: ``python -m opsdesk.smoke`` with DATABASE_URL and REDIS_URL set. It creates the schema
 ``opsdesk_smoke_<pid>``, exercises each rule (one positive and one negative case), checks that
@@ -21,10 +21,11 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from opsdesk import db
+from opsdesk import db, events
 from opsdesk.db import utcnow
 from opsdesk.domains.canvas import service as canvas
 from opsdesk.domains.crm import service as crm
+from opsdesk.domains.crm.models import Company
 from opsdesk.domains.finance import service as finance
 from opsdesk.domains.knowledge import service as knowledge
 from opsdesk.domains.tasks import service as tasks
@@ -41,6 +42,12 @@ def raises(kind: type[OpsdeskError], what: str) -> Iterator[None]:
     except kind:
         return
     raise AssertionError(f"expected {kind.__name__}: {what}")
+
+
+def _check(condition: object, detail: object) -> None:
+    # Not `assert`: the smoke check must still check under python -O.
+    if not condition:
+        raise AssertionError(str(detail))
 
 
 def run(database_url: str, redis_url: str, *, report: Callable[[str], None] = print) -> None:
@@ -68,20 +75,20 @@ def run(database_url: str, redis_url: str, *, report: Callable[[str], None] = pr
             # Rolled-back work publishes nothing; committed work publishes after commit.
             while pubsub.get_message(timeout=0.2):
                 pass
-            s.add(crm.Company(name="never committed"))
-            from opsdesk import events
-
+            s.add(Company(name="never committed"))
             events.record(s, "crm", "company.created", 0, name="ghost")
             s.rollback()
-            assert pubsub.get_message(timeout=0.3) is None, "an event was published after rollback"
+            _check(pubsub.get_message(timeout=0.3) is None, "an event was published after rollback")
             company = crm.create_company(s, name="Evented Inc")
             msg = pubsub.get_message(timeout=2)
-            assert msg is not None, "no event after commit"
+            if msg is None:
+                raise AssertionError("no event after commit")
             evt = json.loads(msg["data"])
-            assert msg["channel"].decode() == f"{prefix}opsdesk.crm", msg
-            assert evt["type"] == "crm.company.created" and evt["id"] == company.id, evt
+            _check(msg["channel"].decode() == f"{prefix}opsdesk.crm", msg)
+            _check(evt["type"] == "crm.company.created" and evt["id"] == company.id, evt)
             report(
-                f"event after commit on {msg['channel'].decode()}: {evt['type']}; none after rollback"
+                f"event after commit on {msg['channel'].decode()}: {evt['type']};"
+                " none after rollback"
             )
     finally:
         pubsub.close()
@@ -105,7 +112,7 @@ def _check_rules(s: Any, engine: Any, report: Callable[[str], None]) -> None:
     with raises(RuleViolation, "won → lost"):
         crm.move_deal(s, deal_id=deal.id, stage="lost")
     totals = {t.stage: t for t in crm.pipeline_totals(s)}
-    assert totals["won"].total == Decimal("1000.50") and totals["lead"].count == 1, totals
+    _check(totals["won"].total == Decimal("1000.50") and totals["lead"].count == 1, totals)
     report("crm: case-insensitive unique email, stage moves, pipeline totals")
     # tasks
     past = utcnow() - timedelta(hours=1)
@@ -113,24 +120,29 @@ def _check_rules(s: Any, engine: Any, report: Callable[[str], None]) -> None:
     done = tasks.create_task(s, title="done", due_at=past)
     tasks.create_task(s, title="future", due_at=utcnow() + timedelta(days=1))
     tasks.set_status(s, task_id=done.id, status="done")
-    assert [t.id for t in tasks.overdue_tasks(s)] == [late.id]
+    _check([t.id for t in tasks.overdue_tasks(s)] == [late.id], "check failed")
     tasks.add_comment(s, task_id=late.id, author="bob", body="on it")
     report("tasks: overdue query excludes done and future tasks; comments")
     # tickets
     t = tickets.open_ticket(s, subject="down", requester_email="c@example.com", priority="urgent")
-    assert t.sla_due_at - t.created_at == timedelta(hours=4)
+    _check(t.sla_due_at - t.created_at == timedelta(hours=4), "check failed")
     with raises(RuleViolation, "open → closed"):
         tickets.transition_ticket(s, ticket_id=t.id, status="closed")
     for status in ("pending", "resolved", "closed", "open"):
         tickets.transition_ticket(s, ticket_id=t.id, status=status, actor="agent")
-    assert len(tickets.ticket_history(s, ticket_id=t.id)) == 5
+    _check(len(tickets.ticket_history(s, ticket_id=t.id)) == 5, "check failed")
     report("tickets: state machine, SLA from priority, audit trail")
     # knowledge
     knowledge.create_doc(s, title="Reset your password", body="Use the reset link.", tags=["auth"])
     knowledge.create_doc(s, title="Billing", body="Invoices mention password once.", tags=["bill"])
     hits = knowledge.search_docs(s, query="password")
-    assert [h.doc.title for h in hits][0] == "Reset your password" and hits[0].rank > hits[1].rank
-    assert knowledge.search_docs(s, query="password", tags=["bill"])[0].doc.title == "Billing"
+    _check(
+        hits[0].doc.title == "Reset your password" and hits[0].rank > hits[1].rank, "check failed"
+    )
+    _check(
+        knowledge.search_docs(s, query="password", tags=["bill"])[0].doc.title == "Billing",
+        "check failed",
+    )
     report("knowledge: generated tsvector, GIN, ts_rank ordering, tag filter")
     # canvas
     c = canvas.create_canvas(s, name="board", data={"shapes": [{"kind": "box", "w": 3}]})
@@ -139,8 +151,11 @@ def _check_rules(s: Any, engine: Any, report: Callable[[str], None]) -> None:
     )
     with raises(Conflict, "stale canvas version"):
         canvas.save_canvas(s, canvas_id=c.id, data={}, expected_version=1)
-    assert [d.id for d in canvas.query_canvases(s, path="$.shapes[*] ? (@.w > 4)")] == [c.id]
-    assert canvas.path_values(s, canvas_id=c.id, path="$.shapes[*].w") == [5]
+    _check(
+        [d.id for d in canvas.query_canvases(s, path="$.shapes[*] ? (@.w > 4)")] == [c.id],
+        "check failed",
+    )
+    _check(canvas.path_values(s, canvas_id=c.id, path="$.shapes[*].w") == [5], "check failed")
     _canvas_race(engine, c.id)
     report("canvas: optimistic version, racing writers (one wins), JSON path")
     # finance
@@ -156,7 +171,7 @@ def _check_rules(s: Any, engine: Any, report: Callable[[str], None]) -> None:
         )
     with raises(RuleViolation, "single line"):
         finance.post_transaction(s, memo="bad", lines=[line(cash.id, Decimal("1"))])
-    assert finance.account_balance(s, account_id=cash.id) == Decimal("10.10")
+    _check(finance.account_balance(s, account_id=cash.id) == Decimal("10.10"), "check failed")
     _ledger_trigger(engine, cash.id)
     spec = finance.InvoiceLineSpec
     inv = finance.create_invoice(
@@ -168,7 +183,7 @@ def _check_rules(s: Any, engine: Any, report: Callable[[str], None]) -> None:
             spec("b", Decimal("1.5"), Decimal("2.25")),
         ],
     )
-    assert inv.total == Decimal("3.68"), inv.total
+    _check(inv.total == Decimal("3.68"), inv.total)
     with raises(Conflict, "duplicate invoice number"):
         finance.create_invoice(s, number="INV-1", customer_name="x", lines=[spec("a", 1, 1)])  # type: ignore[arg-type]
     report("finance: balanced ledger (service + deferred trigger), invoice totals in SQL")
@@ -178,7 +193,8 @@ def _canvas_race(engine: Any, canvas_id: int) -> None:
     # Two connections save with the same expected version; the second blocks on the row lock,
     # then re-checks version = 2 after the first commits and matches nothing.
     update = text(
-        "UPDATE canvas_docs SET version = version + 1 WHERE id = :i AND version = 2 RETURNING version"
+        "UPDATE canvas_docs SET version = version + 1"
+        " WHERE id = :i AND version = 2 RETURNING version"
     )
     with engine.connect() as a, engine.connect() as b:
         first = a.execute(update, {"i": canvas_id}).scalar_one_or_none()
@@ -194,7 +210,7 @@ def _canvas_race(engine: Any, canvas_id: int) -> None:
         a.commit()
         worker.join()
         b.commit()
-    assert first == 3 and result == [None], (first, result)
+    _check(first == 3 and result == [None], (first, result))
 
 
 def _ledger_trigger(engine: Any, account_id: int) -> None:
@@ -206,12 +222,13 @@ def _ledger_trigger(engine: Any, account_id: int) -> None:
             ).scalar_one()
             conn.execute(
                 text(
-                    "INSERT INTO ledger_lines (transaction_id, account_id, amount) VALUES (:t, :a, 5)"
+                    "INSERT INTO ledger_lines (transaction_id, account_id, amount)"
+                    " VALUES (:t, :a, 5)"
                 ),
                 {"t": tid, "a": account_id},
             )
     except IntegrityError as exc:
-        assert "unbalanced" in str(exc), exc
+        _check("unbalanced" in str(exc), exc)
         return
     raise AssertionError("an unbalanced raw-SQL ledger transaction was committed")
 
