@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks for testbed: `make bench` (python -m bench)."""

@@ -1,0 +1,264 @@
+"""Generated pytest suites for the isolation comparison: one conftest per contender, same tests.
+
+Every suite runs the same test bodies (a company and three deals written through an ORM Session,
+committed, read back). Only the `db` fixture differs, so wall(suite) - wall(baseline) is the cost
+of the isolation alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Shared by every contender: timing hooks (per-test protocol time, written at session end).
+COMMON = """
+import json
+import os
+import time
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from opsdesk.db import Base, create_schema, drop_schema, make_engine, table_names
+
+URL = os.environ["BENCH_DB_URL"]
+SCHEMA = os.environ["BENCH_SCHEMA"]
+_TIMES = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    t0 = time.perf_counter()
+    yield
+    _TIMES.append((item.name, t0, time.perf_counter()))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    with open(os.environ["BENCH_OUT"], "w") as fh:
+        json.dump({"times": _TIMES, "exitstatus": int(exitstatus)}, fh)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    eng = make_engine(URL, schema=SCHEMA)
+    drop_schema(eng, SCHEMA)
+    create_schema(eng, SCHEMA)
+    yield eng
+    drop_schema(eng, SCHEMA)
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def shared_conn(engine):
+    conn = engine.connect()
+    yield conn
+    conn.close()
+"""
+
+# testbed's own isolation code when it is importable; otherwise an exact replica of it (the
+# BENCH_OUT file records which one ran, and the report says so).
+HARNESS = """
+try:
+    from testbed.isolation import WorkerDatabase, committed_session, rollback_session
+    from testbed.workers import Worker, new_run_id
+
+    HARNESS_USED = "testbed.isolation"
+except ImportError:
+    import contextlib
+    import secrets
+
+    HARNESS_USED = "replica"
+
+    def new_run_id():
+        return secrets.token_hex(4)
+
+    class Worker:
+        def __init__(self, run_id, worker_id, count):
+            self.schema = f"e2e_{run_id}_{worker_id}"
+
+    class WorkerDatabase:
+        def __init__(self, url, worker):
+            self.url, self.worker = url, worker
+
+        def create(self):
+            self.engine = make_engine(self.url, schema=self.worker.schema)
+            create_schema(self.engine, self.worker.schema)
+            self.tables = table_names()
+
+        def drop(self):
+            drop_schema(self.engine, self.worker.schema)
+            self.engine.dispose()
+
+        def truncate(self):
+            names = ", ".join(f'"{self.worker.schema}"."{t}"' for t in self.tables)
+            with self.engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+    @contextlib.contextmanager
+    def rollback_session(engine):
+        conn = engine.connect()
+        trans = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
+            if trans.is_active:
+                trans.rollback()
+            conn.close()
+
+    @contextlib.contextmanager
+    def committed_session(database):
+        session = Session(bind=database.engine)
+        try:
+            yield session
+        finally:
+            session.close()
+            database.truncate()
+
+
+@pytest.fixture(scope="session")
+def worker_db():
+    wdb = WorkerDatabase(URL, Worker(run_id=new_run_id(), worker_id="master", count=1))
+    wdb.create()
+    yield wdb
+    wdb.drop()
+
+
+def pytest_sessionstart(session):
+    with open(os.environ["BENCH_OUT"] + ".harness", "w") as fh:
+        fh.write(HARNESS_USED)
+"""
+
+CONTENDERS: dict[str, str] = {
+    # No isolation: every test commits into the same tables on one shared connection.
+    "baseline": """
+@pytest.fixture
+def db(shared_conn):
+    session = Session(bind=shared_conn)
+    yield session
+    session.close()
+""",
+    # testbed's default: testbed.isolation.rollback_session (SQLAlchemy's "join a Session into an
+    # external transaction" recipe) on the worker schema testbed.isolation.WorkerDatabase creates.
+    "default": HARNESS
+    + """
+@pytest.fixture
+def db(worker_db):
+    with rollback_session(worker_db.engine) as session:
+        yield session
+""",
+    # testbed's committed mode: testbed.isolation.committed_session (real commits, then one
+    # TRUNCATE ... RESTART IDENTITY CASCADE of the worker's tables).
+    "committed": HARNESS
+    + """
+@pytest.fixture
+def db(worker_db):
+    with committed_session(worker_db) as session:
+        yield session
+""",
+    # The naive way: fresh tables for every test.
+    "naive": """
+@pytest.fixture
+def db(shared_conn):
+    Base.metadata.create_all(shared_conn)
+    shared_conn.commit()
+    session = Session(bind=shared_conn)
+    yield session
+    session.close()
+    Base.metadata.drop_all(shared_conn)
+    shared_conn.commit()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_schema(engine):
+    # create_schema made the tables; the naive fixture wants to create them itself.
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+""",
+    # pytest-postgresql 7: its own `postgresql` fixture over a noproc fixture against our server.
+    # The template database gets the tables once (load=); each test gets CREATE DATABASE ...
+    # TEMPLATE and DROP DATABASE from the fixture's DatabaseJanitor. One SQLAlchemy engine for the
+    # whole session hands out the fixture's psycopg connection, so no per-test engine cost is added.
+    "pytest_postgresql": """
+from urllib.parse import urlsplit
+
+from pytest_postgresql import factories
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+_U = urlsplit(URL)
+
+
+def _load_tables(host, port, user, dbname, password):
+    eng = create_engine(f"postgresql+psycopg://{user}@{host}:{port}/{dbname}", poolclass=NullPool)
+    Base.metadata.create_all(eng)
+    eng.dispose()
+
+
+postgresql_bench_noproc = factories.postgresql_noproc(
+    host=_U.hostname, port=_U.port, user=_U.username, password=_U.password,
+    dbname="bench_ppg", load=[_load_tables],
+)
+postgresql = factories.postgresql("postgresql_bench_noproc")
+_CURRENT = []
+_ENGINE = create_engine("postgresql+psycopg://", creator=lambda: _CURRENT[-1], poolclass=NullPool)
+
+
+@pytest.fixture
+def db(postgresql):
+    _CURRENT.append(postgresql)
+    conn = _ENGINE.connect()
+    session = Session(bind=conn)
+    yield session
+    session.close()
+    conn.close()
+    _CURRENT.pop()
+""",
+}
+
+# Plugins each contender's pytest run loads: its own only, so the baseline carries none of them.
+PLUGINS: dict[str, list[str]] = {
+    "baseline": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
+    "default": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
+    "committed": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
+    "naive": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
+    "pytest_postgresql": ["-p", "no:testbed"],
+}
+
+TEST_HEADER = """
+from sqlalchemy import func, select
+
+from opsdesk.domains.crm.models import Company, Deal
+
+
+def _body(db, i):
+    company = Company(name=f"Company {i}", domain=f"c{i}.example.com")
+    db.add(company)
+    db.flush()
+    db.add_all(
+        [Deal(title=f"Deal {k} of {i}", amount=100 * k + i, company_id=company.id)
+         for k in range(3)]
+    )
+    db.commit()
+    count = db.scalar(select(func.count()).select_from(Deal).where(Deal.company_id == company.id))
+    assert count == 3
+"""
+
+PYTEST_INI = """[pytest]
+addopts = -p no:randomly -p no:cacheprovider -p no:xdist -p no:xdist.looponfail -p no:pytest-split
+"""
+
+
+def write_suite(
+    root: Path, contender: str, tests: int, conftest_override: str | None = None
+) -> Path:
+    """Write pytest.ini, conftest.py and test_suite.py (warm-up test + `tests` tests) under root."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pytest.ini").write_text(PYTEST_INI)
+    body = conftest_override if conftest_override is not None else CONTENDERS[contender]
+    (root / "conftest.py").write_text(COMMON + body)
+    # test_0000 pays the session fixtures (schema, template database) and is not measured.
+    funcs = [f"\n\ndef test_{i:04d}(db):\n    _body(db, {i})\n" for i in range(tests + 1)]
+    (root / "test_suite.py").write_text(TEST_HEADER + "".join(funcs))
+    return root
