@@ -1,0 +1,88 @@
+"""Who am I in this run: run id, xdist worker, and the names and numbers derived from them."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_PREFIX = "e2e_"
+# PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes; a silently truncated schema name
+# could make two workers share one schema, so names are checked, never trimmed.
+MAX_IDENTIFIER_BYTES = 63
+RUN_ID_RE = re.compile(r"^[0-9a-f]{8}$")
+SCHEMA_RE = re.compile(r"^e2e_(?P<run>[0-9a-f]{8})_(?P<worker>[a-z0-9]+)$")
+CONTROLLER = "master"
+
+
+def new_run_id() -> str:
+    """A short random run id: 8 hex chars, shared by every worker of one run."""
+    return secrets.token_hex(4)
+
+
+def new_seed() -> int:
+    """A random run seed; 48 bits keeps it short to type while making reuse across runs unlikely."""
+    return secrets.randbits(48)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One process's identity in a run and everything named after it."""
+
+    run_id: str
+    worker_id: str  # "gw0".."gwN" under xdist, "master" otherwise
+    count: int  # number of workers in the run (1 without xdist)
+
+    def __post_init__(self) -> None:
+        if not RUN_ID_RE.match(self.run_id):
+            raise ValueError(f"run id {self.run_id!r} must be 8 lowercase hex chars")
+        if not re.fullmatch(r"[a-z0-9]+", self.worker_id):
+            raise ValueError(f"worker id {self.worker_id!r} must be lowercase letters and digits")
+        if len(self.schema.encode()) > MAX_IDENTIFIER_BYTES:
+            raise ValueError(
+                f"schema name {self.schema!r} is longer than {MAX_IDENTIFIER_BYTES} bytes; "
+                "PostgreSQL would truncate it"
+            )
+
+    @property
+    def index(self) -> int:
+        """0-based worker number: gw3 -> 3, the single process -> 0."""
+        digits = re.sub(r"\D", "", self.worker_id)
+        return int(digits) if digits else 0
+
+    @property
+    def schema(self) -> str:
+        """The worker's PostgreSQL schema, e.g. e2e_1a2b3c4d_gw0."""
+        return f"{SCHEMA_PREFIX}{self.run_id}_{self.worker_id}"
+
+    @property
+    def redis_db(self) -> int:
+        """The worker's own Valkey logical database; 0 stays free for run-wide keys."""
+        return 1 + self.index
+
+    @property
+    def prefix(self) -> str:
+        """Key and channel prefix: pub/sub channels are global across databases, so keys
+        and channels are namespaced as well."""
+        return f"e2e:{self.run_id}:{self.worker_id}:"
+
+    @property
+    def run_prefix(self) -> str:
+        """Prefix for run-wide keys (database 0) that every worker of this run may read."""
+        return f"e2e:{self.run_id}:"
+
+
+def worker_from_input(workerinput: dict[str, Any] | None, *, run_id: str) -> Worker:
+    """Build the Worker from xdist's workerinput (on a worker) or for the single process."""
+    if workerinput is None:
+        return Worker(run_id=run_id, worker_id=CONTROLLER, count=1)
+    count = int(workerinput.get("workercount", os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))
+    return Worker(run_id=run_id, worker_id=str(workerinput["workerid"]), count=count)
+
+
+def parse_schema(name: str) -> tuple[str, str] | None:
+    """(run id, worker id) for a harness schema name, None for anything else."""
+    match = SCHEMA_RE.match(name)
+    return (match["run"], match["worker"]) if match else None
