@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 # The bench's ports: away from the dev databases (5432/6379) and from `make up` (5433/6380).
-PG_PORT = int(os.environ.get("BENCH_PG_PORT", "55433"))
-REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "56380"))
+PG_PORT = int(os.environ.get("BENCH_PG_PORT", "55443"))
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "56390"))
 # Environment settings the bench honours (where binaries and caches are); everything else is ours.
 PASSTHROUGH = ("E2E_PG_BIN", "E2E_VALKEY_BIN", "E2E_CACHE_DIR", "E2E_WAIT_TIMEOUT")
 
@@ -38,6 +38,7 @@ def bench_settings(*, state_dir: Path, cache_dir: Path | None = None, **override
         redis_port=REDIS_PORT,
         state_dir=state_dir,
         cache_dir=cache_dir,
+        project=state_dir.name,  # testbed's lock and reaper key on it: keep it ours
         **overrides,
     )
 
