@@ -1,0 +1,171 @@
+"""`python -m testbed up|down|status|wait|reap|env`: the E2E services from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from testbed.config import OPTIONS, Settings, load_settings
+from testbed.errors import HealthTimeout, TestbedError, UsageError
+from testbed.guard import redact
+from testbed.services import Endpoints, ServiceBackend, choose, ensure_up
+
+COMMANDS = {
+    "up": "start PostgreSQL 16 and Valkey 8 (or reuse healthy ones) and leave them running",
+    "down": "stop the services and remove their data",
+    "status": "show backend, versions, ports, processes and health (exit 3 when not healthy)",
+    "wait": "wait until the services answer (bounded by --wait-timeout)",
+    "reap": "remove what dead runs left behind (pid files, data dirs, stopped containers)",
+    "env": "print the services' URLs as shell assignments: eval \"$(python -m testbed env)\"",
+}
+_CLI_OPTIONS = ("backend", "pg_port", "redis_port", "database_url", "redis_url", "pg_bin",
+                "valkey_bin", "cache_dir", "state_dir", "wait_timeout")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line parser; flags mirror the E2E_* settings (flags win over env vars)."""
+    p = argparse.ArgumentParser(
+        prog="python -m testbed",
+        description="Run the opsdesk E2E services (PostgreSQL 16, Valkey 8).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        cmd = sub.add_parser(name, help=text, description=text)
+        for opt in OPTIONS:
+            if opt.name in _CLI_OPTIONS:
+                cmd.add_argument(f"--{opt.name.replace('_', '-')}", dest=opt.name, default=None,
+                                 help=f"{opt.help} (env {opt.env})")
+        if name == "up":
+            cmd.add_argument(
+                "--foreground", action="store_true",
+                help="stay in the foreground; Ctrl-C or SIGTERM takes the services down")
+    return p
+
+
+def _backend(settings: Settings, command: str) -> ServiceBackend:
+    # Services started natively stay native for down/status/env even if an engine appeared since.
+    if settings.backend == "auto" and command != "up" and not settings.database_url \
+            and not settings.redis_url and (settings.state_dir / "state.json").exists():
+        from testbed.services.native import NativeBackend
+
+        return NativeBackend(settings)
+    return choose(settings)
+
+
+def describe(eps: Endpoints) -> str:
+    """One line naming backend, versions and where they answer (password redacted)."""
+    return (f"{eps.backend}: PostgreSQL {eps.pg_version} at {redact(eps.database_url)}, "
+            f"Valkey {eps.redis_version} at {redact(eps.redis_url)}")
+
+
+def cmd_up(settings: Settings, foreground: bool) -> int:
+    """Start or reuse the services; print how long it took."""
+    started = time.monotonic()
+    eps, fresh = ensure_up(settings)
+    verb = "started" if fresh else "already running, reused"
+    print(f"E2E services {verb} in {time.monotonic() - started:.2f} s: {describe(eps)}", flush=True)
+    if not foreground:
+        print("stop them with `make down` (python -m testbed down)")
+        return 0
+    return _hold(settings, owned=fresh)
+
+
+def _hold(settings: Settings, owned: bool) -> int:
+    stop_requested: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop_requested.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print("running in the foreground; Ctrl-C stops the services", flush=True)
+    backend = _backend(settings, "down")
+    try:
+        while not stop_requested:
+            time.sleep(0.2)
+    finally:
+        if owned:
+            backend.down()
+            print("services stopped and their data removed", flush=True)
+        else:
+            print("left running: they were already up before this command", flush=True)
+    return 0
+
+
+def cmd_wait(settings: Settings) -> int:
+    """Poll until the services answer or wait_timeout passes."""
+    backend = _backend(settings, "wait")
+    deadline = time.monotonic() + settings.wait_timeout
+    while (eps := backend.running()) is None:
+        if time.monotonic() > deadline:
+            raise HealthTimeout(f"the {backend.name} services are not healthy after "
+                                f"{settings.wait_timeout:g} s; see `make status`, then `make up`")
+        time.sleep(0.1)
+    print(f"healthy: {describe(eps)}")
+    return 0
+
+
+def cmd_env(settings: Settings) -> int:
+    """Shell assignments for the running services (real URLs: they are meant for eval)."""
+    eps = _backend(settings, "env").running()
+    if eps is None:
+        print("error: the E2E services are not running; start them with `make up`",
+              file=sys.stderr)
+        return 1
+    for name, value in (("E2E_DATABASE_URL", eps.database_url), ("E2E_REDIS_URL", eps.redis_url),
+                        ("DATABASE_URL", eps.database_url), ("REDIS_URL", eps.redis_url)):
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_reap(settings: Settings) -> int:
+    """Reap native leftovers and (when an engine answers) stopped containers of ours."""
+    from testbed.services import docker
+    from testbed.services.native import NativeBackend
+
+    removed = NativeBackend(settings).reap()
+    if docker.engine_answers():
+        removed += docker.DockerBackend(settings).reap()
+    for item in removed:
+        print(f"removed {item}")
+    print("nothing to reap" if not removed else f"reaped {len(removed)} item(s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 usage error, 1 other testbed error)."""
+    args = parser().parse_args(argv)
+    try:
+        overrides = {name: getattr(args, name, None) for name in _CLI_OPTIONS}
+        settings = load_settings(**overrides)
+        if args.command == "up":
+            return cmd_up(settings, args.foreground)
+        if args.command == "down":
+            started = time.monotonic()
+            backend = _backend(settings, "down")
+            backend.down()
+            print(f"E2E services ({backend.name}) down in {time.monotonic() - started:.2f} s")
+            return 0
+        if args.command == "status":
+            status = _backend(settings, "status").status()
+            print(status.render())
+            return 0 if status.healthy else 3
+        if args.command == "wait":
+            return cmd_wait(settings)
+        if args.command == "env":
+            return cmd_env(settings)
+        return cmd_reap(settings)
+    except UsageError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except TestbedError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""PostgreSQL data dirs: an initialised template in the cache, copied per start; server flags."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from testbed.binaries import PgBinaries, Say, cache_lock
+from testbed.errors import ServicesUnavailable
+from testbed.services.procs import RunAs, chown, run_as_kwargs, server_env
+
+ROLE = DATABASE = "opsdesk_e2e"
+MAX_CONNECTIONS = 300  # xdist workers x (app pool + harness pool) with headroom
+# Durability is worthless for throwaway test data; these make writes RAM-speed.
+SPEED_FLAGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+_LOCALES = ("C.UTF-8", "C")  # C.UTF-8: Unicode-aware lower()/ILIKE like the compose image
+
+
+def template_dir(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None) -> Path:
+    """Cache path of the template for this PostgreSQL version and owner."""
+    uid = run_as.uid if run_as else os.geteuid()
+    return cache_dir / f"pgdata-template-{pg.version}-uid{uid}"
+
+
+def _run(argv: list[str], run_as: RunAs | None, cwd: Path, stdin: str | None = None,
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]  # run_as kwargs
+        argv, input=stdin, capture_output=True, text=True, cwd=cwd, env=server_env(),
+        timeout=120, check=False, **run_as_kwargs(run_as))
+
+
+def _initdb(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path) -> None:
+    for locale in _LOCALES:
+        proc = _run([str(pg.initdb), "-D", str(data), "-U", ROLE, "--auth=trust", "-E", "UTF8",
+                     f"--locale={locale}", "--no-sync", "--no-instructions"], run_as, cwd)
+        if proc.returncode == 0:
+            return
+        shutil.rmtree(data, ignore_errors=True)
+    raise ServicesUnavailable(f"initdb failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}\n"
+                              f"  try: remove {cwd.parent} and retry, or set E2E_PG_BIN")
+
+
+def _create_database(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path) -> None:
+    # Single-user mode: no port, no socket, nothing to clean up if we are interrupted.
+    proc = _run([str(pg.postgres), "--single", "-D", str(data), "-F", "-c", "exit_on_error=on",
+                 "template1"], run_as, cwd, stdin=f"CREATE DATABASE {DATABASE} OWNER {ROLE};\n")
+    if proc.returncode != 0 or "ERROR" in proc.stderr:
+        raise ServicesUnavailable(f"creating database {DATABASE} failed:\n{proc.stderr[-2000:]}")
+
+
+def ensure_template(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, say: Say) -> Path:
+    """The initialised template data dir (role+database opsdesk_e2e); initdb only the first time."""
+    final = template_dir(cache_dir, pg, run_as)
+    if (final / "PG_VERSION").is_file():
+        return final
+    with cache_lock(cache_dir):
+        if (final / "PG_VERSION").is_file():
+            return final
+        started = time.monotonic()
+        say(f"initialising a PostgreSQL {pg.version} template data dir (once per version)…")
+        work = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".initdb-"))
+        try:
+            work.chmod(0o755)
+            chown(work, run_as)
+            data = work / "data"
+            _initdb(pg, data, run_as, work)
+            _create_database(pg, data, run_as, work)
+            shutil.rmtree(final, ignore_errors=True)
+            data.rename(final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        say(f"  template ready in {time.monotonic() - started:.2f} s: {final}")
+    return final
+
+
+def copy_template(template: Path, data: Path) -> None:
+    """Copy the template to a fresh data dir, keeping owner and 0700 (cp -a is ~2x copytree)."""
+    if shutil.which("cp"):
+        proc = subprocess.run(["cp", "-a", str(template), str(data)], capture_output=True,
+                              text=True, check=False)
+        if proc.returncode == 0:
+            return
+        shutil.rmtree(data, ignore_errors=True)
+    shutil.copytree(template, data, symlinks=True)
+    st = template.stat()
+    if os.geteuid() == 0:
+        for root, dirs, files in os.walk(data):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), st.st_uid, st.st_gid)
+        os.chown(data, st.st_uid, st.st_gid)
+    data.chmod(0o700)
+
+
+def server_argv(pg: PgBinaries, data: Path, port: int, socket_dir: Path) -> list[str]:
+    """postgres command line: 127.0.0.1 only, socket in our state dir, speed flags."""
+    argv = [str(pg.postgres), "-D", str(data), "-p", str(port), "-k", str(socket_dir),
+            "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={MAX_CONNECTIONS}"]
+    for flag in SPEED_FLAGS:
+        argv += ["-c", flag]
+    return argv
+
+
+def database_url(port: int) -> str:
+    """libpq URL of the native database (trust auth, no password)."""
+    return f"postgresql://{ROLE}@127.0.0.1:{port}/{DATABASE}"
