@@ -121,6 +121,13 @@ def create_schema(engine: Engine, schema: str) -> None:
         Base.metadata.create_all(conn, checkfirst=existing > 0)
 
 
+def create_tables(engine: Engine) -> None:
+    """Create missing opsdesk tables in the connection's current search_path (no schema given)."""
+    _import_models()
+    with engine.begin() as conn:
+        Base.metadata.create_all(conn, checkfirst=True)
+
+
 def drop_schema(engine: Engine, schema: str) -> None:
     """Drop ``schema`` and everything in it; a missing schema is not an error."""
     with engine.begin() as conn:

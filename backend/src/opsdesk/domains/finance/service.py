@@ -140,9 +140,12 @@ def post_transaction(
         session.add(txn)
         session.flush()
         events.record(
-            session, "finance", "transaction.posted", txn.id,
+            session,
+            "finance",
+            "transaction.posted",
+            txn.id,
             lines=[{"account_id": x.account_id, "amount": x.amount} for x in exact],
-        )  # fmt: skip
+        )
     return txn
 
 

@@ -86,9 +86,13 @@ def open_ticket(
         session.add(ticket)
         session.flush()
         events.record(
-            session, "tickets", "ticket.opened", ticket.id,
-            priority=ticket.priority, sla_due_at=ticket.sla_due_at,
-        )  # fmt: skip
+            session,
+            "tickets",
+            "ticket.opened",
+            ticket.id,
+            priority=ticket.priority,
+            sla_due_at=ticket.sla_due_at,
+        )
     return ticket
 
 
@@ -141,14 +145,24 @@ def transition_ticket(
             ticket.sla_due_at = sla_due(ticket.priority, at)
         session.add(
             TicketEvent(
-                ticket_id=ticket.id, kind="transition", from_status=previous,
-                to_status=status, actor=actor, note=note, created_at=at,
+                ticket_id=ticket.id,
+                kind="transition",
+                from_status=previous,
+                to_status=status,
+                actor=actor,
+                note=note,
+                created_at=at,
             )
-        )  # fmt: skip
+        )
         events.record(
-            session, "tickets", "ticket.transitioned", ticket.id,
-            previous=previous, status=status, actor=actor,
-        )  # fmt: skip
+            session,
+            "tickets",
+            "ticket.transitioned",
+            ticket.id,
+            previous=previous,
+            status=status,
+            actor=actor,
+        )
     return ticket
 
 

@@ -1,0 +1,97 @@
+"""opsdesk as an MCP tool service (the ``mcp`` SDK's MCPServer), in-process or over stdio.
+
+Tools (``<domain>_<verb>``): create/get/search for every domain, plus ``crm_move_deal``,
+``tickets_transition``, ``canvas_save`` (with ``expected_version``),
+``finance_post_transaction``, ``finance_create_invoice`` and ``knowledge_search``. Arguments
+are validated by pydantic from the type hints; a bad argument, a broken rule or an unexpected
+database error comes back as a tool result with ``isError=true`` and a message starting with
+the error kind (``InvalidArgument:``, ``NotFound:``, ``Conflict:``, ``RuleViolation:``,
+``InternalError:``), never as a crash. Create tools take an optional ``idempotency_key``
+(Valkey key ``<prefix>idem:<tool>:<key>``, SET NX with a TTL): a retry returns the same
+object with ``"idempotent_replay": true``.
+
+In-process (tests), over a Session the test owns and the server never closes::
+
+    from mcp import Client
+    from opsdesk.app import App
+    from opsdesk.mcp_server import build_server
+
+    app = App.for_session(session, redis=redis_client, prefix=worker_prefix)
+    async with Client(build_server(app)) as client:
+        result = await client.call_tool("crm_create_contact", {"email": "a@b.co", "name": "A"})
+        assert not result.is_error and result.structured_content["id"] > 0
+
+(``App.for_engine(engine, ...)`` gives every call its own Session instead.)
+
+Over stdio: ``python -m opsdesk.mcp_server`` with ``DATABASE_URL`` (required), ``REDIS_URL``
+(events and idempotency keys; optional), ``OPSDESK_SCHEMA`` (optional; tables go there) and
+``OPSDESK_EVENT_PREFIX`` (optional channel/key prefix). Tables are created if missing. Logs go
+to stderr; stdout carries the protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from opsdesk import db
+from opsdesk.app import App
+from opsdesk.mcp_tools import canvas, crm, finance, knowledge, tasks, tickets
+
+SERVER_NAME = "opsdesk"
+INSTRUCTIONS = (
+    "opsdesk: CRM, tasks, support tickets, knowledge base, canvas documents and a "
+    "double-entry ledger. Money is exchanged as decimal strings. Pass idempotency_key to "
+    "create tools when you may retry."
+)
+
+
+def build_server(app: App) -> MCPServer[Any]:
+    """Return an MCPServer exposing every opsdesk tool over ``app``."""
+    server: MCPServer[Any] = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, log_level="WARNING")
+    for module in (crm, tasks, tickets, knowledge, canvas, finance):
+        module.register(server, app)
+    return server
+
+
+def app_from_env(env: Mapping[str, str]) -> App:
+    """Build the App from DATABASE_URL / REDIS_URL / OPSDESK_SCHEMA / OPSDESK_EVENT_PREFIX."""
+    database_url = env.get("DATABASE_URL", "").strip()
+    if not database_url:
+        raise SystemExit(
+            "opsdesk.mcp_server: DATABASE_URL is not set. Set it to a PostgreSQL URL, e.g. "
+            'eval "$(make -s env)" for the E2E services, then run python -m opsdesk.mcp_server'
+        )
+    schema = env.get("OPSDESK_SCHEMA") or None
+    engine = db.make_engine(database_url, schema=schema)
+    if schema is not None:
+        db.create_schema(engine, schema)
+    else:
+        db.create_tables(engine)
+    redis_client = None
+    if redis_url := env.get("REDIS_URL", "").strip():
+        import redis
+
+        redis_client = redis.Redis.from_url(redis_url)
+    else:
+        logging.getLogger("opsdesk.mcp").warning(
+            "REDIS_URL is not set: events are not published and idempotency keys are refused"
+        )
+    return App.for_engine(engine, redis=redis_client, prefix=env.get("OPSDESK_EVENT_PREFIX", ""))
+
+
+def main() -> None:
+    """Serve the opsdesk tools over stdio (``python -m opsdesk.mcp_server``)."""
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    build_server(app_from_env(os.environ)).run("stdio")
+
+
+if __name__ == "__main__":
+    main()

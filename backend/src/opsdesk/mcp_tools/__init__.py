@@ -1,0 +1,1 @@
+"""MCP tool definitions, one module per domain; each exposes register(server, app)."""

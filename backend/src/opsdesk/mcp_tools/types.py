@@ -1,0 +1,97 @@
+"""Validated argument types shared by the tools, and JSON rendering of ORM rows."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import inspect
+
+from opsdesk.idempotency import KEY_PATTERN
+
+Id = Annotated[int, Field(ge=1, le=2**31 - 1, description="Object id (positive integer)")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Text = Annotated[str, StringConstraints(max_length=10_000)]
+LongText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200_000)
+]
+Query = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    ),
+]
+Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Money = Annotated[
+    Decimal, Field(max_digits=18, decimal_places=2, description="Decimal string, 2 places max")
+]
+NonNegativeMoney = Annotated[
+    Decimal, Field(ge=0, max_digits=18, decimal_places=2, description="Decimal string, >= 0")
+]
+Quantity = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=3)]
+Limit = Annotated[int, Field(ge=1, le=200, description="Maximum number of results")]
+Version = Annotated[int, Field(ge=1, description="The version you last read")]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+IdempotencyKey = Annotated[
+    str | None,
+    Field(
+        default=None,
+        pattern=KEY_PATTERN,
+        description="Retry-safe key: a repeated call with it returns the same object",
+    ),
+]
+
+Priority = Literal["low", "normal", "high", "urgent"]
+DealStage = Literal["lead", "qualified", "proposal", "won", "lost"]
+TaskStatus = Literal["todo", "in_progress", "done"]
+TicketStatus = Literal["open", "pending", "resolved", "closed"]
+AccountType = Literal["asset", "liability", "equity", "income", "expense"]
+InvoiceStatus = Literal["draft", "issued", "paid", "void"]
+
+
+class LedgerLineIn(BaseModel):
+    """A ledger line: a positive amount debits the account, a negative one credits it."""
+
+    model_config = ConfigDict(extra="forbid")
+    account_id: Id
+    amount: Money
+
+
+class InvoiceLineIn(BaseModel):
+    """An invoice line; its total is quantity x unit_price, rounded to cents by PostgreSQL."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+    ]
+    quantity: Quantity
+    unit_price: NonNegativeMoney
+
+
+def jsonable(value: Any) -> Any:
+    """Return ``value`` with Decimal as string and dates as ISO 8601 (exact, JSON-safe)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+def dump(obj: Any, **extra: Any) -> dict[str, Any]:
+    """Render an ORM object's loaded column attributes (deferred ones skipped) as JSON-safe."""
+    state = inspect(obj)
+    out = {
+        attr.key: jsonable(getattr(obj, attr.key))
+        for attr in state.mapper.column_attrs
+        if attr.key not in state.unloaded
+    }
+    out.update({k: jsonable(v) for k, v in extra.items()})
+    return out
