@@ -59,14 +59,18 @@ integration: deps
 lint: deps
 	@scripts/lint.sh
 
-.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e
-test: lint unit integration e2e
+.PHONY: reliability  ## Interrupts, dying services, foreign targets, hostile input (fast subset)
+reliability: deps
+	@$(BIN)/pytest backend/tests/reliability -q -p no:randomly -m "not soak" $(PYTEST_ARGS)
+
+.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e + reliability
+test: lint unit integration e2e reliability
 
 .PHONY: bench  ## Benchmarks side by side; writes bench/results.json and bench/RESULTS.md
 bench: deps
 	@$(BIN)/python -m bench $(BENCH_ARGS)
 
-.PHONY: soak  ## Flake hunt: the E2E suite 20 times in random order at -n 2 and -n 4
+.PHONY: soak  ## Flake hunt and long reliability checks (E2E suite 20x at -n 2 and -n 4, 10x each signal)
 soak: deps
 	@scripts/soak.sh
 
