@@ -8,11 +8,12 @@ against the model's columns and relationships and the factory's parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import inspect
+from sqlalchemy import Column, inspect
 from sqlalchemy.orm import Mapper, Session
 
 from testbed.bulk import insert_rows
@@ -57,6 +58,17 @@ class Related:
     factory: type[Factory[Any]]
     fk: str
     required: bool = True
+    defaults: Mapping[str, Any] = dataclass_field(default_factory=dict)  # for the parent
+
+
+def _table_columns(mapper: Mapper[Any]) -> dict[str, Column[Any]]:
+    """Attribute key -> Column for the mapped table's own columns (not SQL expressions)."""
+    out: dict[str, Column[Any]] = {}
+    for prop in mapper.column_attrs:
+        col = prop.columns[0]
+        if isinstance(col, Column) and col.table is mapper.local_table:
+            out[prop.key] = col
+    return out
 
 
 def _model_names(mapper: Mapper[Any]) -> tuple[set[str], set[str]]:
@@ -69,10 +81,7 @@ def _required_columns(mapper: Mapper[Any]) -> set[str]:
     """Columns an INSERT must set: NOT NULL, no default of any kind, not generated, not an
     autoincrement key."""
     required = set()
-    for prop in mapper.column_attrs:
-        col = prop.columns[0]
-        if not hasattr(col, "nullable"):  # a column_property over a SQL expression
-            continue
+    for key, col in _table_columns(mapper).items():
         if (
             col.nullable
             or col.default is not None
@@ -81,7 +90,7 @@ def _required_columns(mapper: Mapper[Any]) -> set[str]:
             or (col.primary_key and col.autoincrement in (True, "auto"))
         ):
             continue
-        required.add(prop.key)
+        required.add(key)
     return required
 
 
@@ -105,11 +114,9 @@ class Factory(Generic[M]):
                     declared[key] = value
         mapper: Mapper[Any] = inspect(cls.model)
         columns, relationships = _model_names(mapper)
-        computed = {p.key for p in mapper.column_attrs if p.columns[0].computed is not None}
-        insertable = {
-            p.key for p in mapper.column_attrs
-            if hasattr(p.columns[0], "table") and p.key not in computed
-        }
+        table_columns = _table_columns(mapper)
+        computed = {k for k, c in table_columns.items() if c.computed is not None}
+        insertable = set(table_columns) - computed
         valid = columns | relationships | set(cls.params)
         for key, decl in declared.items():
             if key not in relationships | columns and not isinstance(decl, Related):
@@ -223,7 +230,8 @@ class Factory(Generic[M]):
 
     def _parents(self, decl: Related, n: int, persist: bool) -> Sequence[Any]:
         sub = decl.factory(self.session, self.data)
-        return sub.create_batch(n) if persist else sub.build_batch(n)
+        kwargs = dict(decl.defaults)
+        return sub.create_batch(n, **kwargs) if persist else sub.build_batch(n, **kwargs)
 
     @staticmethod
     def _fill_related(

@@ -1,1 +1,141 @@
-"""testbed's pytest plugin: options, hooks and fixtures for the E2E suite."""
+"""testbed's pytest plugin: options, hooks and fixtures for the E2E suite.
+
+One owner for shared resources (as in SQLAlchemy's own plugin): the controller (xdist
+master, or the single process) brings the services up once, hands the endpoints, run id
+and seed to workers through workerinput, and tears down only what it started. Each worker
+makes its own schema and Redis namespace (fixtures in testbed.fixtures).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from testbed.config import OPTIONS, load_settings
+from testbed.errors import UsageError
+from testbed.run import Controller, RunInfo, wants_services
+
+pytest_plugins = ["testbed.fixtures"]
+
+CONTROLLER_KEY = pytest.StashKey[Controller]()
+RUN_KEY = pytest.StashKey[RunInfo]()
+SETUP_KEY = "e2e_setup_seconds"
+MARKERS = (
+    "e2e: needs the E2E services (PostgreSQL 16, Valkey 8); added to tests using E2E fixtures",
+    "committed: the test's code must see real commits; tables are truncated afterwards",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Declare every testbed setting once: ini key + --flag (+ env var) sharing one help."""
+    group = parser.getgroup("testbed", "opsdesk E2E services and isolation (testbed)")
+    for opt in OPTIONS:
+        text = f"{opt.help} [env {opt.env}, ini {opt.ini}]"
+        parser.addini(opt.ini, help=text, default="")
+        kwargs: dict[str, Any] = {"dest": f"e2e_{opt.name}", "default": None, "help": text}
+        if isinstance(opt.default, bool):
+            # `--e2e-keep` alone means true; `--e2e-keep=false` spells the opposite.
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        group.addoption(opt.flag, **kwargs)
+
+
+def _settings(config: pytest.Config) -> Any:
+    cli = {opt.name: config.getoption(f"e2e_{opt.name}") for opt in OPTIONS}
+    ini = {opt.name: (config.getini(opt.ini) or None) for opt in OPTIONS}
+    try:
+        return load_settings(ini=ini, **cli)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Controller: resolve settings and make the run; worker: receive it from the controller."""
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        config.stash[RUN_KEY] = RunInfo.from_input(workerinput["e2e_run"])
+        return
+    controller = Controller(_settings(config))
+    config.stash[CONTROLLER_KEY] = controller
+    config.stash[RUN_KEY] = controller.info
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(controller), "testbed.xdist")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Controller: bring services up before the header is printed and workers start."""
+    config = session.config
+    controller = config.stash.get(CONTROLLER_KEY, None)
+    if controller is None or config.option.collectonly or config.option.help:
+        return
+    if wants_services(config.args, config.rootpath):
+        controller.start()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses an E2E fixture as `e2e` (for -m "not e2e")."""
+    for item in items:
+        if "e2e_docker_compose" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """Backend, versions, redacted URLs, seed and how long the services took."""
+    controller = config.stash.get(CONTROLLER_KEY, None)
+    return controller.header() if controller is not None else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Worker: report setup time; controller: clean up after the run (after workers end)."""
+    config = session.config
+    workeroutput = getattr(config, "workeroutput", None)
+    from testbed.fixtures import SETUP_STASH
+
+    seconds = config.stash.get(SETUP_STASH, None)
+    if workeroutput is not None:
+        if seconds is not None:
+            workeroutput[SETUP_KEY] = seconds
+            workeroutput["e2e_worker"] = workeroutput.get("workerid") or config.workerinput.get(
+                "workerid", "?"
+            )
+        return
+    controller = config.stash.get(CONTROLLER_KEY, None)
+    if controller is None:
+        return
+    if seconds is not None:
+        controller.worker_setup["main"] = seconds
+    controller.finish()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Timings: services, per-worker schema setup; and the seed to replay the run."""
+    controller = config.stash.get(CONTROLLER_KEY, None)
+    if controller is None or not controller.info.attempted:
+        return
+    terminalreporter.write_sep("-", "testbed")
+    for line in controller.summary():
+        terminalreporter.write_line(line)
+
+
+class XdistHooks:
+    """Hooks that exist only when pytest-xdist is installed."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def pytest_configure_node(self, node: Any) -> None:
+        """Hand each worker the run: id, seed, endpoints or the reason there are none."""
+        node.workerinput["e2e_run"] = self.controller.info.to_input()
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """Collect the worker's schema setup time for the summary."""
+        output = getattr(node, "workeroutput", {}) or {}
+        if SETUP_KEY in output:
+            worker = output.get("e2e_worker") or getattr(node.gateway, "id", "?")
+            self.controller.worker_setup[str(worker)] = output[SETUP_KEY]
