@@ -68,8 +68,15 @@ async def stdio_smoke(
             report.calls[name] = data if not result.is_error else {"error": text}
             return data
 
-        await call("crm_create_contact", {"email": f"smoke-{tag}@example.com", "name": "Smoke",
-                                          "idempotency_key": f"smoke-{tag}"})  # fmt: skip
+        contact = {"email": f"smoke-{tag}@example.com", "name": "Smoke"}
+        if redis_url:
+            contact["idempotency_key"] = f"smoke-{tag}"
+        first = await call("crm_create_contact", contact)
+        if redis_url:  # a retried create returns the same contact and creates nothing
+            again = await client.call_tool("crm_create_contact", contact)
+            replay = again.structured_content or {}
+            if replay.get("id") != first.get("id") or replay.get("idempotent_replay") is not True:
+                report.failures.append(f"idempotent retry gave {replay}, first call {first}")
         await call("tasks_create_task", {"title": "smoke task", "priority": "high"})
         ticket = await call("tickets_create_ticket",
                             {"subject": "smoke", "requester_email": "s@example.com"})  # fmt: skip

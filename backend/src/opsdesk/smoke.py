@@ -157,6 +157,7 @@ def _check_rules(s: Any, engine: Any, report: Callable[[str], None]) -> None:
     )
     _check(canvas.path_values(s, canvas_id=c.id, path="$.shapes[*].w") == [5], "check failed")
     _canvas_race(engine, c.id)
+    _canvas_service_race(engine, c.id)
     report("canvas: optimistic version, racing writers (one wins), JSON path")
     # finance
     cash = finance.create_account(s, code="1000", name="Cash", type="asset")
@@ -211,6 +212,33 @@ def _canvas_race(engine: Any, canvas_id: int) -> None:
         worker.join()
         b.commit()
     _check(first == 3 and result == [None], (first, result))
+
+
+def _canvas_service_race(engine: Any, canvas_id: int) -> None:
+    # Two Sessions on two connections save the same expected version at once: one wins.
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    current = canvas.get_canvas(Session(engine), canvas_id=canvas_id).version
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def writer(n: int) -> None:
+        with Session(engine) as s:
+            barrier.wait()
+            try:
+                canvas.save_canvas(s, canvas_id=canvas_id, data={"w": n}, expected_version=current)
+                outcomes.append("saved")
+            except Conflict:
+                outcomes.append("conflict")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _check(sorted(outcomes) == ["conflict", "saved"], outcomes)
 
 
 def _ledger_trigger(engine: Any, account_id: int) -> None:
