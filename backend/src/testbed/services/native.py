@@ -16,7 +16,7 @@ from typing import Any
 
 from testbed import health
 from testbed.binaries import Say, find_postgres, find_valkey, make_cache_dir
-from testbed.config import Settings, default_state_root
+from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
 from testbed.services import Endpoints, ServiceStatus, pgdata
 from testbed.services.ports import check_free
@@ -195,6 +195,9 @@ class NativeBackend:
                 removed.append(f"{name} pid {pid}" + (" (SIGKILL)" if killed else ""))
                 if not quiet:
                     self.say(f"stopped {name} (pid {pid})" + (" with SIGKILL" if killed else ""))
+        if not self._live_pids(state_dir):
+            released = pgdata.release_shared_memory(state_dir / "pg" / "data")
+            removed += [released] if released else []
         for entry in _OURS:
             path = state_dir / entry
             if path.is_dir() and not path.is_symlink():
@@ -236,10 +239,10 @@ class NativeBackend:
                              details=tuple(details), problems=tuple(problems))
 
     def reap(self) -> list[str]:
-        """Remove state of dead runs: this checkout's and other checkouts' under the state root."""
+        """Remove state of dead runs: this checkout's, and other checkouts' next to it."""
         removed: list[str] = []
         candidates = [self.state_dir]
-        root = default_state_root()
+        root = self.state_dir.parent
         if root.is_dir():
             candidates += sorted(p for p in root.glob("opsdesk-e2e-*") if p != self.state_dir)
         for state_dir in candidates:

@@ -98,10 +98,30 @@ def copy_template(template: Path, data: Path) -> None:
 def server_argv(pg: PgBinaries, data: Path, port: int, socket_dir: Path) -> list[str]:
     """postgres command line: 127.0.0.1 only, socket in our state dir, speed flags."""
     argv = [str(pg.postgres), "-D", str(data), "-p", str(port), "-k", str(socket_dir),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={MAX_CONNECTIONS}"]
+            "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={MAX_CONNECTIONS}",
+            # DSM segments as files in the data dir (on tmpfs): a killed server's segments go
+            # with its data dir instead of piling up as /dev/shm/PostgreSQL.* files.
+            "-c", "dynamic_shared_memory_type=mmap"]
     for flag in SPEED_FLAGS:
         argv += ["-c", flag]
     return argv
+
+
+def release_shared_memory(data: Path) -> str | None:
+    """Remove the SysV segment a killed postmaster left (from postmaster.pid), if unattached."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+        shmid = lines[6].split()[1]  # line 7: "<key> <shmid>"
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except (OSError, IndexError):
+        return None
+    for row in rows:
+        cols = row.split()
+        # columns: key shmid perms size cpid lpid nattch ...
+        if len(cols) > 6 and cols[1] == shmid and cols[6] == "0" and shutil.which("ipcrm"):
+            proc = subprocess.run(["ipcrm", "-m", shmid], capture_output=True, check=False)
+            return f"shared memory segment {shmid}" if proc.returncode == 0 else None
+    return None
 
 
 def database_url(port: int) -> str:

