@@ -157,6 +157,12 @@ def db(worker_db):
     with committed_session(worker_db) as session:
         yield session
 """,
+    # The whole testbed plugin: its real e2e_postgres_db fixture (hooks, run lock, seeding...).
+    "plugin": """
+@pytest.fixture
+def db(e2e_postgres_db):
+    return e2e_postgres_db
+""",
     # The naive way: fresh tables for every test.
     "naive": """
 @pytest.fixture
@@ -222,6 +228,7 @@ PLUGINS: dict[str, list[str]] = {
     "baseline": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
     "default": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
     "committed": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
+    "plugin": ["-p", "no:pytest_postgresql"],
     "naive": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
     "pytest_postgresql": ["-p", "no:testbed"],
 }
