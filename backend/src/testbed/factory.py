@@ -99,6 +99,10 @@ class Factory(Generic[M]):
 
     model: ClassVar[type[Any]]
     params: ClassVar[tuple[str, ...]] = ()  # extra keywords the factory understands
+    # Commit after create: a test Session joined with create_savepoint then keeps the rows
+    # when code under test rolls back its own failed unit of work (as opsdesk does), and in
+    # committed mode other connections see them. False: flush only.
+    commit: ClassVar[bool] = True
     _fields: ClassVar[dict[str, Field | Related]]
     _valid: ClassVar[frozenset[str]]
     _insertable: ClassVar[frozenset[str]]
@@ -158,6 +162,7 @@ class Factory(Generic[M]):
 
     def build_batch(self, n: int, **overrides: Any) -> list[M]:
         """n unsaved instances."""
+        overrides = dict(overrides)
         self._check(overrides)
         params = {k: overrides.pop(k) for k in self.params if k in overrides}
         rows = self.rows(n, overrides, persist=False)
@@ -166,21 +171,15 @@ class Factory(Generic[M]):
         return objs
 
     def create(self, **overrides: Any) -> M:
-        """One saved instance (added and flushed, so it has its id); the test decides commits."""
+        """One saved instance (inserted and committed, see `commit`)."""
         return self.create_batch(1, **overrides)[0]
 
     def create_batch(self, n: int, **overrides: Any) -> list[M]:
-        """n saved instances with ONE INSERT ... RETURNING per model (parents first)."""
-        session = self._session()
-        self._check(overrides)
-        params = {k: overrides.pop(k) for k in self.params if k in overrides}
-        if n <= 0:
-            return []
-        rows = self.rows(n, overrides, persist=True)
-        # Persisted objects must be visible to ORM queries of the same Session.
-        session.flush()
-        objs: list[M] = insert_rows(session, self.model, rows)
-        self.after_create(objs, params)
+        """n saved instances with ONE INSERT ... RETURNING per model (parents first), then
+        commit (see `commit`)."""
+        objs = self._create(n, overrides)
+        if self.commit:
+            self._session().commit()
         return objs
 
     # Extension points ---------------------------------------------------------------------
@@ -212,6 +211,18 @@ class Factory(Generic[M]):
         """Hook for children of created objects, one batch per child model."""
 
     # Internals ----------------------------------------------------------------------------
+    def _create(self, n: int, overrides: Row) -> list[M]:
+        session = self._session()
+        overrides = dict(overrides)
+        self._check(overrides)
+        params = {k: overrides.pop(k) for k in self.params if k in overrides}
+        if n <= 0:
+            return []
+        rows = self.rows(n, overrides, persist=True)
+        objs: list[M] = insert_rows(session, self.model, rows)
+        self.after_create(objs, params)
+        return objs
+
     def _session(self) -> Session:
         if self.session is None:
             raise FactoryError(
@@ -231,7 +242,7 @@ class Factory(Generic[M]):
     def _parents(self, decl: Related, n: int, persist: bool) -> Sequence[Any]:
         sub = decl.factory(self.session, self.data)
         kwargs = dict(decl.defaults)
-        return sub.create_batch(n, **kwargs) if persist else sub.build_batch(n, **kwargs)
+        return sub._create(n, kwargs) if persist else sub.build_batch(n, **kwargs)
 
     @staticmethod
     def _fill_related(

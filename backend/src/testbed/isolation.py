@@ -146,6 +146,7 @@ def rollback_session(engine: Engine, **session_kwargs: Any) -> Iterator[Session]
     """
     conn = engine.connect()
     trans = conn.begin()
+    session_kwargs.setdefault("expire_on_commit", False)  # as opsdesk's own sessions
     session = Session(bind=conn, join_transaction_mode="create_savepoint", **session_kwargs)
     try:
         yield session
@@ -159,6 +160,7 @@ def rollback_session(engine: Engine, **session_kwargs: Any) -> Iterator[Session]
 @contextmanager
 def committed_session(database: WorkerDatabase, **session_kwargs: Any) -> Iterator[Session]:
     """A Session that really commits; the worker's tables are truncated afterwards."""
+    session_kwargs.setdefault("expire_on_commit", False)
     session = Session(bind=database.engine, **session_kwargs)
     try:
         yield session

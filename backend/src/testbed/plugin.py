@@ -53,6 +53,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """Controller: resolve settings and make the run; worker: receive it from the controller."""
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    # Registered after every entry-point plugin, so it overrides anyio's parametrized
+    # anyio_backend (asyncio + trio); a conftest's anyio_backend still wins over both.
+    config.pluginmanager.register(AsyncioBackend(), "testbed.anyio_backend")
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         config.stash[RUN_KEY] = RunInfo.from_input(workerinput["e2e_run"])
@@ -121,6 +124,15 @@ def pytest_terminal_summary(
     terminalreporter.write_sep("-", "testbed")
     for line in controller.summary():
         terminalreporter.write_line(line)
+
+
+class AsyncioBackend:
+    """mcp_service and the opsdesk server run on asyncio only."""
+
+    @pytest.fixture(scope="session")
+    def anyio_backend(self) -> str:
+        """The async backend for async E2E tests: asyncio."""
+        return "asyncio"
 
 
 class XdistHooks:
