@@ -106,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta["wall_seconds"] = round(time.perf_counter() - started, 1)
     meta["mode"] = "quick" if args.quick else ("partial" if args.only else "full")
     meta["comparisons"] = args.names
+    meta["profiles"] = {
+        k.split(".", 1)[1]: v for k, v in ctx.extra.items() if k.startswith("profile.")
+    }
     judged = judge(figures)
     print(render_table(judged))
     print(

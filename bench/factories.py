@@ -220,7 +220,7 @@ def measure(
         f"fields: {fields}; median of {len(ours_s)}. Faker share of the profile: "
         f"{share_ours:.0%} (factory_boy: {share_fb:.0%}).",
         why=f"profile (cProfile) shows {share_ours:.0%} of the time in Faker; the top cost "
-        "centres are printed on stderr and stored in results.json (extra.profiles).",
+        "centres are printed on stderr and in RESULTS.md and results.json (profiles).",
     )
     fb_fig = Figure(
         f"factories.{key}_fb",

@@ -283,6 +283,11 @@ def render_markdown(judged: Sequence[Judged], meta: Mapping[str, Any]) -> str:
     notes = [f"- **{j.figure.label}**: {j.figure.note}" for j in judged if j.figure.note]
     if notes:
         md += ["", "## Notes", "", *notes]
+    for name, prof in (meta.get("profiles") or {}).items():
+        md += ["", f"## Profile: factories, {name} (cProfile, top cost centres by own time)", ""]
+        for side in ("ours", "factory_boy"):
+            share = prof.get(f"faker_share_{side}", 0.0)
+            md += [f"{side} (Faker: {share:.0%} of the time):", "", "```", prof[side], "```", ""]
     missed = misses(judged)
     md += ["", "## Missed targets", ""]
     md += [f"- {m}" for m in missed] if missed else ["None: every measured target holds."]
