@@ -6,7 +6,6 @@ test: a rolled-back or committed Session, a flushed Redis database, seeded data,
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from testbed.isolation import (
     WorkerDatabase,
     committed_session,
     rollback_session,
+    run_redis,
     worker_redis,
 )
 from testbed.pubsub import EventListener
@@ -35,11 +35,11 @@ SETUP_STASH = pytest.StashKey[float]()
 ROLLBACK, COMMITTED = "e2e_postgres_db", "e2e_committed_db"
 
 
-def _run(config: pytest.Config) -> RunInfo:
+def _run(config: pytest.Config, *, start: bool) -> RunInfo:
     from testbed.plugin import CONTROLLER_KEY, RUN_KEY
 
     controller = config.stash.get(CONTROLLER_KEY, None)
-    if controller is not None and not controller.info.attempted:
+    if start and controller is not None and not controller.info.attempted:
         # Single process and no e2e directory among the paths: start on first use instead.
         controller.start()
     return config.stash[RUN_KEY]
@@ -49,13 +49,14 @@ def _run(config: pytest.Config) -> RunInfo:
 @pytest.fixture(scope="session")
 def e2e_run(pytestconfig: pytest.Config) -> RunInfo:
     """The run shared by all workers: run id, seed, endpoints (or why there are none)."""
-    return _run(pytestconfig)
+    return _run(pytestconfig, start=False)
 
 
 @pytest.fixture(scope="session")
-def e2e_docker_compose(e2e_run: RunInfo) -> Endpoints:
+def e2e_docker_compose(pytestconfig: pytest.Config, e2e_run: RunInfo) -> Endpoints:
     """The E2E services' Endpoints, whatever the backend (despite the name); brought up once
     per run by the controller. Skips when unavailable outside CI; errors under CI."""
+    e2e_run = _run(pytestconfig, start=True)
     if e2e_run.error:
         pytest.fail(e2e_run.error, pytrace=False)
     if e2e_run.skip_reason or e2e_run.endpoints is None:
@@ -101,6 +102,15 @@ def e2e_redis_client(e2e_docker_compose: Endpoints, e2e_worker: Worker) -> Itera
     client.flushdb()
     yield client
     client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def e2e_run_redis(e2e_docker_compose: Endpoints, e2e_run: RunInfo) -> Iterator[redis.Redis]:
+    """A client on database 0 for run-wide keys shared by all workers; use keys under
+    e2e:<run>: with a TTL (the controller deletes them at the end of the run)."""
+    client = run_redis(e2e_docker_compose.redis_url)
+    yield client
     client.close()
 
 
@@ -196,10 +206,3 @@ def factory_fixture(cls: type[Factory[Any]]) -> Callable[..., Factory[Any]]:
     make.__doc__ = f"{cls.__name__} bound to the test's Session and seeded data."
     make.__name__ = fixture_name(cls)
     return pytest.fixture(name=fixture_name(cls))(make)
-
-
-def measure(fn: Callable[[], Any]) -> float:
-    """Seconds fn() takes (used by the harness's own performance tests)."""
-    began = time.perf_counter()
-    fn()
-    return time.perf_counter() - began

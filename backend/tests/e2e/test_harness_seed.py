@@ -1,0 +1,101 @@
+"""Seeded data: the same seed and test id give the same content; --e2e-seed replays a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.test_data_factory import ALL_FACTORIES, CRMContactFactory, bind_all
+from sqlalchemy import inspect
+
+from testbed.data import DataContext
+from testbed.factory import Factory, FactoryDefinitionError, UnknownField, field
+
+pytest_plugins = ["pytester"]
+
+
+def _snapshot(data: DataContext) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, factory in bind_all(None, data).items():
+        objs = factory.build_batch(5)
+        cols = [c.key for c in inspect(factory.model).column_attrs]
+        out[name] = [{c: repr(getattr(o, c, None)) for c in cols} for o in objs]
+    return out
+
+
+def test_same_seed_and_test_id_give_identical_data() -> None:
+    first = _snapshot(DataContext(42, "tests/e2e/test_a.py::test_one"))
+    again = _snapshot(DataContext(42, "tests/e2e/test_a.py::test_one"))
+    assert first == again
+    assert set(first) == {cls.__name__ for cls in ALL_FACTORIES}
+
+
+@pytest.mark.parametrize(("seed", "nodeid"), [(43, "test_a.py::test_one"), (42, "test_b.py::x")])
+def test_other_seed_or_test_gives_other_data(seed: int, nodeid: str) -> None:
+    base = _snapshot(DataContext(42, "test_a.py::test_one"))
+    assert _snapshot(DataContext(seed, nodeid)) != base
+
+
+def test_e2e_seed_replays_a_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    factories = Path(__file__).parent / "fixtures"
+    pytester.makeconftest(f"""
+import sys
+sys.path.insert(0, {str(factories.parent)!r})
+""")
+    pytester.makepyfile(test_dump=f"""
+import json, os
+from fixtures.test_data_factory import bind_all
+from sqlalchemy import inspect
+
+def test_dump(e2e_data):
+    out = {{}}
+    for name, factory in bind_all(None, e2e_data).items():
+        objs = factory.build_batch(3)
+        cols = [c.key for c in inspect(factory.model).column_attrs]
+        out[name] = [{{c: repr(getattr(o, c, None)) for c in cols}} for o in objs]
+    with open(os.environ["DUMP_TO"], "w") as fh:
+        json.dump(out, fh, sort_keys=True)
+""")
+    dumps = []
+    for attempt in range(2):
+        target = tmp_path / f"dump{attempt}.json"
+        pytester._monkeypatch.setenv("DUMP_TO", str(target))
+        result = pytester.runpytest_subprocess("--e2e-seed=987654321", "-p", "no:randomly")
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(["testbed: run *, seed 987654321 *"])
+        dumps.append(json.loads(target.read_text()))
+    assert dumps[0] == dumps[1]
+
+
+def test_unknown_override_names_the_valid_fields() -> None:
+    factory = CRMContactFactory(None, DataContext(1, "x"))
+    with pytest.raises(UnknownField, match=r"no field 'emial'; valid fields: .*email"):
+        factory.build(emial="x@example.test")
+
+
+def test_create_without_a_session_names_the_fixture() -> None:
+    with pytest.raises(Exception, match="crm_contact_factory"):
+        CRMContactFactory(None, DataContext(1, "x")).create()
+
+
+def test_factory_definitions_are_checked_against_the_model() -> None:
+    from opsdesk.domains.crm.models import Contact
+
+    with pytest.raises(FactoryDefinitionError, match="has no column 'nmae'"):
+        type("Bad", (Factory,), {"model": Contact, "nmae": field(lambda d, r: "x"),
+                                 "email": field(lambda d, r: "e"), "name": field(lambda d, r: "")})
+    with pytest.raises(FactoryDefinitionError, match="does not fill email"):
+        type("Missing", (Factory,), {"model": Contact, "name": field(lambda d, r: "x")})
+
+
+def test_build_overrides_win_and_parents_are_built() -> None:
+    from fixtures.test_data_factory import CompanyFactory, TaskCommentFactory
+
+    data = DataContext(7, "x")
+    company = CompanyFactory(None, data).build(name="Initech")
+    contact = CRMContactFactory(None, data).build(company=company, phone=None)
+    assert contact.company is company and contact.phone is None
+    comment = TaskCommentFactory(None, data).build()
+    assert comment.task is not None and comment.task.title
