@@ -212,7 +212,7 @@ def download(pin: Pin, dest: Path, what: str, say: Say) -> None:
             f"{pin.filename}: sha256 {digest.hexdigest()} does not match the pinned "
             f"{pin.sha256}; the download was corrupted or the index serves another file. Retry, "
             "or check PIP_INDEX_URL")
-    say(f"  verified sha256, done in {time.monotonic() - started:.1f} s")
+    say(f"  done in {time.monotonic() - started:.2f} s (sha256 verified)")
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -81,6 +82,13 @@ def test_up_again_reuses_the_same_processes(native: NativeBackend, settings: Set
     assert native.up() == first
     assert pids(native) == before
     assert elapsed < 1.0, f"reuse took {elapsed:.2f} s"
+
+
+def test_racing_callers_agree_on_who_started(native: NativeBackend, settings: Settings) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: ensure_up(settings), range(3)))
+    assert sorted(started for _, started in results) == [False, False, True]
+    assert len({eps for eps, _ in results}) == 1
 
 
 def test_cold_up_with_cached_template_is_fast(native: NativeBackend) -> None:

@@ -114,6 +114,11 @@ def choose(settings: Settings) -> ServiceBackend:
 def ensure_up(settings: Settings) -> tuple[Endpoints, bool]:
     """Reuse healthy services of ours or start them; the bool is True if THIS call started them."""
     backend = choose(settings)
+    ensure = getattr(backend, "ensure", None)
+    if ensure is not None:
+        # Decided under the backend's lock: of two racing callers, exactly one gets True.
+        result: tuple[Endpoints, bool] = ensure()
+        return result
     found = backend.running()
     if found is not None:
         return found, False

@@ -164,17 +164,21 @@ class DockerBackend:
 
     def up(self) -> Endpoints:
         """`compose up -d --wait`, then real health gates; reuses healthy containers."""
+        return self.ensure()[0]
+
+    def ensure(self) -> tuple[Endpoints, bool]:
+        """Like up(); the bool says whether this call started the containers."""
         self._require_engine()
         found = self.running()
         if found is not None:
-            return found
+            return found, False
         if not self.containers():
             check_free(self.settings.pg_port, service="PostgreSQL", env="E2E_PG_PORT")
             check_free(self.settings.redis_port, service="Valkey", env="E2E_REDIS_PORT")
         self._run_compose(self.up_argv(), "docker compose up", self.settings.wait_timeout + 120)
         t = self.settings.wait_timeout
         return self._endpoints(health.wait_postgres(self.database_url, t),
-                               health.wait_redis(self.redis_url, t))
+                               health.wait_redis(self.redis_url, t)), True
 
     def down(self) -> None:
         """`compose down -v --remove-orphans` (idempotent)."""

@@ -44,6 +44,10 @@ class ExternalBackend:
         """Wait (bounded) until both external services answer."""
         return self._probe(self.settings.wait_timeout)
 
+    def ensure(self) -> tuple[Endpoints, bool]:
+        """Like up(); never "started by us", so nobody takes these services down."""
+        return self.up(), False
+
     def down(self) -> None:
         """Nothing to stop: these services are not ours."""
 

@@ -125,10 +125,14 @@ class NativeBackend:
 
     def up(self) -> Endpoints:
         """Start PostgreSQL and Valkey (or reuse healthy ones of ours) and wait for health."""
+        return self.ensure()[0]
+
+    def ensure(self) -> tuple[Endpoints, bool]:
+        """Like up(); the bool says whether this call started them (decided under the lock)."""
         with self._lock():
             found = self.running()
             if found is not None:
-                return found
+                return found, False
             self._stop_and_clean(self.state_dir, quiet=True)  # partial or unhealthy leftovers
             s = self.settings
             check_free(s.pg_port, service="PostgreSQL", env="E2E_PG_PORT")
@@ -138,7 +142,7 @@ class NativeBackend:
             except BaseException:
                 self._stop_and_clean(self.state_dir, quiet=True)
                 raise
-        return eps
+        return eps, True
 
     def _start(self) -> Endpoints:
         s = self.settings

@@ -100,8 +100,16 @@ def is_ours(pid: int, marker: str) -> bool:
     """True if pid is alive and its command line contains marker (guards against pid reuse)."""
     if not is_alive(pid):
         return False
-    line = cmdline(pid)
-    return not line or marker in line  # no /proc: trust the pid file
+    if not Path("/proc/self").exists():
+        return True  # no /proc (macOS): the pid file is all we have
+    if marker in cmdline(pid):
+        return True
+    # cmdline can read empty for a moment around exec; comm (15 chars max) does not.
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    return bool(comm) and comm == marker[:15]
 
 
 def stop(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
