@@ -8,6 +8,8 @@ makes its own schema and Redis namespace (fixtures in testbed.fixtures).
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 import pytest
@@ -62,9 +64,23 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     controller = Controller(_settings(config))
     config.stash[CONTROLLER_KEY] = controller
+    _stop_like_ctrl_c()
     config.stash[RUN_KEY] = controller.info
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(controller), "testbed.xdist")
+
+
+def _stop_like_ctrl_c() -> None:
+    """Controller: SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does.
+
+    Python's default action for them ends the process at once, skipping pytest_sessionfinish,
+    so the servers, schemas and keys of a `kill`ed or hung-up run were left behind.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)
