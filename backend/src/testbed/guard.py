@@ -43,7 +43,7 @@ def check_postgres_url(url: str) -> None:
     if port == DEV_PG_PORT:
         raise _refuse(
             url, f"port {DEV_PG_PORT} is the developer's PostgreSQL, not an E2E service",
-            "Point E2E_DATABASE_URL at port 5433 (make up) or unset it.",
+            "Use the E2E PostgreSQL on 5433 (`make up`); check E2E_PG_PORT / E2E_DATABASE_URL.",
         )
     dbname = unquote(query.get("dbname") or parts.path.lstrip("/"))
     user = unquote(query.get("user") or parts.username or "")
@@ -75,5 +75,5 @@ def check_redis_url(url: str) -> None:
     if port == DEV_REDIS_PORT:
         raise _refuse(
             url, f"port {DEV_REDIS_PORT} is the developer's Redis, not an E2E service",
-            "Point E2E_REDIS_URL at port 6380 (make up) or unset it.",
+            "Use the E2E Valkey on port 6380 (`make up`); check E2E_REDIS_PORT / E2E_REDIS_URL.",
         )

@@ -107,3 +107,11 @@ def test_status_render_redacts_and_reports_health() -> None:
     down = ServiceStatus("native", None, problems=("x",)).render()
     assert "not running" in down
     assert "problem:    x" in down
+
+
+@pytest.mark.parametrize("backend", ["native", "docker"])
+@pytest.mark.parametrize(("var", "port"), [("E2E_PG_PORT", "5432"), ("E2E_REDIS_PORT", "6379")])
+def test_own_services_never_use_the_dev_ports(engine: list[bool], backend: str, var: str,
+                                              port: str) -> None:
+    with pytest.raises(ForeignTarget, match=f"port {port}"):
+        choose(load_settings({"E2E_BACKEND": backend, var: port}))

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from testbed import health
+from testbed import guard, health
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
 from testbed.services import Endpoints, ServiceStatus
@@ -84,6 +84,9 @@ class DockerBackend:
         self.settings = settings
         self.runner = runner
         self._compose_cmd = list(compose) if compose is not None else None
+        # Never publish containers on the developer's ports.
+        guard.check_postgres_url(self.database_url)
+        guard.check_redis_url(self.redis_url)
 
     # -- command lines (unit-tested) ------------------------------------------------------
     def compose_argv(self, *args: str) -> list[str]:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from testbed import health
+from testbed import guard, health
 from testbed.binaries import Say, find_postgres, find_valkey, make_cache_dir
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
@@ -58,6 +58,9 @@ class NativeBackend:
         self.settings = settings
         self.say = say
         self.state_dir = settings.state_dir
+        # Never start (or reap) anything on the developer's ports.
+        guard.check_postgres_url(pgdata.database_url(settings.pg_port))
+        guard.check_redis_url(f"redis://127.0.0.1:{settings.redis_port}/0")
 
     # -- state -----------------------------------------------------------------------------
     @contextmanager
