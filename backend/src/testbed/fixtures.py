@@ -184,16 +184,33 @@ def opsdesk_app(e2e_session: Session, e2e_redis: redis.Redis, e2e_redis_prefix: 
     return App.for_session(e2e_session, redis=e2e_redis, prefix=e2e_redis_prefix)
 
 
-@pytest.fixture
-async def mcp_service(opsdesk_app: Any, anyio_backend: Any) -> AsyncIterator[ClientSession]:
-    """An MCP ClientSession connected in-memory to opsdesk's server built over opsdesk_app
-    (the test's Session, the worker's Redis namespace). Use it from async tests."""
-    from mcp import Client
-
+@pytest.fixture(scope="session")
+def e2e_mcp_server() -> tuple[Any, Any]:
+    """(App, server): one opsdesk MCP server per worker, since building one costs ~0.1 s;
+    mcp_service rebinds the App to each test's opsdesk_app."""
+    from opsdesk.app import App
     from opsdesk.mcp_server import build_server
 
-    async with Client(build_server(opsdesk_app)) as client:
-        yield client.session
+    shared = App.for_session(Session())  # placeholder until a test binds its own
+    return shared, build_server(shared)
+
+
+@pytest.fixture
+async def mcp_service(
+    opsdesk_app: Any, e2e_mcp_server: tuple[Any, Any], anyio_backend: Any
+) -> AsyncIterator[ClientSession]:
+    """An MCP ClientSession connected in-memory to opsdesk's server over opsdesk_app (the
+    test's Session, the worker's Redis namespace). Use it from async tests."""
+    from mcp import Client
+
+    shared, server = e2e_mcp_server
+    idle = dict(vars(shared))
+    vars(shared).update(vars(opsdesk_app))  # the tools read the App's fields at call time
+    try:
+        async with Client(server) as client:
+            yield client.session
+    finally:
+        vars(shared).update(idle)  # a late call must never reach a finished test's Session
 
 
 def factory_fixture(cls: type[Factory[Any]]) -> Callable[..., Factory[Any]]:
