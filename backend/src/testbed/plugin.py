@@ -16,13 +16,14 @@ import pytest
 
 from testbed.config import OPTIONS, load_settings
 from testbed.errors import UsageError
-from testbed.run import Controller, RunInfo, wants_services
+from testbed.run import SKIP_PREFIX, Controller, RunInfo, wants_services
 
 pytest_plugins = ["testbed.fixtures"]
 
 CONTROLLER_KEY = pytest.StashKey[Controller]()
 RUN_KEY = pytest.StashKey[RunInfo]()
 SETUP_KEY = "e2e_setup_seconds"
+SKIP_LOCATION = ("testbed/fixtures.py", 0)  # where e2e_docker_compose skips
 MARKERS = (
     "e2e: needs the E2E services (PostgreSQL 16, Valkey 8); added to tests using E2E fixtures",
     "committed: the test's code must see real commits; tables are truncated afterwards",
@@ -99,6 +100,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "e2e_docker_compose" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Report every "services unavailable" skip at one location, so -ra shows ONE line."""
+    report = yield
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and SKIP_PREFIX in str(longrepr[2]):
+        report.longrepr = (SKIP_LOCATION[0], SKIP_LOCATION[1], longrepr[2])
+    return report
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

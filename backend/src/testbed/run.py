@@ -19,6 +19,7 @@ from testbed.services import Endpoints
 from testbed.workers import new_run_id, new_seed
 
 E2E_DIR = "e2e"
+SKIP_PREFIX = "E2E services unavailable"
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Controller:
         try:
             endpoints, self.started = services.ensure_up(self.settings)
         except ServicesUnavailable as exc:
-            reason = f"E2E services unavailable: {guard.redact(str(exc)).splitlines()[0]}"
+            reason = f"{SKIP_PREFIX}: {guard.redact(str(exc)).splitlines()[0]}"
             if self.settings.require_services:
                 self.info.error = (
                     f"{reason} (required: CI=true or --e2e-require-services; "
