@@ -9,6 +9,7 @@ makes its own schema and Redis namespace (fixtures in testbed.fixtures).
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 import threading
 from typing import Any
 
@@ -23,7 +24,18 @@ pytest_plugins = ["testbed.fixtures"]
 CONTROLLER_KEY = pytest.StashKey[Controller]()
 RUN_KEY = pytest.StashKey[RunInfo]()
 SETUP_KEY = "e2e_setup_seconds"
-SKIP_LOCATION = ("testbed/fixtures.py", 0)  # where e2e_docker_compose skips
+
+
+def _skip_location() -> tuple[str, int]:
+    """Where e2e_docker_compose skips: testbed/fixtures.py and the fixture's line."""
+    import testbed.fixtures
+
+    source = Path(testbed.fixtures.__file__).read_text().splitlines()
+    line = next((i for i, text in enumerate(source, 1) if "def e2e_docker_compose" in text), 0)
+    return "testbed/fixtures.py", line
+
+
+SKIP_LOCATION = _skip_location()
 MARKERS = (
     "e2e: needs the E2E services (PostgreSQL 16, Valkey 8); added to tests using E2E fixtures",
     "committed: the test's code must see real commits; tables are truncated afterwards",
