@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta["wall_seconds"] = round(time.perf_counter() - started, 1)
+    meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     meta["mode"] = "quick" if args.quick else ("partial" if args.only else "full")
     meta["comparisons"] = args.names
     meta["profiles"] = {

@@ -93,4 +93,5 @@ def machine_meta(repo: Path, data_dir: Path, pg_version: str, redis_version: str
         "versions": vers,
         "versions_text": ", ".join(f"{k} {v}" for k, v in vers.items()),
         "commit": git_head(repo),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }

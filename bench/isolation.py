@@ -18,7 +18,7 @@ from bench.report import Figure, Target, median
 
 NAME = "isolation"
 TESTS = 200
-ORDER = ("baseline", "default", "committed", "plugin", "naive", "pytest_postgresql")
+CONTENDERS = ("default", "committed", "plugin", "naive", "pytest_postgresql")
 LABELS = {
     "default": "isolation: testbed default (savepoint rollback)",
     "committed": "isolation: testbed committed (TRUNCATE)",
@@ -30,8 +30,8 @@ REF = "isolation.pytest_postgresql"
 SLOW = ("naive", "pytest_postgresql")
 
 
-def run_suite(ctx: Context, contender: str, rep: int) -> list[float]:
-    """One pytest run of the contender's suite; returns per-test wall times (s), warm-up dropped."""
+def run_suite(ctx: Context, contender: str, rep: int) -> list[tuple[float, float]]:
+    """One pytest run of the contender's suite: (baseline, isolated) wall seconds per test pair."""
     root = write_suite(
         ctx.workdir / f"iso_{contender}",
         contender,
@@ -74,54 +74,53 @@ def run_suite(ctx: Context, contender: str, rep: int) -> list[float]:
     marker = out.with_name(out.name + ".harness")
     if marker.exists():
         ctx.extra[f"harness.{contender}"] = marker.read_text().strip()
-    times = data["times"][1:]  # test_0000 paid the session fixtures
-    if len(times) != TESTS:
-        raise RuntimeError(f"{contender}: expected {TESTS} measured tests, got {len(times)}")
-    suite = times[-1][2] - times[0][1]
+    walls = {name: end - start for name, start, end in data["times"]}
+    pairs = [
+        (walls[f"test_{i:04d}_base"], walls[f"test_{i:04d}_iso"]) for i in range(1, TESTS + 1)
+    ]  # pair 0000 paid the session fixtures
+    base, iso = sum(b for b, _ in pairs), sum(c for _, c in pairs)
     log(
-        f"  {contender:<18} run {rep + 1}: suite {suite * 1e3:8.1f} ms "
-        f"({suite / TESTS * 1e3:.3f} ms/test; process {time.perf_counter() - t0:.1f} s)"
+        f"  {contender:<18} run {rep + 1}: baseline {base / TESTS * 1e3:6.3f} ms/test, "
+        f"isolated {iso / TESTS * 1e3:7.3f} ms/test, overhead {(iso - base) / TESTS * 1e3:7.3f} "
+        f"ms/test (process {time.perf_counter() - t0:.1f} s)"
     )
-    return [end - start for _name, start, end in times]
+    return pairs
 
 
 def run(ctx: Context) -> list[Figure]:
     """Run every contender's suite (interleaved, reps times) and derive the overhead figures."""
-    reps = 1 if ctx.quick else 5
-    slow_reps = 1 if ctx.quick else 3  # naive and pytest-postgresql: 30+ ms/test, noise is small
-    per_test: dict[str, list[list[float]]] = {c: [] for c in ORDER}
+    reps = 1 if ctx.quick else 4
+    slow_reps = 1 if ctx.quick else 2  # naive and pytest-postgresql: 30+ ms/test, noise is small
+    runs: dict[str, list[list[tuple[float, float]]]] = {c: [] for c in CONTENDERS}
     for rep in range(reps):
-        for contender in ORDER:
+        for contender in CONTENDERS:
             if contender in SLOW and rep >= slow_reps:
                 continue
-            per_test[contender].append(run_suite(ctx, contender, rep))
-    # Runs are interleaved and paired with the baseline run of the same round, so load from
-    # other processes on this shared machine drifts out of the difference.
-    base = per_test["baseline"]
+            runs[contender].append(run_suite(ctx, contender, rep))
+    base_ms = [b * 1e3 for c in CONTENDERS for run in runs[c] for b, _ in run]
     figures = [
         Figure(
             "isolation.baseline",
             NAME,
             "isolation: baseline test body, no isolation (per test)",
             "ms",
-            [t * 1e3 for run in base for t in run],
+            base_ms,
             reference="isolation.baseline",
-            note=f"The same {TESTS} test bodies on one shared connection with no isolation; "
-            f"subtracted from every contender, round by round ({reps} pytest runs).",
+            note="The same test body on one shared connection with no isolation; each "
+            "contender's run interleaves it with the isolated tests and subtracts it pair by pair.",
         ),
     ]
-    for contender in ORDER[1:]:
-        runs = per_test[contender]
-        samples = [(t - median(base[r])) * 1e3 for r, run in enumerate(runs) for t in run]
-        overheads = [(sum(run) - sum(base[r])) / TESTS for r, run in enumerate(runs)]
-        overhead_ms = median(overheads) * 1e3
+    for contender in CONTENDERS:
+        diffs = [(c - b) * 1e3 for run in runs[contender] for b, c in run]
+        per_run = [sum(c - b for b, c in run) / TESTS * 1e3 for run in runs[contender]]
+        overhead_ms = median(per_run)
         figures.append(
             Figure(
                 f"isolation.{contender}",
                 NAME,
                 LABELS[contender],
                 "ms",
-                samples,
+                diffs,
                 value=overhead_ms,
                 reference=REF,
                 seconds=overhead_ms / 1e3,
@@ -168,9 +167,10 @@ def run(ctx: Context) -> list[Figure]:
         "only the tables the test wrote (track via after_flush) to close the gap."
     )
     note = (
-        "judged = median over rounds of (suite wall - same round's baseline suite wall) / tests; "
-        "median/p95 are per-test wall minus the same round's median baseline per-test wall."
+        f"judged = (sum of isolated - sum of baseline test walls) / {TESTS}, per pytest run "
+        f"({TESTS} isolated tests interleaved with {TESTS} baseline tests), median over runs; "
+        "median/p95 are over the per-pair differences."
     )
-    for contender in ORDER[1:]:
+    for contender in CONTENDERS:
         by[f"isolation.{contender}"].note += " " + note
     return figures

@@ -38,21 +38,32 @@ def pytest_sessionfinish(session, exitstatus):
         json.dump({"times": _TIMES, "exitstatus": int(exitstatus)}, fh)
 
 
+def _schema_engine(schema, tables=True):
+    eng = make_engine(URL, schema=schema)
+    drop_schema(eng, schema)
+    create_schema(eng, schema)
+    if not tables:
+        with eng.begin() as conn:
+            Base.metadata.drop_all(conn)
+    return eng
+
+
 @pytest.fixture(scope="session")
-def engine():
-    eng = make_engine(URL, schema=SCHEMA)
-    drop_schema(eng, SCHEMA)
-    create_schema(eng, SCHEMA)
-    yield eng
-    drop_schema(eng, SCHEMA)
+def shared_conn():
+    # The baseline's own schema and connection: no isolation, rows accumulate.
+    eng = _schema_engine(SCHEMA + "_base")
+    conn = eng.connect()
+    yield conn
+    conn.close()
+    drop_schema(eng, SCHEMA + "_base")
     eng.dispose()
 
 
-@pytest.fixture(scope="session")
-def shared_conn(engine):
-    conn = engine.connect()
-    yield conn
-    conn.close()
+@pytest.fixture
+def base_db(shared_conn):
+    session = Session(bind=shared_conn)
+    yield session
+    session.close()
 """
 
 # testbed's own isolation code when it is importable; otherwise an exact replica of it (the
@@ -131,14 +142,6 @@ def pytest_sessionstart(session):
 """
 
 CONTENDERS: dict[str, str] = {
-    # No isolation: every test commits into the same tables on one shared connection.
-    "baseline": """
-@pytest.fixture
-def db(shared_conn):
-    session = Session(bind=shared_conn)
-    yield session
-    session.close()
-""",
     # testbed's default: testbed.isolation.rollback_session (SQLAlchemy's "join a Session into an
     # external transaction" recipe) on the worker schema testbed.isolation.WorkerDatabase creates.
     "default": HARNESS
@@ -165,22 +168,25 @@ def db(e2e_postgres_db):
 """,
     # The naive way: fresh tables for every test.
     "naive": """
+@pytest.fixture(scope="session")
+def naive_conn():
+    eng = _schema_engine(SCHEMA + "_naive", tables=False)
+    conn = eng.connect()
+    yield conn
+    conn.close()
+    drop_schema(eng, SCHEMA + "_naive")
+    eng.dispose()
+
+
 @pytest.fixture
-def db(shared_conn):
-    Base.metadata.create_all(shared_conn)
-    shared_conn.commit()
-    session = Session(bind=shared_conn)
+def db(naive_conn):
+    Base.metadata.create_all(naive_conn)
+    naive_conn.commit()
+    session = Session(bind=naive_conn)
     yield session
     session.close()
-    Base.metadata.drop_all(shared_conn)
-    shared_conn.commit()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _empty_schema(engine):
-    # create_schema made the tables; the naive fixture wants to create them itself.
-    with engine.begin() as conn:
-        Base.metadata.drop_all(conn)
+    Base.metadata.drop_all(naive_conn)
+    naive_conn.commit()
 """,
     # pytest-postgresql 7: its own `postgresql` fixture over a noproc fixture against our server.
     # The template database gets the tables once (load=); each test gets CREATE DATABASE ...
@@ -225,7 +231,6 @@ def db(postgresql):
 
 # Plugins each contender's pytest run loads: its own only, so the baseline carries none of them.
 PLUGINS: dict[str, list[str]] = {
-    "baseline": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
     "default": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
     "committed": ["-p", "no:testbed", "-p", "no:pytest_postgresql"],
     "plugin": ["-p", "no:pytest_postgresql"],
@@ -265,7 +270,12 @@ def write_suite(
     (root / "pytest.ini").write_text(PYTEST_INI)
     body = conftest_override if conftest_override is not None else CONTENDERS[contender]
     (root / "conftest.py").write_text(COMMON + body)
-    # test_0000 pays the session fixtures (schema, template database) and is not measured.
-    funcs = [f"\n\ndef test_{i:04d}(db):\n    _body(db, {i})\n" for i in range(tests + 1)]
+    # Pairs run back to back (baseline, then contender), so load from other processes hits both
+    # halves alike. Pair 0000 pays the session fixtures (schemas, template database): not measured.
+    funcs = [
+        f"\n\ndef test_{i:04d}_base(base_db):\n    _body(base_db, {i})\n"
+        f"\n\ndef test_{i:04d}_iso(db):\n    _body(db, {i})\n"
+        for i in range(tests + 1)
+    ]
     (root / "test_suite.py").write_text(TEST_HEADER + "".join(funcs))
     return root

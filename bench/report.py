@@ -36,8 +36,8 @@ def median(samples: Sequence[float]) -> float:
 def ratio(value: float, reference: float, better: Better) -> float | None:
     """How many times better than the reference (> 1 means better); None when undefined."""
     if better == "lower":
-        if value <= 0:
-            return math.inf if reference > 0 else None
+        if value <= 0 or reference <= 0:
+            return None  # a zero or negative difference is below the noise: no honest ratio
         return reference / value
     if reference <= 0:
         return None
@@ -126,7 +126,11 @@ def judge(figures: Iterable[Figure]) -> list[Judged]:
         if fig.reference == fig.key and value is not None:
             rat = 1.0
         elif ref is not None and value is not None and ref.headline is not None:
-            rat = ratio(value, ref.headline, fig.better)
+            # Compare like with like: a figure in ms against a reference in s.
+            mine, theirs = to_seconds(value, fig.unit), to_seconds(ref.headline, ref.unit)
+            if mine is None or theirs is None:
+                mine, theirs = value, ref.headline
+            rat = ratio(mine, theirs, fig.better)
         floor = by_key.get(RTT_KEYS[fig.rtt])
         seconds = fig.seconds
         if seconds is None and value is not None:
@@ -268,6 +272,8 @@ def render_markdown(judged: Sequence[Judged], meta: Mapping[str, Any]) -> str:
         f"- machine: {meta.get('machine', '?')}, {meta.get('cores', '?')} cores",
         f"- storage: {meta.get('storage', '?')}",
         f"- versions: {meta.get('versions_text', '?')}",
+        f"- load average (1/5/15 min): {meta.get('load_average_at_start', '?')} at start, "
+        f"{meta.get('load_average_at_end', '?')} at end (other processes share these cores)",
         "",
         'Ratios are "times better than the reference" (> 1 is better; for times: '
         "reference / figure, for throughputs: figure / reference). RTTs is a figure's median "

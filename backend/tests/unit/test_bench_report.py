@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -48,7 +47,8 @@ def test_ratio_is_times_better_in_both_directions() -> None:
     """Lower-is-better: reference / value; higher-is-better: value / reference."""
     assert ratio(0.5, 50.0, "lower") == pytest.approx(100.0)
     assert ratio(200_000.0, 10_000.0, "higher") == pytest.approx(20.0)
-    assert ratio(0.0, 1.0, "lower") == math.inf
+    assert ratio(0.0, 1.0, "lower") is None  # below the noise: no ratio
+    assert ratio(-0.2, 1.0, "lower") is None
     assert ratio(1.0, 0.0, "higher") is None
 
 
@@ -123,6 +123,14 @@ def test_judge_resolves_ratios_round_trips_and_targets() -> None:
     assert judged["fac.ours"].rtts == pytest.approx(0.25 / 50e-6)
     assert judged["fac.ours"].passed is True
     assert judged["ready.docker"].passed is None
+
+
+def test_ratio_converts_time_units() -> None:
+    """A figure in ms compared with a reference in s is converted before dividing."""
+    cold = Figure("r.cold", "ready", "cold", "s", [0.5], reference="r.cold")
+    reuse = Figure("r.reuse", "ready", "reuse", "ms", [5.0], reference="r.cold")
+    judged = {j.figure.key: j for j in judge([cold, reuse])}
+    assert judged["r.reuse"].ratio == pytest.approx(100.0)
 
 
 def test_misses_say_what_why_and_target() -> None:
