@@ -60,9 +60,11 @@ def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any
                 extra[col.key] = value
                 columns.append(col)
     payload = [dict(row, **extra) for row in rows] if extra else rows
-    record = func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB)).table_valued(
-        *(column(c.name, c.type) for c in columns)
-    ).render_derived(name="r", with_types=True)
+    record = (
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
+        .table_valued(*(column(c.name, c.type) for c in columns))
+        .render_derived(name="r", with_types=True)
+    )
     stmt = (
         insert(table)
         .from_select([c.name for c in columns], select(*(record.c[c.name] for c in columns)))

@@ -30,8 +30,17 @@ POOL_SIZE = 400
 EPOCH = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
 _POOL_PROVIDERS = (
-    "first_name", "last_name", "company", "domain_word", "word", "sentence",
-    "paragraph", "catch_phrase", "job", "phone_number", "city",
+    "first_name",
+    "last_name",
+    "company",
+    "domain_word",
+    "word",
+    "sentence",
+    "paragraph",
+    "catch_phrase",
+    "job",
+    "phone_number",
+    "city",
 )
 
 
@@ -54,7 +63,9 @@ def pools(run_seed: int) -> dict[str, tuple[str, ...]]:
     """Faker-made value pools for one run seed (deterministic, built once per process)."""
     faker = Faker("en_US")
     faker.seed_instance(stable_int("pools", run_seed))
-    return {name: tuple(getattr(faker, name)() for _ in range(POOL_SIZE)) for name in _POOL_PROVIDERS}
+    return {
+        name: tuple(getattr(faker, name)() for _ in range(POOL_SIZE)) for name in _POOL_PROVIDERS
+    }
 
 
 class DataContext:
@@ -80,7 +91,7 @@ class DataContext:
 
     # Identities ---------------------------------------------------------------------------
     def uid(self) -> uuid.UUID:
-        """A fresh UUID unique to this run, test and call (uuid5 of the test namespace + counter)."""
+        """A fresh UUID unique to this seed, test and call (uuid5 of the test's namespace)."""
         return uuid.uuid5(self._namespace, str(next(self._counter)))
 
     def token(self) -> str:

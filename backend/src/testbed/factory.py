@@ -246,8 +246,13 @@ class Factory(Generic[M]):
 
     @staticmethod
     def _fill_related(
-        row: Row, key: str, decl: Related, overrides: Row,
-        parents: Sequence[Any] | None, i: int, persist: bool,
+        row: Row,
+        key: str,
+        decl: Related,
+        overrides: Row,
+        parents: Sequence[Any] | None,
+        i: int,
+        persist: bool,
     ) -> None:
         if decl.fk in overrides:
             row[decl.fk] = overrides[decl.fk]
@@ -265,8 +270,11 @@ def fixture_name(cls: type[Any]) -> str:
     name = cls.__name__
     out: list[str] = []
     for i, ch in enumerate(name):
-        if ch.isupper() and i and (not name[i - 1].isupper() or
-                                   (i + 1 < len(name) and name[i + 1].islower())):
+        if (
+            ch.isupper()
+            and i
+            and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower()))
+        ):
             out.append("_")
         out.append(ch.lower())
     return "".join(out)

@@ -95,10 +95,14 @@ def e2e_redis_prefix(e2e_worker: Worker) -> str:
 
 
 @pytest.fixture(scope="session")
-def e2e_redis_client(e2e_docker_compose: Endpoints, e2e_worker: Worker) -> Iterator[redis.Redis]:
+def e2e_redis_client(
+    e2e_docker_compose: Endpoints, e2e_worker: Worker
+) -> Iterator[redis.Redis[str]]:
     """The worker's client on its own logical database (1 + worker index), flushed at start
     (a dead run may have used the same number) and at the end."""
-    client = worker_redis(e2e_docker_compose.redis_url, e2e_worker, e2e_docker_compose.redis_databases)
+    client = worker_redis(
+        e2e_docker_compose.redis_url, e2e_worker, e2e_docker_compose.redis_databases
+    )
     client.flushdb()
     yield client
     client.flushdb()
@@ -106,7 +110,7 @@ def e2e_redis_client(e2e_docker_compose: Endpoints, e2e_worker: Worker) -> Itera
 
 
 @pytest.fixture(scope="session")
-def e2e_run_redis(e2e_docker_compose: Endpoints, e2e_run: RunInfo) -> Iterator[redis.Redis]:
+def e2e_run_redis(e2e_docker_compose: Endpoints, e2e_run: RunInfo) -> Iterator[redis.Redis[str]]:
     """A client on database 0 for run-wide keys shared by all workers; use keys under
     e2e:<run>: with a TTL (the controller deletes them at the end of the run)."""
     client = run_redis(e2e_docker_compose.redis_url)
@@ -120,17 +124,22 @@ def _refuse_mix(request: pytest.FixtureRequest, wanted: str) -> None:
     if wanted == ROLLBACK and committed:
         pytest.fail(
             "this test is marked @pytest.mark.committed: use the e2e_committed_db fixture "
-            "(or e2e_session), not e2e_postgres_db", pytrace=False)
+            "(or e2e_session), not e2e_postgres_db",
+            pytrace=False,
+        )
     other = COMMITTED if wanted == ROLLBACK else ROLLBACK
     if other in request.fixturenames:
         pytest.fail(
             f"a test uses either {ROLLBACK} (rolled back) or {COMMITTED} (real commits, "
             "then TRUNCATE), not both; e2e_session picks one from the committed marker",
-            pytrace=False)
+            pytrace=False,
+        )
 
 
 @pytest.fixture
-def e2e_postgres_db(request: pytest.FixtureRequest, e2e_database: WorkerDatabase) -> Iterator[Session]:
+def e2e_postgres_db(
+    request: pytest.FixtureRequest, e2e_database: WorkerDatabase
+) -> Iterator[Session]:
     """A Session in the worker's schema joined to an outer transaction that is rolled back;
     code under test may commit (only SAVEPOINTs are released)."""
     _refuse_mix(request, ROLLBACK)
@@ -139,7 +148,9 @@ def e2e_postgres_db(request: pytest.FixtureRequest, e2e_database: WorkerDatabase
 
 
 @pytest.fixture
-def e2e_committed_db(request: pytest.FixtureRequest, e2e_database: WorkerDatabase) -> Iterator[Session]:
+def e2e_committed_db(
+    request: pytest.FixtureRequest, e2e_database: WorkerDatabase
+) -> Iterator[Session]:
     """A Session that really commits (other connections see it); afterwards every table of the
     worker's schema is emptied with TRUNCATE ... RESTART IDENTITY CASCADE."""
     _refuse_mix(request, COMMITTED)
@@ -157,7 +168,7 @@ def e2e_session(request: pytest.FixtureRequest) -> Session:
 
 
 @pytest.fixture
-def e2e_redis(e2e_redis_client: redis.Redis) -> Iterator[redis.Redis]:
+def e2e_redis(e2e_redis_client: redis.Redis[str]) -> Iterator[redis.Redis[str]]:
     """A client on the worker's own logical database; put keys under e2e_redis_prefix.
     The database is FLUSHDB'd after the test (never FLUSHALL)."""
     yield e2e_redis_client
@@ -165,7 +176,7 @@ def e2e_redis(e2e_redis_client: redis.Redis) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def e2e_events(e2e_redis: redis.Redis, e2e_redis_prefix: str) -> EventListener:
+def e2e_events(e2e_redis: redis.Redis[str], e2e_redis_prefix: str) -> EventListener:
     """Subscribe to the worker's event channels: `with e2e_events.subscribe("crm") as sub:`."""
     return EventListener(e2e_redis, e2e_redis_prefix)
 
@@ -177,7 +188,7 @@ def e2e_data(request: pytest.FixtureRequest, e2e_run: RunInfo) -> DataContext:
 
 
 @pytest.fixture
-def opsdesk_app(e2e_session: Session, e2e_redis: redis.Redis, e2e_redis_prefix: str) -> Any:
+def opsdesk_app(e2e_session: Session, e2e_redis: redis.Redis[str], e2e_redis_prefix: str) -> Any:
     """opsdesk's App over the test's Session and the worker's Redis database and prefix."""
     from opsdesk.app import App
 

@@ -190,7 +190,7 @@ def with_db(redis_url: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
-def worker_redis(redis_url: str, worker: Worker, available: int) -> redis.Redis:
+def worker_redis(redis_url: str, worker: Worker, available: int) -> redis.Redis[str]:
     """A client on the worker's own logical database (never database 0, never FLUSHALL)."""
     import redis as redis_lib
 
@@ -199,7 +199,7 @@ def worker_redis(redis_url: str, worker: Worker, available: int) -> redis.Redis:
     return redis_lib.Redis.from_url(with_db(redis_url, worker.redis_db), decode_responses=True)
 
 
-def run_redis(redis_url: str) -> redis.Redis:
+def run_redis(redis_url: str) -> redis.Redis[str]:
     """A client on database 0 for run-wide keys (always under the run prefix, with a TTL)."""
     import redis as redis_lib
 
@@ -207,7 +207,7 @@ def run_redis(redis_url: str) -> redis.Redis:
     return redis_lib.Redis.from_url(with_db(redis_url, 0), decode_responses=True)
 
 
-def delete_run_keys(client: redis.Redis, run_prefix: str) -> int:
+def delete_run_keys(client: redis.Redis[str], run_prefix: str) -> int:
     """Remove the run-wide keys of one run from database 0."""
     keys: Sequence[str] = list(client.scan_iter(match=f"{run_prefix}*", count=1000))
     return int(client.unlink(*keys)) if keys else 0

@@ -43,7 +43,7 @@ class Subscription:
 class EventListener:
     """Subscribes to `<prefix>opsdesk.<domain>` channels before the action under test."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis[str], prefix: str) -> None:
         self.client = client
         self.prefix = prefix
 

@@ -23,37 +23,52 @@ async def test_create_get_and_save_bumps_version(
     with e2e_events.subscribe("canvas") as sub:
         doc = await call(mcp_service, "canvas_create", name="Board", data={"shapes": []})
         assert sub.next()["type"] == "canvas.canvas.created"
-        saved = await call(mcp_service, "canvas_save", canvas_id=doc["id"],
-                           data={"shapes": [{"kind": "box"}]}, expected_version=1)
+        saved = await call(
+            mcp_service,
+            "canvas_save",
+            canvas_id=doc["id"],
+            data={"shapes": [{"kind": "box"}]},
+            expected_version=1,
+        )
         event = sub.next()
-    assert doc["version"] == 1 and saved["version"] == 2
-    assert event["type"] == "canvas.canvas.saved" and event["data"]["version"] == 2
+    assert doc["version"] == 1
+    assert saved["version"] == 2
+    assert event["type"] == "canvas.canvas.saved"
+    assert event["data"]["version"] == 2
     row = e2e_session.get(CanvasDoc, doc["id"], populate_existing=True)
-    assert row is not None and row.data == {"shapes": [{"kind": "box"}]}
+    assert row is not None
+    assert row.data == {"shapes": [{"kind": "box"}]}
     got = await call(mcp_service, "canvas_get", canvas_id=doc["id"])
     assert got["version"] == 2
 
 
 async def test_stale_save_is_a_conflict_and_changes_nothing(
-    mcp_service: ClientSession, e2e_session: Session, e2e_events: EventListener,
+    mcp_service: ClientSession,
+    e2e_session: Session,
+    e2e_events: EventListener,
     canvas_data_factory: object,
 ) -> None:
     doc = canvas_data_factory.create()  # type: ignore[attr-defined]
     original = dict(doc.data)
     await call(mcp_service, "canvas_save", canvas_id=doc.id, data={"v": 2}, expected_version=1)
     with e2e_events.subscribe("canvas") as sub:
-        message = await call_error(mcp_service, "canvas_save", canvas_id=doc.id,
-                                   data={"v": "stale"}, expected_version=1)
+        message = await call_error(
+            mcp_service, "canvas_save", canvas_id=doc.id, data={"v": "stale"}, expected_version=1
+        )
         assert sub.drain(0.2) == []
-    assert "Conflict" in message and "version 2" in message
+    assert "Conflict" in message
+    assert "version 2" in message
     row = e2e_session.get(CanvasDoc, doc.id, populate_existing=True)
-    assert row is not None and row.data == {"v": 2} and row.version == 2
+    assert row is not None
+    assert row.data == {"v": 2}
+    assert row.version == 2
     assert row.data != original
 
 
 async def test_save_of_missing_canvas_is_not_found(mcp_service: ClientSession) -> None:
-    assert "NotFound" in await call_error(mcp_service, "canvas_save", canvas_id=8_888,
-                                          data={}, expected_version=1)
+    assert "NotFound" in await call_error(
+        mcp_service, "canvas_save", canvas_id=8_888, data={}, expected_version=1
+    )
 
 
 @pytest.mark.parametrize("data", [[1, 2], "text", 3])
@@ -65,12 +80,16 @@ async def test_query_by_json_path_with_variables(
     mcp_service: ClientSession, canvas_data_factory: object
 ) -> None:
     box = canvas_data_factory.create(  # type: ignore[attr-defined]
-        data={"shapes": [{"kind": "box", "x": 500}]})
+        data={"shapes": [{"kind": "box", "x": 500}]}
+    )
     canvas_data_factory.create(data={"shapes": [{"kind": "box", "x": 5}]})  # type: ignore[attr-defined]
     canvas_data_factory.create(data={"shapes": [{"kind": "circle", "x": 900}]})  # type: ignore[attr-defined]
-    out = await call(mcp_service, "canvas_query",
-                     path='$.shapes[*] ? (@.kind == $kind && @.x > $min)',
-                     variables={"kind": "box", "min": 100})
+    out = await call(
+        mcp_service,
+        "canvas_query",
+        path="$.shapes[*] ? (@.kind == $kind && @.x > $min)",
+        variables={"kind": "box", "min": 100},
+    )
     assert [d["id"] for d in out["results"]] == [box.id]
 
 
@@ -103,4 +122,5 @@ def test_concurrent_saves_exactly_one_wins(e2e_engine: Engine, canvas_data_facto
     assert sorted(results) == ["conflict", "won"]
     with sessions() as session:
         row = session.get(CanvasDoc, doc.id)
-        assert row is not None and row.version == 2
+        assert row is not None
+        assert row.version == 2

@@ -21,7 +21,8 @@ async def test_create_company_and_get(
     with e2e_events.subscribe("crm") as sub:
         out = await call(mcp_service, "crm_create_company", name="Acme", domain="acme.test")
         event = sub.next()
-    assert event["type"] == "crm.company.created" and event["id"] == out["id"]
+    assert event["type"] == "crm.company.created"
+    assert event["id"] == out["id"]
     assert e2e_session.get(Company, out["id"]).name == "Acme"  # type: ignore[union-attr]
     got = await call(mcp_service, "crm_get_company", company_id=out["id"])
     assert got["domain"] == "acme.test"
@@ -32,31 +33,43 @@ async def test_get_missing_company_is_not_found(mcp_service: ClientSession) -> N
 
 
 async def test_create_contact_publishes_and_persists(
-    mcp_service: ClientSession, e2e_session: Session, e2e_events: EventListener,
-    e2e_data: DataContext, company_factory: object,
+    mcp_service: ClientSession,
+    e2e_session: Session,
+    e2e_events: EventListener,
+    e2e_data: DataContext,
+    company_factory: object,
 ) -> None:
     company = company_factory.create()  # type: ignore[attr-defined]
     email = e2e_data.email("Grace Hopper")
     with e2e_events.subscribe("crm") as sub:
-        out = await call(mcp_service, "crm_create_contact", email=email, name="Grace Hopper",
-                         company_id=company.id)
+        out = await call(
+            mcp_service,
+            "crm_create_contact",
+            email=email,
+            name="Grace Hopper",
+            company_id=company.id,
+        )
         event = sub.next()
     assert event["type"] == "crm.contact.created"
     assert event["data"]["email"] == email
     row = e2e_session.get(Contact, out["id"])
-    assert row is not None and row.company_id == company.id
+    assert row is not None
+    assert row.company_id == company.id
     got = await call(mcp_service, "crm_get_contact", contact_id=out["id"])
     assert got["email"] == email
 
 
 async def test_contact_email_is_unique_ignoring_case(
-    mcp_service: ClientSession, e2e_session: Session, e2e_events: EventListener,
+    mcp_service: ClientSession,
+    e2e_session: Session,
+    e2e_events: EventListener,
     crm_contact_factory: object,
 ) -> None:
     existing = crm_contact_factory.create()  # type: ignore[attr-defined]
     with e2e_events.subscribe("crm") as sub:
-        message = await call_error(mcp_service, "crm_create_contact",
-                                   email=existing.email.upper(), name="Someone Else")
+        message = await call_error(
+            mcp_service, "crm_create_contact", email=existing.email.upper(), name="Someone Else"
+        )
         assert sub.drain(0.2) == []  # a refused change publishes nothing
     assert "Conflict" in message
     count = e2e_session.scalar(
@@ -71,8 +84,9 @@ async def test_contact_email_must_look_like_one(mcp_service: ClientSession, emai
 
 
 async def test_contact_with_missing_company_is_not_found(mcp_service: ClientSession) -> None:
-    message = await call_error(mcp_service, "crm_create_contact", email="x@y.test", name="X",
-                               company_id=987_654)
+    message = await call_error(
+        mcp_service, "crm_create_contact", email="x@y.test", name="X", company_id=987_654
+    )
     assert "NotFound" in message
 
 
@@ -101,12 +115,19 @@ async def test_deal_moves_forward_one_stage_at_a_time(
             assert event["type"] == "crm.deal.stage_changed"
             assert event["data"]["stage"] == stage
     row = e2e_session.get(Deal, deal["id"])
-    assert row is not None and row.stage == "won" and row.amount == Decimal("1200.50")
+    assert row is not None
+    assert row.stage == "won"
+    assert row.amount == Decimal("1200.50")
 
 
 @pytest.mark.parametrize(
     ("path", "target"),
-    [((), "proposal"), ((), "won"), (("qualified", "proposal", "won"), "lost"), (("lost",), "lead")],
+    [
+        ((), "proposal"),
+        ((), "won"),
+        (("qualified", "proposal", "won"), "lost"),
+        (("lost",), "lead"),
+    ],
 )
 async def test_deal_forbidden_moves_are_refused(
     mcp_service: ClientSession, e2e_session: Session, path: tuple[str, ...], target: str
@@ -117,7 +138,8 @@ async def test_deal_forbidden_moves_are_refused(
     message = await call_error(mcp_service, "crm_move_deal", deal_id=deal["id"], stage=target)
     assert "RuleViolation" in message
     row = e2e_session.get(Deal, deal["id"])
-    assert row is not None and row.stage == (path[-1] if path else "lead")
+    assert row is not None
+    assert row.stage == (path[-1] if path else "lead")
 
 
 async def test_deal_amount_cannot_be_negative(mcp_service: ClientSession) -> None:
@@ -127,7 +149,8 @@ async def test_deal_amount_cannot_be_negative(mcp_service: ClientSession) -> Non
 
 async def test_deal_amount_rejects_more_than_two_decimals(mcp_service: ClientSession) -> None:
     assert is_invalid(
-        await call_error(mcp_service, "crm_create_deal", title="Fraction", amount="1.001"))
+        await call_error(mcp_service, "crm_create_deal", title="Fraction", amount="1.001")
+    )
 
 
 async def test_get_and_search_deals(mcp_service: ClientSession, deal_factory: object) -> None:
@@ -148,6 +171,7 @@ async def test_pipeline_totals_sum_exactly_per_stage(
     out = await call(mcp_service, "crm_pipeline_totals")
     totals = {row["stage"]: row for row in out["stages"]}
     assert set(totals) == {"lead", "qualified", "proposal", "won", "lost"}
-    assert totals["lead"]["count"] == 3 and Decimal(str(totals["lead"]["total"])) == Decimal("0.30")
+    assert totals["lead"]["count"] == 3
+    assert Decimal(str(totals["lead"]["total"])) == Decimal("0.30")
     assert Decimal(str(totals["won"]["total"])) == Decimal("2000.02")
     assert totals["lost"]["count"] == 0

@@ -44,7 +44,9 @@ def test_committed_rows_are_truncated_after(
 
 
 @pytest.mark.committed
-def test_truncate_restarts_identities(e2e_committed_db: Session, e2e_database: WorkerDatabase) -> None:
+def test_truncate_restarts_identities(
+    e2e_committed_db: Session, e2e_database: WorkerDatabase
+) -> None:
     e2e_committed_db.add(Contact(email="first@example.test", name="First"))
     e2e_committed_db.commit()
     e2e_database.truncate()

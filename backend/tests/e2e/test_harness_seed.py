@@ -43,14 +43,16 @@ def test_e2e_seed_replays_a_run(pytester: pytest.Pytester, tmp_path: Path) -> No
     # for the same seed and test id: the seed alone determines the data.
     factories = Path(__file__).parent
     pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(factories)!r})\n")
-    pytester.makepyfile(test_dump="""
+    pytester.makepyfile(
+        test_dump="""
 import json, os
 from test_harness_seed import _snapshot
 
 def test_dump(e2e_data):
     with open(os.environ["DUMP_TO"], "w") as fh:
         json.dump(_snapshot(e2e_data), fh, sort_keys=True)
-""")
+"""
+    )
     target = tmp_path / "dump.json"
     pytester._monkeypatch.setenv("DUMP_TO", str(target))
     # Only the testbed plugin: the other entry-point plugins would just slow the child down.
@@ -77,8 +79,16 @@ def test_factory_definitions_are_checked_against_the_model() -> None:
     from opsdesk.domains.crm.models import Contact
 
     with pytest.raises(FactoryDefinitionError, match="has no column 'nmae'"):
-        type("Bad", (Factory,), {"model": Contact, "nmae": field(lambda d, r: "x"),
-                                 "email": field(lambda d, r: "e"), "name": field(lambda d, r: "")})
+        type(
+            "Bad",
+            (Factory,),
+            {
+                "model": Contact,
+                "nmae": field(lambda d, r: "x"),
+                "email": field(lambda d, r: "e"),
+                "name": field(lambda d, r: ""),
+            },
+        )
     with pytest.raises(FactoryDefinitionError, match="does not fill email"):
         type("Missing", (Factory,), {"model": Contact, "name": field(lambda d, r: "x")})
 
@@ -89,6 +99,8 @@ def test_build_overrides_win_and_parents_are_built() -> None:
     data = DataContext(7, "x")
     company = CompanyFactory(None, data).build(name="Initech")
     contact = CRMContactFactory(None, data).build(company=company, phone=None)
-    assert contact.company is company and contact.phone is None
+    assert contact.company is company
+    assert contact.phone is None
     comment = TaskCommentFactory(None, data).build()
-    assert comment.task is not None and comment.task.title
+    assert comment.task is not None
+    assert comment.task.title

@@ -23,7 +23,10 @@ BATCH = 10_000
 @pytest.mark.committed
 @pytest.mark.parametrize("marker", range(4))
 def test_workers_never_see_each_others_rows(
-    e2e_committed_db: Session, e2e_engine: Engine, e2e_worker: Worker, e2e_run: RunInfo,
+    e2e_committed_db: Session,
+    e2e_engine: Engine,
+    e2e_worker: Worker,
+    e2e_run: RunInfo,
     marker: int,
 ) -> None:
     e2e_committed_db.execute(
@@ -34,7 +37,8 @@ def test_workers_never_see_each_others_rows(
     # Unqualified names resolve only to this worker's schema, on every new connection too.
     with e2e_engine.connect() as conn:
         assert conn.execute(text("SELECT current_schemas(false)")).scalar_one() == [
-            e2e_worker.schema]
+            e2e_worker.schema
+        ]
         names = conn.execute(text("SELECT DISTINCT name FROM crm_contacts")).scalars().all()
     assert names == [e2e_worker.worker_id]
     schemas = list_run_schemas(e2e_engine, e2e_run.run_id)
@@ -44,8 +48,11 @@ def test_workers_never_see_each_others_rows(
 
 @pytest.mark.parametrize("marker", range(4))
 def test_workers_never_see_each_others_keys(
-    e2e_redis: redis.Redis, e2e_redis_prefix: str, e2e_worker: Worker,
-    e2e_docker_compose: object, marker: int,
+    e2e_redis: redis.Redis,
+    e2e_redis_prefix: str,
+    e2e_worker: Worker,
+    e2e_docker_compose: object,
+    marker: int,
 ) -> None:
     key = f"{e2e_redis_prefix}marker:{marker}"
     e2e_redis.set(key, e2e_worker.worker_id)
@@ -65,8 +72,12 @@ def test_workers_never_see_each_others_keys(
 
 @pytest.mark.parametrize("marker", range(4))
 def test_workers_never_see_each_others_events(
-    e2e_postgres_db: Session, e2e_redis: redis.Redis, e2e_events: EventListener,
-    e2e_redis_prefix: str, e2e_data: DataContext, marker: int,
+    e2e_postgres_db: Session,
+    e2e_redis: redis.Redis,
+    e2e_events: EventListener,
+    e2e_redis_prefix: str,
+    e2e_data: DataContext,
+    marker: int,
 ) -> None:
     # While other workers publish their own events, this worker's channel carries only its own.
     EventBus(e2e_redis, prefix=e2e_redis_prefix).bind(e2e_postgres_db)
@@ -81,8 +92,12 @@ def test_workers_never_see_each_others_events(
 
 @pytest.mark.parametrize("batch", range(4))
 def test_10k_batch_has_no_collision_across_workers(
-    crm_contact_factory: object, e2e_run_redis: redis.Redis, e2e_run: RunInfo,
-    e2e_worker: Worker, batch: int, record_property: object,
+    crm_contact_factory: object,
+    e2e_run_redis: redis.Redis,
+    e2e_run: RunInfo,
+    e2e_worker: Worker,
+    batch: int,
+    record_property: object,
 ) -> None:
     began = time.perf_counter()
     contacts = crm_contact_factory.create_batch(BATCH)  # type: ignore[attr-defined]

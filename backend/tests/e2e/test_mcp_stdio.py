@@ -22,8 +22,11 @@ pytestmark = pytest.mark.anyio
 
 @pytest.mark.committed
 async def test_stdio_server_one_tool_per_domain(
-    e2e_docker_compose: Endpoints, e2e_worker: Worker, e2e_session: Session,
-    e2e_events: EventListener, e2e_data: DataContext,
+    e2e_docker_compose: Endpoints,
+    e2e_worker: Worker,
+    e2e_session: Session,
+    e2e_events: EventListener,
+    e2e_data: DataContext,
 ) -> None:
     env = {
         **os.environ,
@@ -32,16 +35,19 @@ async def test_stdio_server_one_tool_per_domain(
         "OPSDESK_SCHEMA": e2e_worker.schema,
         "OPSDESK_EVENT_PREFIX": e2e_worker.prefix,
     }
-    params = StdioServerParameters(command=sys.executable, args=["-m", "opsdesk.mcp_server"],
-                                   env=env)
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "opsdesk.mcp_server"], env=env
+    )
     calls = [
         ("crm_create_contact", {"email": e2e_data.email(), "name": "Stdio User"}),
         ("tasks_create_task", {"title": "Over stdio"}),
         ("tickets_create_ticket", {"subject": "Stdio", "requester_email": e2e_data.email()}),
         ("knowledge_create_doc", {"title": "Stdio doc", "body": "Spoken over pipes."}),
         ("canvas_create", {"name": "Stdio canvas", "data": {"a": 1}}),
-        ("finance_create_account", {"code": e2e_data.code("SIO-", 8), "name": "Stdio",
-                                    "type": "asset"}),
+        (
+            "finance_create_account",
+            {"code": e2e_data.code("SIO-", 8), "name": "Stdio", "type": "asset"},
+        ),
     ]
     domains = ("crm", "tasks", "tickets", "knowledge", "canvas", "finance")
     with e2e_events.subscribe(*domains) as sub:

@@ -22,30 +22,42 @@ async def test_create_and_get_task(
     mcp_service: ClientSession, e2e_session: Session, e2e_events: EventListener
 ) -> None:
     with e2e_events.subscribe("tasks") as sub:
-        out = await call(mcp_service, "tasks_create_task", title="Write report",
-                         priority="high", assignee="ada", due_at=_iso(timedelta(days=1)))
+        out = await call(
+            mcp_service,
+            "tasks_create_task",
+            title="Write report",
+            priority="high",
+            assignee="ada",
+            due_at=_iso(timedelta(days=1)),
+        )
         event = sub.next()
-    assert event["type"] == "tasks.task.created" and event["data"]["assignee"] == "ada"
+    assert event["type"] == "tasks.task.created"
+    assert event["data"]["assignee"] == "ada"
     row = e2e_session.get(Task, out["id"])
-    assert row is not None and (row.status, row.priority) == ("todo", "high")
+    assert row is not None
+    assert (row.status, row.priority) == ("todo", "high")
     got = await call(mcp_service, "tasks_get_task", task_id=out["id"])
     assert got["comments"] == []
 
 
 async def test_due_at_needs_a_timezone(mcp_service: ClientSession, e2e_session: Session) -> None:
-    message = await call_error(mcp_service, "tasks_create_task", title="Naive",
-                               due_at="2030-01-31T17:00:00")
+    message = await call_error(
+        mcp_service, "tasks_create_task", title="Naive", due_at="2030-01-31T17:00:00"
+    )
     assert is_invalid(message)
     assert e2e_session.scalar(select(func.count()).select_from(Task)) == 0
 
 
 async def test_unknown_priority_is_refused(mcp_service: ClientSession) -> None:
-    assert is_invalid(await call_error(mcp_service, "tasks_create_task", title="T",
-                                       priority="whenever"))
+    assert is_invalid(
+        await call_error(mcp_service, "tasks_create_task", title="T", priority="whenever")
+    )
 
 
 async def test_done_stamps_completed_at_and_reopening_clears_it(
-    mcp_service: ClientSession, e2e_session: Session, e2e_events: EventListener,
+    mcp_service: ClientSession,
+    e2e_session: Session,
+    e2e_events: EventListener,
     task_factory: object,
 ) -> None:
     task = task_factory.create()  # type: ignore[attr-defined]
@@ -57,16 +69,20 @@ async def test_done_stamps_completed_at_and_reopening_clears_it(
         assert sub.next()["data"]["previous"] == "done"
     assert again["completed_at"] is None
     e2e_session.refresh(task)
-    assert task.status == "in_progress" and task.completed_at is None
+    assert task.status == "in_progress"
+    assert task.completed_at is None
 
 
 async def test_set_status_of_missing_task_is_not_found(mcp_service: ClientSession) -> None:
-    assert "NotFound" in await call_error(mcp_service, "tasks_set_status", task_id=77_777,
-                                          status="done")
+    assert "NotFound" in await call_error(
+        mcp_service, "tasks_set_status", task_id=77_777, status="done"
+    )
 
 
 async def test_comments_are_added_in_order(
-    mcp_service: ClientSession, e2e_session: Session, e2e_events: EventListener,
+    mcp_service: ClientSession,
+    e2e_session: Session,
+    e2e_events: EventListener,
     task_factory: object,
 ) -> None:
     task = task_factory.create()  # type: ignore[attr-defined]
@@ -84,16 +100,20 @@ async def test_comment_on_missing_task_is_not_found(
     mcp_service: ClientSession, e2e_events: EventListener
 ) -> None:
     with e2e_events.subscribe("tasks") as sub:
-        message = await call_error(mcp_service, "tasks_add_comment", task_id=55_555,
-                                   author="bob", body="hello")
+        message = await call_error(
+            mcp_service, "tasks_add_comment", task_id=55_555, author="bob", body="hello"
+        )
         assert sub.drain(0.2) == []
     assert "NotFound" in message
 
 
 async def test_blank_comment_is_refused(mcp_service: ClientSession, task_factory: object) -> None:
     task = task_factory.create()  # type: ignore[attr-defined]
-    assert is_invalid(await call_error(mcp_service, "tasks_add_comment", task_id=task.id,
-                                       author="bob", body="   "))
+    assert is_invalid(
+        await call_error(
+            mcp_service, "tasks_add_comment", task_id=task.id, author="bob", body="   "
+        )
+    )
 
 
 async def test_search_tasks_by_text_status_and_assignee(
