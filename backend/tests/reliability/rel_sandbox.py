@@ -46,14 +46,14 @@ _handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    """A free port in 41000-48999, never one we handed out before in this process."""
+    """A free port below the ephemeral range (a client socket in TIME_WAIT there blocks bind)."""
     rng = random.SystemRandom()
     for _ in range(500):
-        port = rng.randrange(41000, 49000)
+        port = rng.randrange(20000, 32000)
         if port not in _handed_out and port_is_free(port):
             _handed_out.add(port)
             return port
-    raise RuntimeError("no free port in 41000-48999")
+    raise RuntimeError("no free port in 20000-31999")
 
 
 def clean_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,0 +1,69 @@
+"""A service dies (or freezes) mid-suite: the rest fails fast, teardown completes, exit != 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from rel_sandbox import PYTEST, Sandbox, payload_suite, server_pids, wait_for
+
+FAIL_WITHIN = 60.0  # seconds from the kill to the end of the run, teardown included
+FREEZE_WITHIN = 120.0  # a frozen (SIGSTOPped) server: every wait must still be bounded
+
+
+def _start_payload(sandbox: Sandbox, tmp_path: Path, tests: int = 16) -> tuple[object, Path]:
+    progress = tmp_path / "progress"
+    progress.mkdir()
+    suite = payload_suite(tmp_path)
+    env = sandbox.env(REL_PROGRESS=str(progress), REL_TESTS=str(tests), REL_SLEEP="0.2")
+    run = sandbox.start([str(PYTEST), str(suite), "-n", "2", "-p", "no:randomly", "-q",
+                         "--timeout", "600"], env=env, cwd=tmp_path, name="payload")
+    assert wait_for(lambda: len(list(progress.iterdir())) >= 4, 90), run.output()
+    return run, progress
+
+
+@pytest.mark.parametrize("service", ["postgres", "valkey"])
+def test_killed_service_fails_the_rest_fast(sandbox: Sandbox, tmp_path: Path,
+                                            service: str) -> None:
+    run, progress = _start_payload(sandbox, tmp_path)
+    pid = server_pids(sandbox.state_dir)[service]
+    os.killpg(pid, signal.SIGKILL)  # the server and its children, like an OOM kill
+    killed = time.monotonic()
+    done_before = len(list(progress.iterdir()))
+    code = run.wait(FAIL_WITHIN)  # type: ignore[attr-defined]
+    took = time.monotonic() - killed
+    out = run.output()  # type: ignore[attr-defined]
+    assert code is not None, f"the run hung for {FAIL_WITHIN}s after {service} died:\n{out[-3000:]}"
+    assert code != 0, out[-3000:]
+    ran_after = len(list(progress.iterdir())) - done_before
+    assert ran_after <= 2, f"{ran_after} tests passed after {service} died"
+    assert "failed" in out or "error" in out, out[-3000:]
+    reason = "Connection refused" if service == "postgres" else "Error 111"
+    assert reason in out or "ConnectionError" in out or "OperationalError" in out, out[-3000:]
+    # Teardown completed: the survivor was stopped and the state dir removed by the run itself.
+    assert sandbox.wait_no_leftovers(10) == [], out[-3000:]
+    print(f"{service} killed: run ended {took:.1f}s later with exit {code}")
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("service", ["postgres", "valkey"])
+def test_frozen_service_is_bounded(sandbox: Sandbox, tmp_path: Path, service: str) -> None:
+    run, _ = _start_payload(sandbox, tmp_path)
+    pid = server_pids(sandbox.state_dir)[service]
+    os.killpg(pid, signal.SIGSTOP)  # alive but silent: only timeouts can end the waits
+    frozen = time.monotonic()
+    try:
+        code = run.wait(FREEZE_WITHIN)  # type: ignore[attr-defined]
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+    out = run.output()  # type: ignore[attr-defined]
+    if code is None:
+        run.kill_all()  # type: ignore[attr-defined]
+        pytest.xfail(f"BUG-R2 (/work/team/bugs-reliability.md): with {service} frozen the run "
+                     f"still hangs after {FREEZE_WITHIN:g}s (no connect/statement/socket "
+                     f"timeouts)\n{out[-1500:]}")
+    assert code != 0, out[-3000:]
+    print(f"{service} frozen: run ended {time.monotonic() - frozen:.1f}s later, exit {code}")
