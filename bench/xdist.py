@@ -42,11 +42,16 @@ def run_suite(ctx: Context, workers: int) -> tuple[float, str]:
     )
     wall = time.perf_counter() - t0
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    if proc.returncode != 0:
+    # Exit 1 = some tests failed: the run still took that long; the note reports the failures.
+    if proc.returncode not in (0, 1):
         raise RuntimeError(
-            f"E2E suite at -n {workers} failed (exit {proc.returncode}): "
+            f"E2E suite at -n {workers} did not run (exit {proc.returncode}): "
             f"{tail}\n{(proc.stdout + proc.stderr)[-3000:]}"
         )
+    if proc.returncode == 1:
+        failed = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+        ctx.extra.setdefault("xdist.failures", set()).update(failed)
+        log(f"  -n {workers}: {tail}; failing: {'; '.join(failed)[:500]}")
     return wall, tail
 
 
@@ -106,10 +111,12 @@ def run(ctx: Context) -> list[Figure]:
         figures.append(fig)
     figures[1].targets = [Target("ratio", ">=", 1.6, "≥ 1.6\u00d7 vs -n 1")]
     figures[1].why = (
-        "Each worker pays its own start-up (interpreter, imports, collection, worker schema), "
-        "and on 2 cores the PostgreSQL backends compete with the workers for the same CPUs; "
-        "a suite this short is dominated by those fixed costs. A longer suite, or fewer "
-        "per-worker fixed costs (lazy imports, schema from a template), would close it."
+        "Several E2E tests spawn processes of their own (the stdio MCP server, nested pytest "
+        "runs that replay a seed), which compete with the two workers and PostgreSQL for the "
+        "same 2 cores, and other jobs on this machine take their share (see the load average); "
+        "every worker also pays start-up, collection and its schema. Running the "
+        "subprocess-heavy tests on their own xdist group, or a quieter/larger machine, would "
+        "close it."
     )
     figures.append(
         Figure(
@@ -127,6 +134,12 @@ def run(ctx: Context) -> list[Figure]:
             "(CREATE TABLE ... LIKE, or a template database per run) would cut it.",
         )
     )
+    failures = sorted(ctx.extra.get("xdist.failures", ()))
+    if failures:
+        figures[0].note += (
+            f" Some runs had failing tests (timed anyway, not the bench's to fix): "
+            f"{'; '.join(failures)[:600]}."
+        )
     if counts.get("passed", 0) == 0:
         raise RuntimeError(f"the E2E suite ran no passing test ({summary})")
     return figures
