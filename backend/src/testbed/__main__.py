@@ -21,35 +21,57 @@ COMMANDS = {
     "status": "show backend, versions, ports, processes and health (exit 3 when not healthy)",
     "wait": "wait until the services answer (bounded by --wait-timeout)",
     "reap": "remove what dead runs left behind (pid files, data dirs, stopped containers)",
-    "env": "print the services' URLs as shell assignments: eval \"$(python -m testbed env)\"",
+    "env": 'print the services\' URLs as shell assignments: eval "$(python -m testbed env)"',
 }
-_CLI_OPTIONS = ("backend", "pg_port", "redis_port", "database_url", "redis_url", "pg_bin",
-                "valkey_bin", "cache_dir", "state_dir", "wait_timeout")
+_CLI_OPTIONS = (
+    "backend",
+    "pg_port",
+    "redis_port",
+    "database_url",
+    "redis_url",
+    "pg_bin",
+    "valkey_bin",
+    "cache_dir",
+    "state_dir",
+    "wait_timeout",
+)
 
 
 def parser() -> argparse.ArgumentParser:
     """The command-line parser; flags mirror the E2E_* settings (flags win over env vars)."""
     p = argparse.ArgumentParser(
         prog="python -m testbed",
-        description="Run the opsdesk E2E services (PostgreSQL 16, Valkey 8).")
+        description="Run the opsdesk E2E services (PostgreSQL 16, Valkey 8).",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         for opt in OPTIONS:
             if opt.name in _CLI_OPTIONS:
-                cmd.add_argument(f"--{opt.name.replace('_', '-')}", dest=opt.name, default=None,
-                                 help=f"{opt.help} (env {opt.env})")
+                cmd.add_argument(
+                    f"--{opt.name.replace('_', '-')}",
+                    dest=opt.name,
+                    default=None,
+                    help=f"{opt.help} (env {opt.env})",
+                )
         if name == "up":
             cmd.add_argument(
-                "--foreground", action="store_true",
-                help="stay in the foreground; Ctrl-C or SIGTERM takes the services down")
+                "--foreground",
+                action="store_true",
+                help="stay in the foreground; Ctrl-C or SIGTERM takes the services down",
+            )
     return p
 
 
 def _backend(settings: Settings, command: str) -> ServiceBackend:
     # Services started natively stay native for down/status/env even if an engine appeared since.
-    if settings.backend == "auto" and command != "up" and not settings.database_url \
-            and not settings.redis_url and (settings.state_dir / "state.json").exists():
+    if (
+        settings.backend == "auto"
+        and command != "up"
+        and not settings.database_url
+        and not settings.redis_url
+        and (settings.state_dir / "state.json").exists()
+    ):
         from testbed.services.native import NativeBackend
 
         return NativeBackend(settings)
@@ -58,8 +80,10 @@ def _backend(settings: Settings, command: str) -> ServiceBackend:
 
 def describe(eps: Endpoints) -> str:
     """One line naming backend, versions and where they answer (password redacted)."""
-    return (f"{eps.backend}: PostgreSQL {eps.pg_version} at {redact(eps.database_url)}, "
-            f"Valkey {eps.redis_version} at {redact(eps.redis_url)}")
+    return (
+        f"{eps.backend}: PostgreSQL {eps.pg_version} at {redact(eps.database_url)}, "
+        f"Valkey {eps.redis_version} at {redact(eps.redis_url)}"
+    )
 
 
 def cmd_up(settings: Settings, foreground: bool) -> int:
@@ -102,8 +126,10 @@ def cmd_wait(settings: Settings) -> int:
     deadline = time.monotonic() + settings.wait_timeout
     while (eps := backend.running()) is None:
         if time.monotonic() > deadline:
-            raise HealthTimeout(f"the {backend.name} services are not healthy after "
-                                f"{settings.wait_timeout:g} s; see `make status`, then `make up`")
+            raise HealthTimeout(
+                f"the {backend.name} services are not healthy after "
+                f"{settings.wait_timeout:g} s; see `make status`, then `make up`"
+            )
         time.sleep(0.1)
     print(f"healthy: {describe(eps)}")
     return 0
@@ -113,11 +139,14 @@ def cmd_env(settings: Settings) -> int:
     """Shell assignments for the running services (real URLs: they are meant for eval)."""
     eps = _backend(settings, "env").running()
     if eps is None:
-        print("error: the E2E services are not running; start them with `make up`",
-              file=sys.stderr)
+        print("error: the E2E services are not running; start them with `make up`", file=sys.stderr)
         return 1
-    for name, value in (("E2E_DATABASE_URL", eps.database_url), ("E2E_REDIS_URL", eps.redis_url),
-                        ("DATABASE_URL", eps.database_url), ("REDIS_URL", eps.redis_url)):
+    for name, value in (
+        ("E2E_DATABASE_URL", eps.database_url),
+        ("E2E_REDIS_URL", eps.redis_url),
+        ("DATABASE_URL", eps.database_url),
+        ("REDIS_URL", eps.redis_url),
+    ):
         print(f"export {name}={shlex.quote(value)}")
     return 0
 

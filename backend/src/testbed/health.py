@@ -24,8 +24,9 @@ def log_tail(path: Path | None, lines: int = 20) -> str:
     return "\n".join(f"    {line}" for line in tail) if tail else f"(empty log {path})"
 
 
-def _timeout(what: str, url: str, timeout: float, last: BaseException | None,
-             log: Path | None, hint: str) -> HealthTimeout:
+def _timeout(
+    what: str, url: str, timeout: float, last: BaseException | None, log: Path | None, hint: str
+) -> HealthTimeout:
     reason = "no attempt finished"
     if last is not None:
         reason = f"{type(last).__name__}: {redact(str(last)).strip()}"
@@ -36,8 +37,15 @@ def _timeout(what: str, url: str, timeout: float, last: BaseException | None,
     )
 
 
-def _poll(attempt: Callable[[float], str], what: str, url: str, timeout: float,
-          log: Path | None, alive: Callable[[], bool] | None, hint: str) -> str:
+def _poll(
+    attempt: Callable[[float], str],
+    what: str,
+    url: str,
+    timeout: float,
+    log: Path | None,
+    alive: Callable[[], bool] | None,
+    hint: str,
+) -> str:
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while True:
@@ -86,19 +94,25 @@ def _redis_attempt(url: str) -> Callable[[float], str]:
     return attempt
 
 
-def wait_postgres(url: str, timeout: float, *, log: Path | None = None,
-                  alive: Callable[[], bool] | None = None) -> str:
+def wait_postgres(
+    url: str, timeout: float, *, log: Path | None = None, alive: Callable[[], bool] | None = None
+) -> str:
     """Wait until `SELECT 1` succeeds over TCP; return the server version (e.g. "16.15")."""
-    hint = ("`python -m testbed status`, then `make down && make up`; raise E2E_WAIT_TIMEOUT "
-            "on a slow machine")
+    hint = (
+        "`python -m testbed status`, then `make down && make up`; raise E2E_WAIT_TIMEOUT "
+        "on a slow machine"
+    )
     return _poll(_pg_attempt(url), "PostgreSQL", url, timeout, log, alive, hint)
 
 
-def wait_redis(url: str, timeout: float, *, log: Path | None = None,
-               alive: Callable[[], bool] | None = None) -> str:
+def wait_redis(
+    url: str, timeout: float, *, log: Path | None = None, alive: Callable[[], bool] | None = None
+) -> str:
     """Wait until PING answers; return the server version (e.g. "8.1.8")."""
-    hint = ("`python -m testbed status`, then `make down && make up`; raise E2E_WAIT_TIMEOUT "
-            "on a slow machine")
+    hint = (
+        "`python -m testbed status`, then `make down && make up`; raise E2E_WAIT_TIMEOUT "
+        "on a slow machine"
+    )
     return _poll(_redis_attempt(url), "Valkey", url, timeout, log, alive, hint)
 
 

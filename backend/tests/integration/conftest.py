@@ -33,8 +33,12 @@ def settings() -> Settings:
     # Under /dev/shm (or /tmp), not tmp_path: the unprivileged server user must traverse it.
     return load_settings(
         {k: v for k, v in os.environ.items() if not k.startswith("E2E_")},
-        backend="native", pg_port=free_port(), redis_port=free_port(),
-        state_dir=default_state_root() / name, project=name, wait_timeout=20,
+        backend="native",
+        pg_port=free_port(),
+        redis_port=free_port(),
+        state_dir=default_state_root() / name,
+        project=name,
+        wait_timeout=20,
     )
 
 

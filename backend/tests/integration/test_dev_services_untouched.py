@@ -21,11 +21,13 @@ def dev_snapshot() -> dict[str, Any]:
     """Read-only fingerprint of the dev services (skips when they are not here)."""
     try:
         # Read-only session: even a bug in this test cannot write to the dev database.
-        with psycopg.connect(DEV_PG, connect_timeout=2,
-                             options="-c default_transaction_read_only=on") as conn:
+        with psycopg.connect(
+            DEV_PG, connect_timeout=2, options="-c default_transaction_read_only=on"
+        ) as conn:
             rows = conn.execute(
                 "SELECT count(*), string_agg(datname, ',' ORDER BY datname),"
-                " pg_postmaster_start_time() FROM pg_database").fetchone()
+                " pg_postmaster_start_time() FROM pg_database"
+            ).fetchone()
     except psycopg.OperationalError as exc:
         pytest.skip(f"no readable dev PostgreSQL on 5432 ({exc})")
     client = redis.Redis.from_url(DEV_REDIS, socket_timeout=2)

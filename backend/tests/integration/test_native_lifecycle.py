@@ -48,9 +48,13 @@ def test_up_serves_postgres_16_and_valkey_8(native: NativeBackend, settings: Set
         version = conn.execute("SHOW server_version").fetchone()
         assert version is not None
         assert str(version[0]).startswith("16.")
-        settings_rows: dict[str, str] = dict(conn.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit',"
-            " 'full_page_writes', 'max_connections', 'listen_addresses')").fetchall())
+        settings_rows: dict[str, str] = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('fsync',"
+                " 'synchronous_commit', 'full_page_writes', 'max_connections',"
+                " 'listen_addresses')"
+            ).fetchall()
+        )
         assert settings_rows["fsync"] == settings_rows["full_page_writes"] == "off"
         assert settings_rows["synchronous_commit"] == "off"
         assert int(settings_rows["max_connections"]) >= 200
@@ -100,8 +104,7 @@ def test_cold_up_with_cached_template_is_fast(native: NativeBackend) -> None:
     assert elapsed < 2.0, f"cold up took {elapsed:.2f} s"
 
 
-def test_down_is_idempotent_and_leaves_nothing(native: NativeBackend,
-                                               settings: Settings) -> None:
+def test_down_is_idempotent_and_leaves_nothing(native: NativeBackend, settings: Settings) -> None:
     native.up()
     running = pids(native)
     assert len(running) == 2
@@ -113,8 +116,9 @@ def test_down_is_idempotent_and_leaves_nothing(native: NativeBackend,
     assert native.running() is None
 
 
-def test_port_conflict_fails_fast_naming_port_and_holder(native: NativeBackend,
-                                                         settings: Settings) -> None:
+def test_port_conflict_fails_fast_naming_port_and_holder(
+    native: NativeBackend, settings: Settings
+) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", settings.pg_port))
         squatter.listen()
@@ -146,9 +150,23 @@ def test_reap_cleans_up_after_a_killed_run(native: NativeBackend, settings: Sett
 
 
 def test_foreground_up_takes_its_servers_down_on_sigterm(settings: Settings) -> None:
-    argv = [sys.executable, "-m", "testbed", "up", "--foreground", "--backend", "native",
-            "--pg-port", str(settings.pg_port), "--redis-port", str(settings.redis_port),
-            "--state-dir", str(settings.state_dir), "--wait-timeout", "20"]
+    argv = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "up",
+        "--foreground",
+        "--backend",
+        "native",
+        "--pg-port",
+        str(settings.pg_port),
+        "--redis-port",
+        str(settings.redis_port),
+        "--state-dir",
+        str(settings.state_dir),
+        "--wait-timeout",
+        "20",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None

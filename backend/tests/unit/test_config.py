@@ -9,9 +9,21 @@ import pytest
 from testbed.config import OPTIONS, Settings, load_settings, project_name
 from testbed.errors import UsageError
 
-REQUIRED = {"backend", "pg_port", "redis_port", "database_url", "redis_url", "pg_bin",
-            "valkey_bin", "cache_dir", "state_dir", "wait_timeout", "seed", "keep",
-            "require_services"}
+REQUIRED = {
+    "backend",
+    "pg_port",
+    "redis_port",
+    "database_url",
+    "redis_url",
+    "pg_bin",
+    "valkey_bin",
+    "cache_dir",
+    "state_dir",
+    "wait_timeout",
+    "seed",
+    "keep",
+    "require_services",
+}
 
 
 def test_options_cover_the_contract_and_are_declared_once() -> None:
@@ -41,16 +53,27 @@ def test_defaults() -> None:
 
 
 def test_env_vars_are_parsed() -> None:
-    s = load_settings({
-        "E2E_BACKEND": "Native", "E2E_PG_PORT": "15433", "E2E_REDIS_PORT": "16380",
-        "E2E_WAIT_TIMEOUT": "2.5", "E2E_SEED": "42", "E2E_KEEP": "yes",
-        "E2E_CACHE_DIR": "/tmp/c", "E2E_STATE_DIR": "/tmp/s", "E2E_PG_BIN": "/opt/pg/bin",
-        "E2E_DATABASE_URL": "postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e",
-    })
+    s = load_settings(
+        {
+            "E2E_BACKEND": "Native",
+            "E2E_PG_PORT": "15433",
+            "E2E_REDIS_PORT": "16380",
+            "E2E_WAIT_TIMEOUT": "2.5",
+            "E2E_SEED": "42",
+            "E2E_KEEP": "yes",
+            "E2E_CACHE_DIR": "/tmp/c",
+            "E2E_STATE_DIR": "/tmp/s",
+            "E2E_PG_BIN": "/opt/pg/bin",
+            "E2E_DATABASE_URL": "postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e",
+        }
+    )
     assert (s.backend, s.pg_port, s.redis_port, s.wait_timeout) == ("native", 15433, 16380, 2.5)
     assert (s.seed, s.keep) == (42, True)
-    assert (s.cache_dir, s.state_dir, s.pg_bin) == (Path("/tmp/c"), Path("/tmp/s"),
-                                                    Path("/opt/pg/bin"))
+    assert (s.cache_dir, s.state_dir, s.pg_bin) == (
+        Path("/tmp/c"),
+        Path("/tmp/s"),
+        Path("/opt/pg/bin"),
+    )
     assert s.database_url is not None
     assert s.database_url.endswith("/opsdesk_e2e")
 
@@ -76,13 +99,16 @@ def test_bad_port_is_a_usage_error_naming_the_variable(value: str) -> None:
         load_settings({"E2E_REDIS_PORT": value})
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({}, False),
-    ({"CI": "true"}, True),
-    ({"CI": "false"}, False),
-    ({"CI": "true", "E2E_REQUIRE_SERVICES": "0"}, False),
-    ({"E2E_REQUIRE_SERVICES": "on"}, True),
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, False),
+        ({"CI": "true"}, True),
+        ({"CI": "false"}, False),
+        ({"CI": "true", "E2E_REQUIRE_SERVICES": "0"}, False),
+        ({"E2E_REQUIRE_SERVICES": "on"}, True),
+    ],
+)
 def test_require_services_follows_ci(env: dict[str, str], expected: bool) -> None:
     assert load_settings(env).require_services is expected
 

@@ -8,26 +8,32 @@ from testbed.errors import ForeignTarget
 from testbed.guard import check_postgres_url, check_redis_url, redact
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e",
-    "postgresql+psycopg://opsdesk_e2e:pw@127.0.0.1:5433/opsdesk_e2e",
-    "postgres://ci_e2e:pw@db.internal:15432/app_e2e",
-    "postgresql:///opsdesk_e2e?host=/tmp/sock&port=5433&user=opsdesk_e2e",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e",
+        "postgresql+psycopg://opsdesk_e2e:pw@127.0.0.1:5433/opsdesk_e2e",
+        "postgres://ci_e2e:pw@db.internal:15432/app_e2e",
+        "postgresql:///opsdesk_e2e?host=/tmp/sock&port=5433&user=opsdesk_e2e",
+    ],
+)
 def test_e2e_postgres_targets_pass(url: str) -> None:
     check_postgres_url(url)
 
 
-@pytest.mark.parametrize(("url", "why"), [
-    ("postgresql://opsdesk_e2e@127.0.0.1:5432/opsdesk_e2e", "port 5432"),
-    ("postgresql://opsdesk_e2e@127.0.0.1/opsdesk_e2e", "port 5432"),
-    ("postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e?port=5432", "port 5432"),
-    ("postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk", "database name 'opsdesk'"),
-    ("postgresql://postgres@127.0.0.1:5433/opsdesk_e2e", "role name 'postgres'"),
-    ("postgresql://127.0.0.1:5433/opsdesk_e2e", "role name ''"),
-    ("postgresql://opsdesk_e2e@127.0.0.1:5433/x?dbname=prod", "database name 'prod'"),
-    ("mysql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e", "not a PostgreSQL URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgresql://opsdesk_e2e@127.0.0.1:5432/opsdesk_e2e", "port 5432"),
+        ("postgresql://opsdesk_e2e@127.0.0.1/opsdesk_e2e", "port 5432"),
+        ("postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e?port=5432", "port 5432"),
+        ("postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk", "database name 'opsdesk'"),
+        ("postgresql://postgres@127.0.0.1:5433/opsdesk_e2e", "role name 'postgres'"),
+        ("postgresql://127.0.0.1:5433/opsdesk_e2e", "role name ''"),
+        ("postgresql://opsdesk_e2e@127.0.0.1:5433/x?dbname=prod", "database name 'prod'"),
+        ("mysql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e", "not a PostgreSQL URL"),
+    ],
+)
 def test_foreign_postgres_targets_are_refused_with_the_reason(url: str, why: str) -> None:
     with pytest.raises(ForeignTarget, match=why):
         check_postgres_url(url)
@@ -40,31 +46,40 @@ def test_refusal_never_shows_the_password() -> None:
     assert "***" in str(info.value)
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:6380/0", "rediss://:pw@cache:16380/3",
-                                 "unix:///tmp/e2e/valkey.sock"])
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6380/0", "rediss://:pw@cache:16380/3", "unix:///tmp/e2e/valkey.sock"]
+)
 def test_e2e_redis_targets_pass(url: str) -> None:
     check_redis_url(url)
 
 
-@pytest.mark.parametrize(("url", "why"), [
-    ("redis://127.0.0.1:6379/0", "port 6379"),
-    ("redis://localhost", "port 6379"),
-    ("unix:///var/run/redis/redis.sock", "unix socket"),
-    ("http://127.0.0.1:6380", "not a Redis URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis://127.0.0.1:6379/0", "port 6379"),
+        ("redis://localhost", "port 6379"),
+        ("unix:///var/run/redis/redis.sock", "unix socket"),
+        ("http://127.0.0.1:6380", "not a Redis URL"),
+    ],
+)
 def test_foreign_redis_targets_are_refused(url: str, why: str) -> None:
     with pytest.raises(ForeignTarget, match=why):
         check_redis_url(url)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("postgresql://u:secret@h:1/db", "postgresql://u:***@h:1/db"),
-    ("redis://:secret@h:1/0", "redis://:***@h:1/0"),
-    ("postgresql://u@h:1/db", "postgresql://u@h:1/db"),
-    ("postgresql://h/db?user=u&password=secret", "postgresql://h/db?user=u&password=***"),
-    ("failed: postgresql://a:b@h/d and redis://:c@h/0", "failed: postgresql://a:***@h/d and "
-                                                        "redis://:***@h/0"),
-    ("no url here", "no url here"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://u:secret@h:1/db", "postgresql://u:***@h:1/db"),
+        ("redis://:secret@h:1/0", "redis://:***@h:1/0"),
+        ("postgresql://u@h:1/db", "postgresql://u@h:1/db"),
+        ("postgresql://h/db?user=u&password=secret", "postgresql://h/db?user=u&password=***"),
+        (
+            "failed: postgresql://a:b@h/d and redis://:c@h/0",
+            "failed: postgresql://a:***@h/d and redis://:***@h/0",
+        ),
+        ("no url here", "no url here"),
+    ],
+)
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected

@@ -85,12 +85,16 @@ class FakeBackend:
         return []
 
 
-@pytest.mark.parametrize(("healthy", "started", "calls"), [
-    (True, False, ["running"]),
-    (False, True, ["running", "up"]),
-])
-def test_ensure_up_reuses_or_starts(monkeypatch: pytest.MonkeyPatch, healthy: bool,
-                                    started: bool, calls: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("healthy", "started", "calls"),
+    [
+        (True, False, ["running"]),
+        (False, True, ["running", "up"]),
+    ],
+)
+def test_ensure_up_reuses_or_starts(
+    monkeypatch: pytest.MonkeyPatch, healthy: bool, started: bool, calls: list[str]
+) -> None:
     fake = FakeBackend(healthy)
     monkeypatch.setattr("testbed.services.choose", lambda settings: fake)
     assert ensure_up(load_settings({})) == (EPS, started)
@@ -98,8 +102,14 @@ def test_ensure_up_reuses_or_starts(monkeypatch: pytest.MonkeyPatch, healthy: bo
 
 
 def test_status_render_redacts_and_reports_health() -> None:
-    eps = Endpoints("docker", "postgresql://opsdesk_e2e:opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e",
-                    REDIS, "16.4", "8.0.1", 64)
+    eps = Endpoints(
+        "docker",
+        "postgresql://opsdesk_e2e:opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e",
+        REDIS,
+        "16.4",
+        "8.0.1",
+        64,
+    )
     text = ServiceStatus("docker", eps, processes=("container a",)).render()
     assert "opsdesk_e2e:***@" in text
     assert "PostgreSQL 16.4" in text
@@ -111,7 +121,8 @@ def test_status_render_redacts_and_reports_health() -> None:
 
 @pytest.mark.parametrize("backend", ["native", "docker"])
 @pytest.mark.parametrize(("var", "port"), [("E2E_PG_PORT", "5432"), ("E2E_REDIS_PORT", "6379")])
-def test_own_services_never_use_the_dev_ports(engine: list[bool], backend: str, var: str,
-                                              port: str) -> None:
+def test_own_services_never_use_the_dev_ports(
+    engine: list[bool], backend: str, var: str, port: str
+) -> None:
     with pytest.raises(ForeignTarget, match=f"port {port}"):
         choose(load_settings({"E2E_BACKEND": backend, var: port}))

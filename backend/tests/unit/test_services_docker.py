@@ -43,8 +43,14 @@ def backend(runner: Runner, **env: str) -> DockerBackend:
 
 def test_up_and_down_command_lines() -> None:
     b = backend(Runner({}), E2E_WAIT_TIMEOUT="45")
-    base = ["docker", "compose", "-f", "/src/opsdesk/docker-compose-e2e.yml", "-p",
-            b.settings.project]
+    base = [
+        "docker",
+        "compose",
+        "-f",
+        "/src/opsdesk/docker-compose-e2e.yml",
+        "-p",
+        b.settings.project,
+    ]
     assert b.settings.project.startswith("opsdesk-e2e-")
     assert b.up_argv() == [*base, "up", "-d", "--wait", "--wait-timeout", "45"]
     assert b.down_argv() == [*base, "down", "-v", "--remove-orphans"]
@@ -92,15 +98,23 @@ def test_up_runs_compose_then_checks_health(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr("testbed.health.wait_redis", lambda url, t, **k: "8.1.4")
     eps = backend(runner).up()
     assert (eps.backend, eps.pg_version, eps.redis_version, eps.redis_databases) == (
-        "docker", "16.11", "8.1.4", 64)
+        "docker",
+        "16.11",
+        "8.1.4",
+        64,
+    )
     up_calls = [c for c in runner.calls if "up" in c]
     assert up_calls
     assert "--wait" in up_calls[0]
 
 
 def test_compose_failure_shows_stderr_tail(monkeypatch: pytest.MonkeyPatch) -> None:
-    runner = Runner({("docker", "info"): (0, "27", ""),
-                     ("docker", "compose", "-f"): (1, "", "pull access denied for postgres")})
+    runner = Runner(
+        {
+            ("docker", "info"): (0, "27", ""),
+            ("docker", "compose", "-f"): (1, "", "pull access denied for postgres"),
+        }
+    )
     monkeypatch.setattr(docker, "check_free", lambda *a, **k: None)
     with pytest.raises(ServicesUnavailable, match="pull access denied"):
         backend(runner).up()
@@ -109,8 +123,10 @@ def test_compose_failure_shows_stderr_tail(monkeypatch: pytest.MonkeyPatch) -> N
 def test_running_needs_both_containers_running(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("testbed.health.wait_postgres", lambda url, t, **k: "16.11")
     monkeypatch.setattr("testbed.health.wait_redis", lambda url, t, **k: "8.1.4")
-    rows = [{"Name": "p-postgres-e2e-1", "State": "running"},
-            {"Name": "p-redis-e2e-1", "State": "running"}]
+    rows = [
+        {"Name": "p-postgres-e2e-1", "State": "running"},
+        {"Name": "p-redis-e2e-1", "State": "running"},
+    ]
     ps = ("docker", "compose", "-f")
     assert backend(Runner({ps: (0, json.dumps(rows), "")})).running() is not None
     ndjson = "\n".join(json.dumps(r) for r in rows)

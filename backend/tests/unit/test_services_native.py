@@ -18,8 +18,12 @@ def test_postgres_flags() -> None:
     argv = pgdata.server_argv(pg, Path("/s/pg/data"), 15433, Path("/s/pg/sock"))
     assert argv[:7] == ["/pg/bin/postgres", "-D", "/s/pg/data", "-p", "15433", "-k", "/s/pg/sock"]
     flags = {argv[i + 1] for i, a in enumerate(argv) if a == "-c"}
-    assert {"fsync=off", "synchronous_commit=off", "full_page_writes=off",
-            "listen_addresses=127.0.0.1"} <= flags
+    assert {
+        "fsync=off",
+        "synchronous_commit=off",
+        "full_page_writes=off",
+        "listen_addresses=127.0.0.1",
+    } <= flags
     assert int(next(f for f in flags if f.startswith("max_connections=")).split("=")[1]) >= 200
     assert pgdata.database_url(15433) == "postgresql://opsdesk_e2e@127.0.0.1:15433/opsdesk_e2e"
 
@@ -27,14 +31,25 @@ def test_postgres_flags() -> None:
 def test_valkey_flags() -> None:
     argv = valkey_argv(Path("/v/valkey-server"), 16380, Path("/s/valkey"))
     pairs = dict(zip(argv[1::2], argv[2::2], strict=True))
-    assert pairs == {"--bind": "127.0.0.1", "--port": "16380", "--databases": "64", "--save": "",
-                     "--appendonly": "no", "--dir": "/s/valkey", "--daemonize": "no",
-                     "--protected-mode": "yes"}
+    assert pairs == {
+        "--bind": "127.0.0.1",
+        "--port": "16380",
+        "--databases": "64",
+        "--save": "",
+        "--appendonly": "no",
+        "--dir": "/s/valkey",
+        "--daemonize": "no",
+        "--protected-mode": "yes",
+    }
 
 
 def _backend(tmp_path: Path) -> NativeBackend:
-    settings = load_settings({}, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
-                             project="opsdesk-e2e-unittest")
+    settings = load_settings(
+        {},
+        state_dir=tmp_path / "state",
+        cache_dir=tmp_path / "cache",
+        project="opsdesk-e2e-unittest",
+    )
     return NativeBackend(settings, say=lambda message: None)
 
 
@@ -86,8 +101,9 @@ def test_status_reports_stale_pid_files(tmp_path: Path) -> None:
 
 
 def test_process_helpers(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
+    )
     try:
         assert is_alive(proc.pid)
         # Right after exec /proc/<pid>/cmdline may read empty; comm is the executable's name.
@@ -98,9 +114,15 @@ def test_process_helpers(tmp_path: Path) -> None:
     finally:
         proc.kill()
     stubborn = subprocess.Popen(
-        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-         " print('ready', flush=True); time.sleep(30)"],
-        start_new_session=True, stdout=subprocess.PIPE)
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            " print('ready', flush=True); time.sleep(30)",
+        ],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+    )
     assert stubborn.stdout is not None
     assert stubborn.stdout.readline() == b"ready\n"
     assert stop(stubborn.pid, timeout=0.2) is True  # had to SIGKILL

@@ -24,10 +24,12 @@ REDIS_DATABASES = 64  # must match --databases in docker-compose-e2e.yml
 ENGINE_TIMEOUT = 5.0
 
 
-def _run(argv: Sequence[str], *, timeout: float | None = None,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
+def _run(
+    argv: Sequence[str], *, timeout: float | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
 
 
 def engine_answers(runner: Runner = _run, timeout: float = ENGINE_TIMEOUT) -> bool:
@@ -79,8 +81,9 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, settings: Settings, *, runner: Runner = _run,
-                 compose: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, runner: Runner = _run, compose: Sequence[str] | None = None
+    ) -> None:
         self.settings = settings
         self.runner = runner
         self._compose_cmd = list(compose) if compose is not None else None
@@ -98,8 +101,9 @@ class DockerBackend:
 
     def up_argv(self) -> list[str]:
         """`compose up -d --wait` bounded by the wait timeout."""
-        return self.compose_argv("up", "-d", "--wait", "--wait-timeout",
-                                 str(max(1, round(self.settings.wait_timeout))))
+        return self.compose_argv(
+            "up", "-d", "--wait", "--wait-timeout", str(max(1, round(self.settings.wait_timeout)))
+        )
 
     def down_argv(self) -> list[str]:
         """`compose down -v --remove-orphans`: containers, networks and volumes."""
@@ -111,9 +115,12 @@ class DockerBackend:
 
     def compose_env(self) -> dict[str, str]:
         """Environment for compose: ports and project label used by the compose file."""
-        return {**os.environ, "E2E_PG_PORT": str(self.settings.pg_port),
-                "E2E_REDIS_PORT": str(self.settings.redis_port),
-                "E2E_PROJECT": self.settings.project}
+        return {
+            **os.environ,
+            "E2E_PG_PORT": str(self.settings.pg_port),
+            "E2E_REDIS_PORT": str(self.settings.redis_port),
+            "E2E_PROJECT": self.settings.project,
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _require_engine(self) -> None:
@@ -128,18 +135,27 @@ class DockerBackend:
         try:
             proc = self.runner(argv, timeout=timeout, env=self.compose_env())
         except subprocess.TimeoutExpired:
-            raise ServicesUnavailable(f"`{what}` did not finish within {timeout:g} s; "
-                                      "check `docker compose ps` and the engine") from None
+            raise ServicesUnavailable(
+                f"`{what}` did not finish within {timeout:g} s; "
+                "check `docker compose ps` and the engine"
+            ) from None
         if proc.returncode != 0:
             tail = "\n".join(f"    {line}" for line in proc.stderr.strip().splitlines()[-15:])
-            raise ServicesUnavailable(f"`{what}` failed (exit {proc.returncode}):\n{tail}\n"
-                                      "  try: `python -m testbed reap`, then `make up` again")
+            raise ServicesUnavailable(
+                f"`{what}` failed (exit {proc.returncode}):\n{tail}\n"
+                "  try: `python -m testbed reap`, then `make up` again"
+            )
         return proc.stdout
 
     def _endpoints(self, pg_version: str, redis_version: str) -> Endpoints:
-        return Endpoints(backend=self.name, database_url=self.database_url,
-                         redis_url=self.redis_url, pg_version=pg_version,
-                         redis_version=redis_version, redis_databases=REDIS_DATABASES)
+        return Endpoints(
+            backend=self.name,
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+            pg_version=pg_version,
+            redis_version=redis_version,
+            redis_databases=REDIS_DATABASES,
+        )
 
     @property
     def database_url(self) -> str:
@@ -180,8 +196,9 @@ class DockerBackend:
             check_free(self.settings.redis_port, service="Valkey", env="E2E_REDIS_PORT")
         self._run_compose(self.up_argv(), "docker compose up", self.settings.wait_timeout + 120)
         t = self.settings.wait_timeout
-        return self._endpoints(health.wait_postgres(self.database_url, t),
-                               health.wait_redis(self.redis_url, t)), True
+        return self._endpoints(
+            health.wait_postgres(self.database_url, t), health.wait_redis(self.redis_url, t)
+        ), True
 
     def down(self) -> None:
         """`compose down -v --remove-orphans` (idempotent)."""
@@ -194,8 +211,9 @@ class DockerBackend:
         if len(rows) < 2 or any(str(r.get("State")) != "running" for r in rows):
             return None
         try:
-            return self._endpoints(health.wait_postgres(self.database_url, 2.0),
-                                   health.wait_redis(self.redis_url, 2.0))
+            return self._endpoints(
+                health.wait_postgres(self.database_url, 2.0), health.wait_redis(self.redis_url, 2.0)
+            )
         except ServicesUnavailable:
             return None
 
@@ -203,19 +221,39 @@ class DockerBackend:
         """Containers of this project and their health."""
         problem = engine_problem(self.runner)
         if problem is not None:
-            return ServiceStatus(backend=self.name, endpoints=None,
-                                 problems=(f"no Docker engine answers: {problem}",))
+            return ServiceStatus(
+                backend=self.name,
+                endpoints=None,
+                problems=(f"no Docker engine answers: {problem}",),
+            )
         rows = self.containers()
-        procs = tuple(f"container {r.get('Name')} ({r.get('Image')}): {r.get('Status')}"
-                      for r in rows)
-        return ServiceStatus(backend=self.name, endpoints=self.running(), processes=procs,
-                             details=(f"compose project {self.settings.project}",))
+        procs = tuple(
+            f"container {r.get('Name')} ({r.get('Image')}): {r.get('Status')}" for r in rows
+        )
+        return ServiceStatus(
+            backend=self.name,
+            endpoints=self.running(),
+            processes=procs,
+            details=(f"compose project {self.settings.project}",),
+        )
 
     def reap_argv(self) -> list[str]:
         """List our labelled containers that are not running, across all checkouts."""
-        return ["docker", "ps", "-a", "--filter", f"label={LABEL}", "--filter", "status=exited",
-                "--filter", "status=dead", "--filter", "status=created",
-                "--format", "{{.ID}}\t{{.Names}}"]
+        return [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            f"label={LABEL}",
+            "--filter",
+            "status=exited",
+            "--filter",
+            "status=dead",
+            "--filter",
+            "status=created",
+            "--format",
+            "{{.ID}}\t{{.Names}}",
+        ]
 
     def reap(self) -> list[str]:
         """Remove stopped containers (and their anonymous volumes) labelled as ours."""

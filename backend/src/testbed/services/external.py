@@ -14,8 +14,14 @@ class ExternalBackend:
     name = "external"
 
     def __init__(self, settings: Settings) -> None:
-        missing = [env for env, value in (("E2E_DATABASE_URL", settings.database_url),
-                                          ("E2E_REDIS_URL", settings.redis_url)) if not value]
+        missing = [
+            env
+            for env, value in (
+                ("E2E_DATABASE_URL", settings.database_url),
+                ("E2E_REDIS_URL", settings.redis_url),
+            )
+            if not value
+        ]
         if missing:
             raise UsageError(
                 f"the external backend needs both URLs; {' and '.join(missing)} not set. "
@@ -61,12 +67,14 @@ class ExternalBackend:
     def status(self) -> ServiceStatus:
         """Report whether the external services answer."""
         eps = self.running()
-        problems = () if eps else (
-            f"{guard.redact(self.database_url)} or {guard.redact(self.redis_url)} does not answer",
+        targets = f"{guard.redact(self.database_url)} or {guard.redact(self.redis_url)}"
+        problems = () if eps else (f"{targets} does not answer",)
+        return ServiceStatus(
+            backend=self.name,
+            endpoints=eps,
+            details=("not managed by testbed: up/down do not start or stop it",),
+            problems=problems,
         )
-        return ServiceStatus(backend=self.name, endpoints=eps,
-                             details=("not managed by testbed: up/down do not start or stop it",),
-                             problems=problems)
 
     def reap(self) -> list[str]:
         """Nothing to reap: processes behind the URLs are not ours."""

@@ -44,9 +44,25 @@ def _stderr(message: str) -> None:
 
 def valkey_argv(binary: Path, port: int, workdir: Path) -> list[str]:
     """valkey-server command line: 127.0.0.1 only, 64 databases, no persistence."""
-    return [str(binary), "--bind", "127.0.0.1", "--port", str(port),
-            "--databases", str(REDIS_DATABASES), "--save", "", "--appendonly", "no",
-            "--dir", str(workdir), "--daemonize", "no", "--protected-mode", "yes"]
+    return [
+        str(binary),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--databases",
+        str(REDIS_DATABASES),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
 
 
 class NativeBackend:
@@ -116,7 +132,9 @@ class NativeBackend:
         if state is None or len(self._live_pids()) != len(_SERVERS):
             return None
         if (state.get("pg_port"), state.get("redis_port")) != (
-                self.settings.pg_port, self.settings.redis_port):
+            self.settings.pg_port,
+            self.settings.redis_port,
+        ):
             return None
         eps = self._endpoints(state)
         try:
@@ -153,31 +171,52 @@ class NativeBackend:
         valkey = find_valkey(s, self.say)
         run_as = server_user()
         if run_as is not None:
-            self.say(f"running the servers as user {run_as.name!r} (uid {run_as.uid}): "
-                     "PostgreSQL refuses to run as root")
+            self.say(
+                f"running the servers as user {run_as.name!r} (uid {run_as.uid}): "
+                "PostgreSQL refuses to run as root"
+            )
         template = pgdata.ensure_template(s.cache_dir, pg, run_as, self.say)
         pg_dir, vk_dir = self._make_dirs(run_as)
         pgdata.copy_template(template, pg_dir / "data")
-        vk_pid = spawn(valkey_argv(valkey.path, s.redis_port, vk_dir),
-                       log=self.state_dir / "valkey.log", run_as=run_as, cwd=vk_dir)
+        vk_pid = spawn(
+            valkey_argv(valkey.path, s.redis_port, vk_dir),
+            log=self.state_dir / "valkey.log",
+            run_as=run_as,
+            cwd=vk_dir,
+        )
         (self.state_dir / "valkey.pid").write_text(f"{vk_pid}\n")
-        pg_pid = spawn(pgdata.server_argv(pg, pg_dir / "data", s.pg_port, pg_dir / "sock"),
-                       log=self.state_dir / "postgres.log", run_as=run_as, cwd=pg_dir)
+        pg_pid = spawn(
+            pgdata.server_argv(pg, pg_dir / "data", s.pg_port, pg_dir / "sock"),
+            log=self.state_dir / "postgres.log",
+            run_as=run_as,
+            cwd=pg_dir,
+        )
         (self.state_dir / "postgres.pid").write_text(f"{pg_pid}\n")
         state = {
-            "backend": self.name, "project": s.project,
-            "pg_port": s.pg_port, "redis_port": s.redis_port,
-            "pg_version": pg.version, "redis_version": valkey.version,
-            "pg_source": pg.source, "valkey_source": valkey.source,
-            "user": run_as.name if run_as else None, "started_at": time.time(),
+            "backend": self.name,
+            "project": s.project,
+            "pg_port": s.pg_port,
+            "redis_port": s.redis_port,
+            "pg_version": pg.version,
+            "redis_version": valkey.version,
+            "pg_source": pg.source,
+            "valkey_source": valkey.source,
+            "user": run_as.name if run_as else None,
+            "started_at": time.time(),
         }
         eps = self._endpoints(state)
         redis_version = health.wait_redis(
-            eps.redis_url, s.wait_timeout, log=self.state_dir / "valkey.log",
-            alive=lambda: is_ours(vk_pid, "valkey-server"))
+            eps.redis_url,
+            s.wait_timeout,
+            log=self.state_dir / "valkey.log",
+            alive=lambda: is_ours(vk_pid, "valkey-server"),
+        )
         pg_version = health.wait_postgres(
-            eps.database_url, s.wait_timeout, log=self.state_dir / "postgres.log",
-            alive=lambda: is_ours(pg_pid, "postgres"))
+            eps.database_url,
+            s.wait_timeout,
+            log=self.state_dir / "postgres.log",
+            alive=lambda: is_ours(pg_pid, "postgres"),
+        )
         state.update(pg_version=pg_version, redis_version=redis_version)
         (self.state_dir / STATE).write_text(json.dumps(state, indent=2) + "\n")
         return self._endpoints(state)
@@ -231,8 +270,10 @@ class NativeBackend:
         procs = tuple(f"{name} pid {pid}" for name, pid in live.items())
         details = [f"state dir {self.state_dir}"]
         if state:
-            details += [f"postgres binaries: {state.get('pg_source')}",
-                        f"valkey binary:     {state.get('valkey_source')}"]
+            details += [
+                f"postgres binaries: {state.get('pg_source')}",
+                f"valkey binary:     {state.get('valkey_source')}",
+            ]
             if state.get("user"):
                 details.append(f"servers run as user {state['user']!r} (not root)")
         problems = []
@@ -242,8 +283,13 @@ class NativeBackend:
         eps = self.running()
         if eps is None and live:
             problems.append("processes are up but do not answer: `make down && make up`")
-        return ServiceStatus(backend=self.name, endpoints=eps, processes=procs,
-                             details=tuple(details), problems=tuple(problems))
+        return ServiceStatus(
+            backend=self.name,
+            endpoints=eps,
+            processes=procs,
+            details=tuple(details),
+            problems=tuple(problems),
+        )
 
     def reap(self) -> list[str]:
         """Remove state of dead runs: this checkout's, and other checkouts' next to it."""

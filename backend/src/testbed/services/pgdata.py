@@ -26,28 +26,70 @@ def template_dir(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None) -> Path:
     return cache_dir / f"pgdata-template-{pg.version}-uid{uid}"
 
 
-def _run(argv: list[str], run_as: RunAs | None, cwd: Path, stdin: str | None = None,
-         ) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str],
+    run_as: RunAs | None,
+    cwd: Path,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]  # run_as kwargs
-        argv, input=stdin, capture_output=True, text=True, cwd=cwd, env=server_env(),
-        timeout=120, check=False, **run_as_kwargs(run_as))
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=server_env(),
+        timeout=120,
+        check=False,
+        **run_as_kwargs(run_as),
+    )
 
 
 def _initdb(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path) -> None:
     for locale in _LOCALES:
-        proc = _run([str(pg.initdb), "-D", str(data), "-U", ROLE, "--auth=trust", "-E", "UTF8",
-                     f"--locale={locale}", "--no-sync", "--no-instructions"], run_as, cwd)
+        proc = _run(
+            [
+                str(pg.initdb),
+                "-D",
+                str(data),
+                "-U",
+                ROLE,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                f"--locale={locale}",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            run_as,
+            cwd,
+        )
         if proc.returncode == 0:
             return
         shutil.rmtree(data, ignore_errors=True)
-    raise ServicesUnavailable(f"initdb failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}\n"
-                              f"  try: remove {cwd.parent} and retry, or set E2E_PG_BIN")
+    raise ServicesUnavailable(
+        f"initdb failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}\n"
+        f"  try: remove {cwd.parent} and retry, or set E2E_PG_BIN"
+    )
 
 
 def _create_database(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path) -> None:
     # Single-user mode: no port, no socket, nothing to clean up if we are interrupted.
-    proc = _run([str(pg.postgres), "--single", "-D", str(data), "-F", "-c", "exit_on_error=on",
-                 "template1"], run_as, cwd, stdin=f"CREATE DATABASE {DATABASE} OWNER {ROLE};\n")
+    proc = _run(
+        [
+            str(pg.postgres),
+            "--single",
+            "-D",
+            str(data),
+            "-F",
+            "-c",
+            "exit_on_error=on",
+            "template1",
+        ],
+        run_as,
+        cwd,
+        stdin=f"CREATE DATABASE {DATABASE} OWNER {ROLE};\n",
+    )
     if proc.returncode != 0 or "ERROR" in proc.stderr:
         raise ServicesUnavailable(f"creating database {DATABASE} failed:\n{proc.stderr[-2000:]}")
 
@@ -80,8 +122,9 @@ def ensure_template(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, say: 
 def copy_template(template: Path, data: Path) -> None:
     """Copy the template to a fresh data dir, keeping owner and 0700 (cp -a is ~2x copytree)."""
     if shutil.which("cp"):
-        proc = subprocess.run(["cp", "-a", str(template), str(data)], capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.run(
+            ["cp", "-a", str(template), str(data)], capture_output=True, text=True, check=False
+        )
         if proc.returncode == 0:
             return
         shutil.rmtree(data, ignore_errors=True)
@@ -97,11 +140,23 @@ def copy_template(template: Path, data: Path) -> None:
 
 def server_argv(pg: PgBinaries, data: Path, port: int, socket_dir: Path) -> list[str]:
     """postgres command line: 127.0.0.1 only, socket in our state dir, speed flags."""
-    argv = [str(pg.postgres), "-D", str(data), "-p", str(port), "-k", str(socket_dir),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={MAX_CONNECTIONS}",
-            # DSM segments as files in the data dir (on tmpfs): a killed server's segments go
-            # with its data dir instead of piling up as /dev/shm/PostgreSQL.* files.
-            "-c", "dynamic_shared_memory_type=mmap"]
+    argv = [
+        str(pg.postgres),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-k",
+        str(socket_dir),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"max_connections={MAX_CONNECTIONS}",
+        # DSM segments as files in the data dir (on tmpfs): a killed server's segments go
+        # with its data dir instead of piling up as /dev/shm/PostgreSQL.* files.
+        "-c",
+        "dynamic_shared_memory_type=mmap",
+    ]
     for flag in SPEED_FLAGS:
         argv += ["-c", flag]
     return argv

@@ -31,8 +31,10 @@ def server_user() -> RunAs | None:
         except KeyError:
             continue
         return RunAs(name, entry.pw_uid, entry.pw_gid)
-    raise OSError("running as root, but there is neither a `postgres` nor a `nobody` account "
-                  "to run PostgreSQL as (it refuses root); create one or run as a normal user")
+    raise OSError(
+        "running as root, but there is neither a `postgres` nor a `nobody` account "
+        "to run PostgreSQL as (it refuses root); create one or run as a normal user"
+    )
 
 
 def chown(path: Path, run_as: RunAs | None) -> None:
@@ -57,8 +59,14 @@ def spawn(argv: list[str], *, log: Path, run_as: RunAs | None, cwd: Path) -> int
     """Start a server in its own session (survives our exit, gets no terminal signals)."""
     with log.open("ab") as out:
         proc = subprocess.Popen(  # type: ignore[call-overload]  # kwargs from run_as_kwargs
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=cwd, env=server_env(), start_new_session=True, close_fds=True,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=server_env(),
+            start_new_session=True,
+            close_fds=True,
             **run_as_kwargs(run_as),
         )
     pid: int = proc.pid
