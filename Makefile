@@ -56,15 +56,20 @@ integration: deps
 	@$(BIN)/pytest backend/tests/integration -q -p no:randomly $(PYTEST_ARGS)
 
 .PHONY: lint  ## ruff, mypy, actionlint, compose and workflow schemas, flake parse, make -n
-lint: deps
+lint: deps nix-tools
 	@scripts/lint.sh
+
+# Under CI=true only: install nix-bin when missing, so the flake checks run instead of skipping.
+.PHONY: nix-tools
+nix-tools:
+	@scripts/nix-tools.sh
 
 .PHONY: reliability  ## Interrupts, dying services, foreign targets, hostile input (fast subset)
 reliability: deps
 	@$(BIN)/pytest backend/tests/reliability -q -p no:randomly -m "not soak" $(PYTEST_ARGS)
 
 .PHONY: test  ## Everything CI runs: lint + unit + integration + e2e + reliability
-test: lint unit integration e2e reliability
+test: nix-tools lint unit integration e2e reliability
 
 .PHONY: bench  ## Benchmarks side by side; writes bench/results.json and bench/RESULTS.md
 bench: deps
