@@ -20,7 +20,7 @@ from rel_sandbox import PYTEST, REPO, Sandbox, payload_suite
 
 
 def test_second_checkout_on_the_same_ports_is_told_which_port(
-    make_sandbox: Callable[[str], Sandbox], tmp_path: Path
+    make_sandbox: Callable[[str], Sandbox],
 ) -> None:
     first, second = make_sandbox("first"), make_sandbox("second")
     second.pg_port, second.redis_port = first.pg_port, first.redis_port
@@ -33,8 +33,18 @@ def test_second_checkout_on_the_same_ports_is_told_which_port(
     assert f"port {first.pg_port}" in out, out
     assert str(first.state_dir) in out, f"the holder (the other checkout) is not named: {out}"
     assert "E2E_PG_PORT" in out, out
-    # With its own ports the second checkout runs while the first one's services stay up.
-    other = make_sandbox("other")
+    # Refused before it touched anything: the first checkout's services are still healthy.
+    code, out = first.testbed("status")
+    assert code == 0, out
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(300)
+def test_own_ports_run_side_by_side(make_sandbox: Callable[[str], Sandbox],
+                                    tmp_path: Path) -> None:
+    first, other = make_sandbox("first"), make_sandbox("other")
+    code, out = first.testbed("up")
+    assert code == 0, out
     suite = payload_suite(tmp_path)
     code, out = other.run([str(PYTEST), str(suite), "-n", "2", "-q", "-p", "no:randomly"],
                           env=other.env(REL_TESTS="4"), cwd=tmp_path)
@@ -54,6 +64,7 @@ def _clone(tmp: Path, name: str) -> Path:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_two_clones_make_e2e_at_once(make_sandbox: Callable[[str], Sandbox],
                                      tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp("clones")

@@ -48,6 +48,7 @@ def test_foreign_listener_is_refused_naming_the_port(
         pass
 
 
+@pytest.mark.soak
 @pytest.mark.parametrize("listener", ["pg"], indirect=True)
 def test_foreign_listener_fails_the_run_naming_the_port(
     sandbox: Sandbox, listener: socket.socket, tmp_path: Path
@@ -152,6 +153,7 @@ def test_run_against_dev_postgres_is_refused(sandbox: Sandbox, tmp_path: Path) -
     assert "port 5432" in out, out
 
 
+@pytest.mark.timeout(300)
 def test_run_against_a_non_e2e_database_writes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
     code, out = sandbox.testbed("up")
     assert code == 0, out

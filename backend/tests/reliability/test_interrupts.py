@@ -41,6 +41,7 @@ BUG_R1 = ("BUG-R1 (/work/team/bugs-reliability.md): after SIGKILL the servers a 
           "keep running; `testbed reap` keeps them and the next run reuses them")
 
 
+@pytest.mark.timeout(600)
 def test_each_signal_once_then_next_run_passes(make_sandbox: Callable[[str], Sandbox]) -> None:
     seed = secrets.randbits(32)
     rng = random.Random(seed)
@@ -72,6 +73,7 @@ def test_each_signal_once_then_next_run_passes(make_sandbox: Callable[[str], San
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(5400)
 @pytest.mark.parametrize("runner", ["pytest", "make"])
 def test_many_interrupts_at_random_points(make_sandbox: Callable[[str], Sandbox],
                                           runner: str) -> None:

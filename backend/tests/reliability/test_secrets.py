@@ -38,6 +38,8 @@ def test_foreign_url_refusal_is_redacted(sandbox: Sandbox) -> None:
     _assert_clean(out, "the refusal")
 
 
+@pytest.mark.soak
+@pytest.mark.timeout(300)
 def test_a_full_run_with_a_password_url_prints_no_password(sandbox: Sandbox,
                                                            tmp_path: Path) -> None:
     code, out = sandbox.testbed("up")

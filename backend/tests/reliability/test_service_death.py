@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ FREEZE_WITHIN = 120.0  # a frozen (SIGSTOPped) server: every wait must still be 
 
 def _start_payload(sandbox: Sandbox, tmp_path: Path, tests: int = 16) -> tuple[object, Path]:
     progress = tmp_path / "progress"
-    progress.mkdir()
+    progress.mkdir(parents=True)
     suite = payload_suite(tmp_path)
     env = sandbox.env(REL_PROGRESS=str(progress), REL_TESTS=str(tests), REL_SLEEP="0.2")
     run = sandbox.start([str(PYTEST), str(suite), "-n", "2", "-p", "no:randomly", "-q",
@@ -25,9 +27,8 @@ def _start_payload(sandbox: Sandbox, tmp_path: Path, tests: int = 16) -> tuple[o
     return run, progress
 
 
-@pytest.mark.parametrize("service", ["postgres", "valkey"])
-def test_killed_service_fails_the_rest_fast(sandbox: Sandbox, tmp_path: Path,
-                                            service: str) -> None:
+def _kill_mid_suite(sandbox: Sandbox, tmp_path: Path, service: str) -> str:
+    """Kill one server mid-suite; return what went wrong ('' when all promises held)."""
     run, progress = _start_payload(sandbox, tmp_path)
     pid = server_pids(sandbox.state_dir)[service]
     os.killpg(pid, signal.SIGKILL)  # the server and its children, like an OOM kill
@@ -36,19 +37,33 @@ def test_killed_service_fails_the_rest_fast(sandbox: Sandbox, tmp_path: Path,
     code = run.wait(FAIL_WITHIN)  # type: ignore[attr-defined]
     took = time.monotonic() - killed
     out = run.output()  # type: ignore[attr-defined]
-    assert code is not None, f"the run hung for {FAIL_WITHIN}s after {service} died:\n{out[-3000:]}"
-    assert code != 0, out[-3000:]
     ran_after = len(list(progress.iterdir())) - done_before
-    assert ran_after <= 2, f"{ran_after} tests passed after {service} died"
-    assert "failed" in out or "error" in out, out[-3000:]
     reason = "Connection refused" if service == "postgres" else "Error 111"
-    assert reason in out or "ConnectionError" in out or "OperationalError" in out, out[-3000:]
-    # Teardown completed: the survivor was stopped and the state dir removed by the run itself.
-    assert sandbox.wait_no_leftovers(10) == [], out[-3000:]
+    problems = [
+        f"hung for {FAIL_WITHIN}s" if code is None else "",
+        "exit code 0" if code == 0 else "",
+        f"{ran_after} tests passed after it died" if ran_after > 2 else "",
+        "no clear error" if not (reason in out or "ConnectionError" in out
+                                 or "OperationalError" in out) else "",
+        f"left {sandbox.wait_no_leftovers(10)}" if sandbox.leftovers() else "",
+    ]
     print(f"{service} killed: run ended {took:.1f}s later with exit {code}")
+    found = [p for p in problems if p]
+    return f"{service} killed: {', '.join(found)}\n{out[-2000:]}" if found else ""
+
+
+@pytest.mark.timeout(300)
+def test_killed_service_fails_the_rest_fast(make_sandbox: Callable[[str], Sandbox],
+                                            tmp_path: Path) -> None:
+    services = ("postgres", "valkey")
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(
+            lambda name: _kill_mid_suite(make_sandbox(name), tmp_path / name, name), services))
+    assert not any(results), "\n\n".join(r for r in results if r)
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("service", ["postgres", "valkey"])
 def test_frozen_service_is_bounded(sandbox: Sandbox, tmp_path: Path, service: str) -> None:
     run, _ = _start_payload(sandbox, tmp_path)
