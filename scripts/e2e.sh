@@ -71,6 +71,11 @@ teardown() {
   fi
 }
 trap teardown EXIT
+# bash skips the EXIT trap when a signal kills it; turn them into exits so teardown runs
+# (the signal also reaches pytest, which stops like Ctrl-C; bash waits for it first).
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 t2=$(now)
 set +e
