@@ -85,8 +85,9 @@ def interrupt(box: Sandbox, argv: list[str], sig_name: str, target: str, delay: 
     trial.exit_seconds = round(time.monotonic() - sent, 2)
     if trial.exit_code is None:
         run.kill_all()
-    # The orphaned group members (xdist workers after SIGKILL) notice their parent is gone.
-    deadline = time.monotonic() + 15
+    # The rest of the group finishes too: orphaned xdist workers notice their parent is gone;
+    # after a signal to make's pid alone (pytest not started yet) the script runs to its end.
+    deadline = time.monotonic() + 180
     while run.group_alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
