@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -11,13 +12,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import redis
 
+# Type of the marker drain() publishes; opsdesk's event types are "<domain>.<what>".
+SENTINEL = "testbed.sentinel"
+
 
 class Subscription:
     """Messages of the subscribed channels, decoded from JSON."""
 
-    def __init__(self, pubsub: redis.client.PubSub, channels: list[str]) -> None:
+    def __init__(
+        self, pubsub: redis.client.PubSub, channels: list[str], client: redis.Redis[str]
+    ) -> None:
         self._pubsub = pubsub
         self.channels = channels
+        self._client = client
 
     def next(self, timeout: float = 2.0) -> dict[str, Any]:
         """The next event; AssertionError naming the channels if none arrives in time."""
@@ -30,14 +37,39 @@ class Subscription:
                 return event
         raise AssertionError(f"no event on {', '.join(self.channels)} within {timeout:g}s")
 
-    def drain(self, timeout: float = 0.2) -> list[dict[str, Any]]:
-        """Every event that arrives until `timeout` passes without one."""
+    def drain(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every event published before this call, in order; [] proves nothing was published.
+
+        No fixed wait: a sentinel goes out on each subscribed channel and messages are read
+        until every sentinel is back. Valkey runs commands one at a time and delivers them to
+        a subscriber in that order, so an event whose PUBLISH finished before this call (opsdesk
+        publishes synchronously in after_commit) arrives before the sentinels. `timeout` only
+        bounds the wait for the sentinels (AssertionError if they do not come back).
+        """
+        token = uuid.uuid4().hex
+        marker = json.dumps({"type": SENTINEL, "token": token})
+        for channel in self.channels:
+            self._client.publish(channel, marker)
         events: list[dict[str, Any]] = []
-        while True:
-            try:
-                events.append(self.next(timeout))
-            except AssertionError:
-                return events
+        missing = set(self.channels)
+        deadline = time.monotonic() + timeout
+        while missing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"drain: sentinel not back on {', '.join(sorted(missing))} within "
+                    f"{timeout:g}s; is the subscription still open?"
+                )
+            msg = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if msg is None or msg["type"] != "message":
+                continue
+            event: dict[str, Any] = json.loads(msg["data"])
+            if event.get("type") == SENTINEL and event.get("token") == token:
+                missing.discard(msg["channel"])
+                continue
+            event["_channel"] = msg["channel"]
+            events.append(event)
+        return events
 
 
 class EventListener:
@@ -67,6 +99,6 @@ class EventListener:
                     confirmed += 1
             if confirmed < len(channels):
                 raise AssertionError(f"could not subscribe to {', '.join(channels)}")
-            yield Subscription(pubsub, channels)
+            yield Subscription(pubsub, channels, self.client)
         finally:
             pubsub.close()

@@ -57,7 +57,7 @@ async def test_stdio_server_one_tool_per_domain(
                 assert tool in tools
                 result = await client.call_tool(tool, args)
                 assert not result.is_error, result.content
-        events = sub.drain(0.5)
+        events = sub.drain()
     assert {e["domain"] for e in events} == set(domains)
     # The server committed into this worker's schema: the test's Session sees it.
     assert e2e_session.scalar(select(func.count()).select_from(Contact)) == 1

@@ -103,7 +103,7 @@ async def test_comment_on_missing_task_is_not_found(
         message = await call_error(
             mcp_service, "tasks_add_comment", task_id=55_555, author="bob", body="hello"
         )
-        assert sub.drain(0.2) == []
+        assert sub.drain() == []
     assert "NotFound" in message
 
 
