@@ -11,6 +11,7 @@ import pytest
 
 from testbed.config import Settings, default_state_root, load_settings
 from testbed.services.native import NativeBackend
+from testbed.services.portlock import lock_path
 
 # A developer may have `make up` (5433/6380) and dev databases (5432/6379) running: never these.
 RESERVED = {5432, 5433, 6379, 6380}
@@ -50,3 +51,5 @@ def native(settings: Settings) -> Iterator[NativeBackend]:
     backend.down()
     lock = settings.cache_dir / "locks" / f"{settings.project}.lock"
     lock.unlink(missing_ok=True)
+    for port in (settings.pg_port, settings.redis_port):
+        lock_path(port).unlink(missing_ok=True)  # random ports: nobody else waits on these

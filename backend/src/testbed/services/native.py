@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import shutil
 import signal
 import sys
@@ -12,14 +13,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from testbed import guard, health
-from testbed.binaries import Say, find_postgres, find_valkey, make_cache_dir
-from testbed.config import Settings
+from testbed.binaries import (
+    PgBinaries,
+    Say,
+    ValkeyBinary,
+    find_postgres,
+    find_valkey,
+    make_cache_dir,
+)
+from testbed.config import Settings, default_state_root
 from testbed.errors import ServicesUnavailable
-from testbed.services import Endpoints, ServiceStatus, pgdata
-from testbed.services.ports import check_free
+from testbed.services import Endpoints, ServiceStatus, identity, pgdata
+from testbed.services.portlock import port_lock
+from testbed.services.ports import check_free, is_free
 from testbed.services.procs import (
     RunAs,
     chown,
@@ -36,6 +45,13 @@ STATE = "state.json"
 # contents, so a mistaken E2E_STATE_DIR cannot wipe someone's files.
 _OURS = ("pg", "valkey", "postgres.pid", "valkey.pid", "postgres.log", "valkey.log", STATE)
 _SERVERS = {"postgres": "postgres", "valkey": "valkey-server"}  # pid file → cmdline marker
+
+
+class _Prepared(NamedTuple):
+    pg: PgBinaries
+    valkey: ValkeyBinary
+    run_as: RunAs | None
+    template: Path
 
 
 def _stderr(message: str) -> None:
@@ -156,16 +172,40 @@ class NativeBackend:
                 return found, False
             self._stop_and_clean(self.state_dir, quiet=True)  # partial or unhealthy leftovers
             s = self.settings
-            check_free(s.pg_port, service="PostgreSQL", env="E2E_PG_PORT")
-            check_free(s.redis_port, service="Valkey", env="E2E_REDIS_PORT")
             try:
-                eps = self._start()
+                prepared = self._prepare()  # may download once: outside the machine-wide lock
+                # The project lock only covers this checkout; another checkout may be starting
+                # servers on the same ports right now. Hold the ports until ours answer.
+                with port_lock(
+                    (s.pg_port, s.redis_port),
+                    timeout=2 * s.wait_timeout + 30,  # its health gates, plus stopping on failure
+                    say=self.say,
+                ):
+                    self._check_port(s.pg_port, "PostgreSQL", "E2E_PG_PORT")
+                    self._check_port(s.redis_port, "Valkey", "E2E_REDIS_PORT")
+                    eps = self._start(prepared)
             except BaseException:
                 self._stop_and_clean(self.state_dir, quiet=True)
                 raise
         return eps, True
 
-    def _start(self) -> Endpoints:
+    def _check_port(self, port: int, service: str, env: str) -> None:
+        if is_free(port):
+            return
+        other = self._other(port)
+        if other is None:
+            check_free(port, service=service, env=env)  # someone else's: name them
+            return
+        raise identity.held_by_other(port, other, self._ports())
+
+    def _other(self, port: int) -> identity.OtherCheckout | None:
+        roots = (self.state_dir.parent, default_state_root())
+        return identity.other_checkout(port, roots, exclude=self.state_dir)
+
+    def _ports(self) -> tuple[int, int]:
+        return self.settings.pg_port, self.settings.redis_port
+
+    def _prepare(self) -> _Prepared:
         s = self.settings
         pg = find_postgres(s, self.say)
         valkey = find_valkey(s, self.say)
@@ -176,8 +216,13 @@ class NativeBackend:
                 "PostgreSQL refuses to run as root"
             )
         template = pgdata.ensure_template(s.cache_dir, pg, run_as, self.say)
+        return _Prepared(pg, valkey, run_as, template)
+
+    def _start(self, prepared: _Prepared) -> Endpoints:
+        s = self.settings
+        pg, valkey, run_as = prepared.pg, prepared.valkey, prepared.run_as
         pg_dir, vk_dir = self._make_dirs(run_as)
-        pgdata.copy_template(template, pg_dir / "data")
+        pgdata.copy_template(prepared.template, pg_dir / "data")
         vk_pid = spawn(
             valkey_argv(valkey.path, s.redis_port, vk_dir),
             log=self.state_dir / "valkey.log",
@@ -195,6 +240,7 @@ class NativeBackend:
         state = {
             "backend": self.name,
             "project": s.project,
+            "checkout": str(s.checkout),
             "pg_port": s.pg_port,
             "redis_port": s.redis_port,
             "pg_version": pg.version,
@@ -217,9 +263,29 @@ class NativeBackend:
             log=self.state_dir / "postgres.log",
             alive=lambda: is_ours(pg_pid, "postgres"),
         )
+        self._verify_ours(eps, pg_dir / "data", vk_pid)
         state.update(pg_version=pg_version, redis_version=redis_version)
         (self.state_dir / STATE).write_text(json.dumps(state, indent=2) + "\n")
         return self._endpoints(state)
+
+    def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:
+        """Raise PortConflict if a server that passed its health gate is not the one we spawned."""
+        # Same role, database and trust auth everywhere: a server that lost the bind race
+        # would otherwise pass its health gate through the winner's server.
+        s = self.settings
+        seen_dir = identity.postgres_data_dir(eps.database_url)
+        if os.path.normpath(seen_dir) != os.path.normpath(pg_data):
+            other_dir = identity.state_dir_of_data_dir(seen_dir)
+            other = self._other(s.pg_port) or (
+                identity.OtherCheckout(other_dir) if other_dir else None
+            )
+            seen = f"data directory {seen_dir}"
+            raise identity.lost_race(s.pg_port, "PostgreSQL", seen, other, self._ports())
+        seen_pid = identity.valkey_pid(eps.redis_url)
+        if seen_pid != vk_pid:
+            other = self._other(s.redis_port)
+            seen = f"pid {seen_pid}, ours is {vk_pid}"
+            raise identity.lost_race(s.redis_port, "Valkey", seen, other, self._ports())
 
     def _make_dirs(self, run_as: RunAs | None) -> tuple[Path, Path]:
         self.state_dir.mkdir(parents=True, exist_ok=True)

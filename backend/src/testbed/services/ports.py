@@ -10,6 +10,7 @@ from pathlib import Path
 from testbed.errors import PortConflict
 
 _LISTEN = "0A"  # TCP state code for LISTEN in /proc/net/tcp
+_TIME_WAIT = "06"
 
 
 def is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -26,8 +27,9 @@ def is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _listen_inodes(port: int, proc: Path) -> set[str]:
-    inodes: set[str] = set()
+def _sockets(port: int, proc: Path) -> list[tuple[str, str]]:
+    """(TCP state code, inode) of every socket whose local port is port."""
+    found = []
     for table in ("tcp", "tcp6"):
         try:
             lines = (proc / "net" / table).read_text().splitlines()[1:]
@@ -35,9 +37,45 @@ def _listen_inodes(port: int, proc: Path) -> set[str]:
             continue
         for line in lines:
             cols = line.split()
-            if len(cols) > 9 and cols[3] == _LISTEN and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(cols[9])
-    return inodes
+            if len(cols) > 9 and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                found.append((cols[3], cols[9]))
+    return found
+
+
+def _listen_inodes(port: int, proc: Path) -> set[str]:
+    return {inode for state, inode in _sockets(port, proc) if state == _LISTEN}
+
+
+def ephemeral_range(proc: Path = Path("/proc")) -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux default 32768-60999)."""
+    try:
+        low, high = (proc / "sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _invisible_holder(port: int, env: str, proc: Path) -> str:
+    """Why bind failed when no listener we can see holds the port, and what to do."""
+    states = {state for state, _ in _sockets(port, proc)}
+    low, high = ephemeral_range(proc)
+    if _LISTEN in states:
+        why = "held by a process we cannot see (another user's?)"
+    elif _TIME_WAIT in states:
+        why = (
+            "held by a connection in TIME_WAIT (it clears within a minute; "
+            f"`ss -tan | grep :{port}`)"
+        )
+    elif states:
+        why = f"held by an open connection using it as its local port (`ss -tan | grep :{port}`)"
+    else:
+        why = f"not bindable; a connection in TIME_WAIT may hold it (`ss -tan | grep :{port}`)"
+    if low <= port <= high:
+        return (
+            f"{why}: {port} is in the range {low}-{high} the kernel hands out to outgoing "
+            f"connections. Choose a port below {low} with {env}=<port>."
+        )
+    return f"{why}. Stop it, or choose another port with {env}=<port>."
 
 
 def _command(pid: int, proc: Path) -> str:
@@ -85,9 +123,13 @@ def check_free(port: int, *, service: str, env: str) -> None:
     if is_free(port):
         return
     who = describe_holder(port)
-    held = f"held by {who}" if who else "held by a process we cannot see (another user's?)"
+    if who is None:
+        raise PortConflict(
+            f"port {port} for {service} is {_invisible_holder(port, env, Path('/proc'))}",
+            port=port,
+        )
     raise PortConflict(
-        f"port {port} for {service} is {held}, which is not ours. "
+        f"port {port} for {service} is held by {who}, which is not ours. "
         f"Stop it, or choose another port with {env}=<port>.",
         port=port,
         holder=who,

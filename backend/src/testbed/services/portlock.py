@@ -1,0 +1,82 @@
+"""A machine-wide lock per port, held while one checkout starts services on it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from testbed.errors import PortConflict
+
+# Fixed /tmp, not $TMPDIR: every user and every checkout on the machine must meet at one file.
+LOCK_DIR = Path("/tmp")  # noqa: S108
+_POLL = 0.05
+
+
+def lock_path(port: int, lock_dir: Path | None = None) -> Path:
+    """The lock file for one port, e.g. /tmp/opsdesk-e2e-port-5433.lock."""
+    return (lock_dir or LOCK_DIR) / f"opsdesk-e2e-port-{port}.lock"
+
+
+def _open(path: Path) -> int:
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags | os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        # No O_CREAT here: with fs.protected_regular, O_CREAT on another user's file in
+        # sticky /tmp fails even for root. flock needs no write access.
+        return os.open(path, flags | os.O_RDONLY)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o666)  # the umask trimmed it; any user must be able to open it later
+    return fd
+
+
+def _acquire(port: int, path: Path, deadline: float, say: Callable[[str], None]) -> int:
+    fd = _open(path)
+    waited = False
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                pass
+            if not waited:
+                say(f"waiting for another checkout starting services on port {port}…")
+                waited = True
+            if time.monotonic() >= deadline:
+                raise PortConflict(
+                    f"port {port}: another checkout has been starting services on it for "
+                    f"{time.monotonic() - started:.0f} s and still holds {path}. Wait for it "
+                    "to finish, or use other ports (E2E_PG_PORT=… E2E_REDIS_PORT=…).",
+                    port=port,
+                )
+            time.sleep(_POLL)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def port_lock(
+    ports: Iterable[int],
+    *,
+    timeout: float,
+    say: Callable[[str], None],
+    lock_dir: Path | None = None,
+) -> Iterator[None]:
+    """Hold the machine-wide lock of every port (ascending, so two callers cannot deadlock)."""
+    deadline = time.monotonic() + timeout
+    held: list[int] = []
+    try:
+        for port in sorted(set(ports)):
+            held.append(_acquire(port, lock_path(port, lock_dir), deadline, say))
+        yield
+    finally:
+        # The files stay: unlinking a lock file lets a third caller lock a fresh inode.
+        for fd in reversed(held):
+            os.close(fd)  # closing the last descriptor releases the flock
