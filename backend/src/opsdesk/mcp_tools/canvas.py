@@ -9,17 +9,29 @@ from pydantic import Field
 
 from opsdesk.app import App
 from opsdesk.domains.canvas import service as canvas
-from opsdesk.mcp_tools.types import Id, IdempotencyKey, Limit, Name, Version, dump
+from opsdesk.mcp_tools.types import (
+    Id,
+    IdempotencyKey,
+    JsonObject,
+    Limit,
+    Name,
+    NoNul,
+    Version,
+    dump,
+)
 
-JsonPath = Annotated[str, Field(min_length=1, max_length=1000, description="SQL/JSON path")]
+JsonPath = Annotated[str, Field(min_length=1, max_length=1000, description="SQL/JSON path"), NoNul]
 
 
 def register(server: MCPServer[Any], app: App) -> None:
     """Add the canvas tools to ``server``."""
 
-    @server.tool(description="Create a canvas document (a JSON object) at version 1.")
+    @server.tool(
+        description="Create a canvas document (a JSON object) at version 1. "
+        "Strings and keys in it must not contain NUL (\\u0000)."
+    )
     def canvas_create(
-        name: Name, data: dict[str, Any] | None = None, idempotency_key: IdempotencyKey = None
+        name: Name, data: JsonObject | None = None, idempotency_key: IdempotencyKey = None
     ) -> dict[str, Any]:
         return app.create(
             "canvas_create",
@@ -35,11 +47,11 @@ def register(server: MCPServer[Any], app: App) -> None:
 
     @server.tool(
         description="Replace a canvas's data. expected_version must be the version you read; "
-        "if someone saved since, the call fails with Conflict and nothing changes."
+        "if someone saved since, the call fails with Conflict and nothing changes. "
+        "expected_version outside 1..2147483647 (a version that cannot exist) and NUL "
+        "(\\u0000) in data are refused as invalid arguments, before any version check."
     )
-    def canvas_save(
-        canvas_id: Id, data: dict[str, Any], expected_version: Version
-    ) -> dict[str, Any]:
+    def canvas_save(canvas_id: Id, data: JsonObject, expected_version: Version) -> dict[str, Any]:
         return app.run(
             "canvas_save",
             lambda s: dump(
@@ -54,7 +66,7 @@ def register(server: MCPServer[Any], app: App) -> None:
         "e.g. '$.shapes[*] ? (@.kind == \"box\")'; variables are bound as $name."
     )
     def canvas_query(
-        path: JsonPath, variables: dict[str, Any] | None = None, limit: Limit = 50
+        path: JsonPath, variables: JsonObject | None = None, limit: Limit = 50
     ) -> dict[str, Any]:
         return app.run(
             "canvas_query",

@@ -20,12 +20,12 @@ from opsdesk.mcp_tools.types import (
     Limit,
     Name,
     Query,
+    Reference,
     Text,
     dump,
 )
 
 Code = Annotated[str, Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9._-]+$")]
-Reference = Annotated[str, Field(min_length=1, max_length=100)]
 InvoiceNumber = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._/-]+$")]
 LedgerLines = Annotated[list[LedgerLineIn], Field(max_length=100)]
 InvoiceLines = Annotated[list[InvoiceLineIn], Field(max_length=500)]

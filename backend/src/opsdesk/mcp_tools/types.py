@@ -6,26 +6,47 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 from sqlalchemy import inspect
 
 from opsdesk.idempotency import KEY_PATTERN
+from opsdesk.unit_of_work import NUL_MESSAGE, find_nul
+
+
+def _no_nul(value: Any) -> Any:
+    # PostgreSQL cannot store NUL in text or JSONB: refuse it here, naming the argument, instead
+    # of letting the database fail the call later.
+    where = find_nul(value)
+    if where is None:
+        return value
+    if where == "$":
+        raise PydanticCustomError("nul_character", NUL_MESSAGE)
+    raise PydanticCustomError("nul_character", NUL_MESSAGE + " (at {where})", {"where": where})
+
+
+NoNul = AfterValidator(_no_nul)
 
 Id = Annotated[int, Field(ge=1, le=2**31 - 1, description="Object id (positive integer)")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Text = Annotated[str, StringConstraints(max_length=10_000)]
-LongText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200_000)
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300), NoNul
 ]
-Query = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Text = Annotated[str, StringConstraints(max_length=10_000), NoNul]
+LongText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200_000), NoNul
+]
+Query = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), NoNul]
 Email = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
     ),
+    NoNul,
 ]
-Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Actor = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul
+]
 Money = Annotated[
     Decimal, Field(max_digits=18, decimal_places=2, description="Decimal string, 2 places max")
 ]
@@ -34,8 +55,15 @@ NonNegativeMoney = Annotated[
 ]
 Quantity = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=3)]
 Limit = Annotated[int, Field(ge=1, le=200, description="Maximum number of results")]
-Version = Annotated[int, Field(ge=1, description="The version you last read")]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+# Bounded like the PostgreSQL integer column: a version that cannot exist is a bad argument.
+Version = Annotated[
+    int, Field(ge=1, le=2**31 - 1, description="The version you last read (1 to 2147483647)")
+]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), NoNul]
+Reference = Annotated[str, Field(min_length=1, max_length=100), NoNul]
+JsonObject = Annotated[
+    dict[str, Any], NoNul, Field(description="A JSON object; no NUL (\\u0000) in keys or strings")
+]
 IdempotencyKey = Annotated[
     str | None,
     Field(
@@ -66,7 +94,7 @@ class InvoiceLineIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     description: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NoNul
     ]
     quantity: Quantity
     unit_price: NonNegativeMoney

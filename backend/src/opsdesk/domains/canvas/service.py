@@ -13,15 +13,17 @@ from opsdesk import events
 from opsdesk.db import utcnow
 from opsdesk.domains.canvas.models import CanvasDoc
 from opsdesk.errors import Conflict, InvalidArgument
-from opsdesk.unit_of_work import get_or_raise, require_text, unit_of_work
+from opsdesk.unit_of_work import get_or_raise, require_no_nul, require_text, unit_of_work
 
 MAX_DOC_BYTES = 1_000_000
+MAX_VERSION = 2**31 - 1  # the version column is a PostgreSQL integer
 
 
 def check_data(data: Any) -> dict[str, Any]:
-    """Return ``data`` if it is a JSON object within the size limit, else raise InvalidArgument."""
+    """Return ``data`` if it is a JSON object within the size limit, without NUL, else raise."""
     if not isinstance(data, dict):
         raise InvalidArgument(f"canvas data must be a JSON object, got {type(data).__name__}")
+    require_no_nul(data, field="canvas data")
     size = len(json.dumps(data))
     if size > MAX_DOC_BYTES:
         raise InvalidArgument(f"canvas data is {size} bytes; the limit is {MAX_DOC_BYTES}")
@@ -50,8 +52,17 @@ def get_canvas(session: Session, *, canvas_id: int) -> CanvasDoc:
 def save_canvas(
     session: Session, *, canvas_id: int, data: dict[str, Any], expected_version: int
 ) -> CanvasDoc:
-    """Replace the data if the stored version is ``expected_version``; a stale one is Conflict."""
+    """Replace the data if the stored version is ``expected_version``; a stale one is Conflict.
+
+    A version that cannot exist (outside 1..2**31-1) is InvalidArgument, like a bad payload:
+    both are refused before the version is compared.
+    """
     check_data(data)
+    if not 1 <= expected_version <= MAX_VERSION:
+        raise InvalidArgument(
+            f"expected_version {expected_version} cannot exist (versions are 1 to {MAX_VERSION}); "
+            "pass the version you read"
+        )
     # One UPDATE ... WHERE version = :expected is the compare-and-set: of two racing writers
     # with the same expected version, PostgreSQL lets exactly one match the row.
     stmt = (
@@ -85,7 +96,7 @@ def query_canvases(
     session: Session, *, path: str, variables: dict[str, Any] | None = None, limit: int = 50
 ) -> list[CanvasDoc]:
     """Return documents where the SQL/JSON path ``path`` matches (jsonb_path_exists)."""
-    vars_json = literal(variables or {}, JSONB)
+    vars_json = literal(require_no_nul(variables or {}, field="variables"), JSONB)
     stmt = (
         select(CanvasDoc)
         .where(func.jsonb_path_exists(CanvasDoc.data, _jsonpath(path), vars_json))

@@ -16,6 +16,7 @@ from opsdesk.unit_of_work import (
     get_or_raise,
     require_choice,
     require_email,
+    require_no_nul,
     require_text,
     unit_of_work,
 )
@@ -50,7 +51,10 @@ def check_stage_move(current: str, target: str) -> None:
 
 def create_company(session: Session, *, name: str, domain: str | None = None) -> Company:
     """Create a company."""
-    company = Company(name=require_text(name, field="name", max_length=200), domain=domain)
+    company = Company(
+        name=require_text(name, field="name", max_length=200),
+        domain=require_no_nul(domain, field="domain"),
+    )
     with unit_of_work(session, what=f"company {name!r}"):
         session.add(company)
         session.flush()
@@ -76,7 +80,7 @@ def create_contact(
     contact = Contact(
         email=email,
         name=require_text(name, field="name", max_length=200),
-        phone=phone,
+        phone=require_no_nul(phone, field="phone"),
         company_id=company_id,
     )
     if company_id is not None:
@@ -97,14 +101,15 @@ def get_contact(session: Session, *, contact_id: int) -> Contact:
 
 def find_contact_by_email(session: Session, *, email: str) -> Contact | None:
     """Return the contact whose email matches ignoring case, or None."""
-    stmt = select(Contact).where(func.lower(Contact.email) == email.strip().lower())
+    wanted = require_no_nul(email, field="email").strip().lower()
+    stmt = select(Contact).where(func.lower(Contact.email) == wanted)
     return session.scalars(stmt).one_or_none()
 
 
 def search_contacts(session: Session, *, query: str = "", limit: int = 20) -> list[Contact]:
     """Return contacts whose name or email contains ``query`` (case-insensitive)."""
     stmt = select(Contact).order_by(Contact.id).limit(limit)
-    if query.strip():
+    if require_no_nul(query, field="query").strip():
         pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", r"\%") + "%"
         stmt = stmt.where(or_(Contact.name.ilike(pattern), Contact.email.ilike(pattern)))
     return list(session.scalars(stmt))

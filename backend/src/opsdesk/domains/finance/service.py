@@ -21,7 +21,13 @@ from opsdesk.domains.finance.models import (
     LedgerTransaction,
 )
 from opsdesk.errors import InvalidArgument, NotFound, RuleViolation
-from opsdesk.unit_of_work import get_or_raise, require_choice, require_text, unit_of_work
+from opsdesk.unit_of_work import (
+    get_or_raise,
+    require_choice,
+    require_no_nul,
+    require_text,
+    unit_of_work,
+)
 
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("9999999999999999.99")  # Numeric(18, 2)
@@ -103,6 +109,7 @@ def search_accounts(
     session: Session, *, query: str = "", type: str | None = None, limit: int = 50
 ) -> list[Account]:
     """Return accounts whose code or name contains ``query``."""
+    require_no_nul(query, field="query")
     stmt = select(Account).order_by(Account.code).limit(limit)
     if type is not None:
         stmt = stmt.where(Account.type == require_choice(type, AccountType, field="type"))
@@ -127,7 +134,8 @@ def post_transaction(
     """Post a balanced journal entry; unbalanced, empty or one-line entries raise RuleViolation."""
     exact = check_balanced(lines)
     txn = LedgerTransaction(
-        memo=require_text(memo, field="memo", max_length=500), reference=reference
+        memo=require_text(memo, field="memo", max_length=500),
+        reference=require_no_nul(reference, field="reference"),
     )
     txn.lines = [LedgerLine(account_id=line.account_id, amount=line.amount) for line in exact]
     wanted = {line.account_id for line in exact}
@@ -172,7 +180,7 @@ def create_invoice(
         customer_name=require_text(customer_name, field="customer_name", max_length=200),
         contact_id=contact_id,
         due_date=due_date,
-        notes=notes,
+        notes=require_no_nul(notes, field="notes"),
         status=InvoiceStatus.DRAFT.value,
     )
     for i, spec in enumerate(lines):
@@ -215,6 +223,7 @@ def search_invoices(
     session: Session, *, customer: str = "", status: str | None = None, limit: int = 50
 ) -> list[Invoice]:
     """Return invoices by customer name fragment and status, newest first."""
+    require_no_nul(customer, field="customer")
     stmt = select(Invoice).order_by(Invoice.id.desc()).limit(limit)
     if status is not None:
         stmt = stmt.where(Invoice.status == require_choice(status, InvoiceStatus, field="status"))

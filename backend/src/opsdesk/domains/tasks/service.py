@@ -11,7 +11,13 @@ from opsdesk import events
 from opsdesk.db import utcnow
 from opsdesk.domains.tasks.models import Priority, Task, TaskComment, TaskStatus
 from opsdesk.errors import InvalidArgument
-from opsdesk.unit_of_work import get_or_raise, require_choice, require_text, unit_of_work
+from opsdesk.unit_of_work import (
+    get_or_raise,
+    require_choice,
+    require_no_nul,
+    require_text,
+    unit_of_work,
+)
 
 
 def require_aware(value: datetime | None, *, field: str) -> datetime | None:
@@ -33,10 +39,10 @@ def create_task(
     """Create a task in status todo."""
     task = Task(
         title=require_text(title, field="title", max_length=200),
-        description=description,
+        description=require_no_nul(description, field="description"),
         priority=require_choice(priority, Priority, field="priority"),
         status=TaskStatus.TODO.value,
-        assignee=assignee,
+        assignee=require_no_nul(assignee, field="assignee"),
         due_at=require_aware(due_at, field="due_at"),
     )
     with unit_of_work(session, what=f"task {title!r}"):
@@ -62,6 +68,8 @@ def search_tasks(
     limit: int = 50,
 ) -> list[Task]:
     """Return tasks matching the filters, oldest first."""
+    require_no_nul(query, field="query")
+    require_no_nul(assignee, field="assignee")
     stmt = select(Task).order_by(Task.id).limit(limit)
     if status is not None:
         stmt = stmt.where(Task.status == require_choice(status, TaskStatus, field="status"))
@@ -89,6 +97,7 @@ def set_status(session: Session, *, task_id: int, status: str) -> Task:
 
 def assign_task(session: Session, *, task_id: int, assignee: str | None) -> Task:
     """Assign a task to someone (None unassigns)."""
+    require_no_nul(assignee, field="assignee")
     with unit_of_work(session, what=f"task {task_id}"):
         task = get_or_raise(session, Task, task_id, what="task", lock=True)
         task.assignee = assignee
@@ -115,6 +124,7 @@ def overdue_tasks(
     session: Session, *, now: datetime | None = None, assignee: str | None = None
 ) -> list[Task]:
     """Return tasks not done whose due time is before ``now``, most overdue first."""
+    require_no_nul(assignee, field="assignee")
     cutoff = require_aware(now, field="now") or utcnow()
     stmt = (
         select(Task)

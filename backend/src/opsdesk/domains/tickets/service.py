@@ -16,6 +16,7 @@ from opsdesk.unit_of_work import (
     get_or_raise,
     require_choice,
     require_email,
+    require_no_nul,
     require_text,
     unit_of_work,
 )
@@ -66,11 +67,12 @@ def open_ticket(
     now: datetime | None = None,
 ) -> Ticket:
     """Open a ticket with its SLA due time and a 'created' audit row."""
+    require_no_nul(actor, field="actor")
     start = now or utcnow()
     ticket = Ticket(
         subject=require_text(subject, field="subject", max_length=200),
         requester_email=require_email(requester_email, field="requester_email"),
-        description=description,
+        description=require_no_nul(description, field="description"),
         priority=require_choice(priority, Priority, field="priority"),
         status=TicketStatus.OPEN.value,
         sla_due_at=sla_due(priority, start),
@@ -110,6 +112,7 @@ def search_tickets(
     limit: int = 50,
 ) -> list[Ticket]:
     """Return tickets matching the filters, most urgent SLA first."""
+    require_no_nul(query, field="query")
     stmt = select(Ticket).order_by(Ticket.sla_due_at, Ticket.id).limit(limit)
     if status is not None:
         stmt = stmt.where(Ticket.status == require_choice(status, TicketStatus, field="status"))
@@ -131,6 +134,8 @@ def transition_ticket(
     now: datetime | None = None,
 ) -> Ticket:
     """Move a ticket to ``status``; forbidden moves raise RuleViolation; reopen restarts the SLA."""
+    require_no_nul(actor, field="actor")
+    require_no_nul(note, field="note")
     at = now or utcnow()
     with unit_of_work(session, what=f"ticket {ticket_id}"):
         ticket = get_or_raise(session, Ticket, ticket_id, what="ticket", lock=True)
