@@ -25,7 +25,10 @@ def _run_trials(make_sandbox: Callable[[str], Sandbox], plans: list[tuple[str, s
                 argv_for: Callable[[Sandbox], list[str]], parallel: int) -> list[Trial]:
     def one(plan: tuple[str, str, float]) -> Trial:
         box = make_sandbox(plan[0].lower())
-        return interrupt(box, argv_for(box), *plan)
+        try:
+            return interrupt(box, argv_for(box), *plan)
+        finally:
+            box.destroy()  # now, not at teardown: orphans of 30+ trials would pile up
 
     with ThreadPoolExecutor(parallel) as pool:
         return list(pool.map(one, plans))
