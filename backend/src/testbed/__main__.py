@@ -18,7 +18,8 @@ from testbed.services import Endpoints, ServiceBackend, choose, ensure_up
 COMMANDS = {
     "up": "start PostgreSQL 16 and Valkey 8 (or reuse healthy ones) and leave them running",
     "down": "stop the services and remove their data",
-    "status": "show backend, versions, ports, processes and health (exit 3 when not healthy)",
+    "status": "show backend, versions, ports, processes and health (exit 3 when not healthy, "
+    "4 when healthy but left by a killed run: the next run or `reap` removes them)",
     "wait": "wait until the services answer (bounded by --wait-timeout)",
     "reap": "remove what dead runs left behind (pid files, data dirs, stopped containers)",
     "env": 'print the services\' URLs as shell assignments: eval "$(python -m testbed env)"',
@@ -60,6 +61,14 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="stay in the foreground; Ctrl-C or SIGTERM takes the services down",
             )
+            cmd.add_argument(
+                "--owner-pid",
+                type=int,
+                default=None,
+                metavar="PID",
+                help="the services belong to this process (e.g. a script's $$): once it is "
+                "gone, `reap` or the next run removes them; default: kept until `make down`",
+            )
     return p
 
 
@@ -86,10 +95,16 @@ def describe(eps: Endpoints) -> str:
     )
 
 
-def cmd_up(settings: Settings, foreground: bool) -> int:
+def cmd_up(settings: Settings, foreground: bool, owner_pid: int | None = None) -> int:
     """Start or reuse the services; print how long it took."""
     started = time.monotonic()
-    eps, fresh = ensure_up(settings)
+    if owner_pid is not None:
+        eps, fresh = ensure_up(settings, owner="run", owner_pid=owner_pid)
+    elif foreground:
+        # This process takes them down on Ctrl-C; if it is SIGKILLed, reap removes them.
+        eps, fresh = ensure_up(settings, owner="run")
+    else:
+        eps, fresh = ensure_up(settings, owner="user")  # make up: meant to persist
     verb = "started" if fresh else "already running, reused"
     print(f"E2E services {verb} in {time.monotonic() - started:.2f} s: {describe(eps)}", flush=True)
     if not foreground:
@@ -172,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {name: getattr(args, name, None) for name in _CLI_OPTIONS}
         settings = load_settings(**overrides)
         if args.command == "up":
-            return cmd_up(settings, args.foreground)
+            return cmd_up(settings, args.foreground, args.owner_pid)
         if args.command == "down":
             started = time.monotonic()
             backend = _backend(settings, "down")
@@ -182,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             status = _backend(settings, "status").status()
             print(status.render())
-            return 0 if status.healthy else 3
+            if not status.healthy:
+                return 3
+            return 4 if status.orphaned else 0
         if args.command == "wait":
             return cmd_wait(settings)
         if args.command == "env":

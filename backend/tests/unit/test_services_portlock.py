@@ -95,7 +95,7 @@ class FakeBackend(NativeBackend):
     def _prepare(self) -> Any:
         return None
 
-    def _start(self, prepared: Any) -> Endpoints:
+    def _start(self, prepared: Any, record: Any = None) -> Endpoints:
         time.sleep(0.3)  # a real start takes ~1 s: the other caller arrives meanwhile
         s = self.settings
         for port in (s.pg_port, s.redis_port):
@@ -274,7 +274,7 @@ def test_not_ours_stops_what_we_spawned_and_cleans_up(
         def _prepare(self) -> Any:
             return None
 
-        def _start(self, prepared: Any) -> Endpoints:
+        def _start(self, prepared: Any, record: Any = None) -> Endpoints:
             self.state_dir.mkdir(parents=True)
             # "postgres" in its argv: is_ours() takes it for our server.
             argv = [sys.executable, "-c", "import time; time.sleep(30)", "postgres"]

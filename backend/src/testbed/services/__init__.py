@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from testbed.config import Settings
 from testbed.errors import UsageError
 from testbed.guard import redact
+
+if TYPE_CHECKING:
+    from testbed.services.owner import OwnerKind
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class ServiceStatus:
     processes: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     details: tuple[str, ...] = field(default=())
+    orphaned: bool = False  # healthy, but the run that started them is gone (reap removes them)
 
     @property
     def healthy(self) -> bool:
@@ -111,9 +115,24 @@ def choose(settings: Settings) -> ServiceBackend:
     raise UsageError(f"unknown backend {name!r}; valid: auto, native, docker, external")
 
 
-def ensure_up(settings: Settings) -> tuple[Endpoints, bool]:
-    """Reuse healthy services of ours or start them; the bool is True if THIS call started them."""
+def ensure_up(
+    settings: Settings, *, owner: OwnerKind = "run", owner_pid: int | None = None
+) -> tuple[Endpoints, bool]:
+    """Reuse healthy services of ours or start them; the bool is True if THIS call started them
+    (or adopted the services of a killed run, which this caller must then take down).
+
+    owner "run" (a test run): the services belong to owner_pid (default: this process) and are
+    reaped once it is gone; "user" (`python -m testbed up`): kept until `make down`.
+    """
+    from testbed.services.native import NativeBackend
+    from testbed.services.owner import USER, make_owner
+
     backend = choose(settings)
+    if isinstance(backend, NativeBackend):
+        record = make_owner(owner, owner_pid)
+        if settings.keep and owner == "run":
+            record = USER  # --e2e-keep: the run leaves them running on purpose
+        return backend.ensure(owner=record)
     ensure = getattr(backend, "ensure", None)
     if ensure is not None:
         # Decided under the backend's lock: of two racing callers, exactly one gets True.

@@ -27,6 +27,7 @@ from testbed.binaries import (
 from testbed.config import Settings, default_state_root
 from testbed.errors import ServicesUnavailable
 from testbed.services import Endpoints, ServiceStatus, identity, pgdata
+from testbed.services import owner as _owner
 from testbed.services.portlock import port_lock
 from testbed.services.ports import check_free, is_free
 from testbed.services.procs import (
@@ -43,7 +44,10 @@ REDIS_DATABASES = 64  # one logical database per xdist worker, with headroom
 STATE = "state.json"
 # Everything we create inside a state dir; down/reap delete only these, never the dir's other
 # contents, so a mistaken E2E_STATE_DIR cannot wipe someone's files.
-_OURS = ("pg", "valkey", "postgres.pid", "valkey.pid", "postgres.log", "valkey.log", STATE)
+_OURS = (
+    *("pg", "valkey", "postgres.pid", "valkey.pid", "postgres.log", "valkey.log"),
+    *(STATE, f"{STATE}.tmp"),
+)
 _SERVERS = {"postgres": "postgres", "valkey": "valkey-server"}  # pid file → cmdline marker
 
 
@@ -113,11 +117,7 @@ class NativeBackend:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _state(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads((self.state_dir / STATE).read_text())
-        except (OSError, ValueError):
-            return None
-        return data
+        return _read_state(self.state_dir) or None
 
     def _pids(self, state_dir: Path | None = None) -> dict[str, int]:
         base = state_dir or self.state_dir
@@ -164,12 +164,14 @@ class NativeBackend:
         """Start PostgreSQL and Valkey (or reuse healthy ones of ours) and wait for health."""
         return self.ensure()[0]
 
-    def ensure(self) -> tuple[Endpoints, bool]:
-        """Like up(); the bool says whether this call started them (decided under the lock)."""
+    def ensure(self, *, owner: _owner.Owner | None = None) -> tuple[Endpoints, bool]:
+        """Like up(); the bool says whether this call started (or adopted) them, decided under
+        the lock. owner: who they belong to (default: this process, as a test run)."""
+        record = owner if owner is not None else _owner.run_owner()
         with self._lock():
             found = self.running()
             if found is not None:
-                return found, False
+                return found, self._adopt(record)
             self._stop_and_clean(self.state_dir, quiet=True)  # partial or unhealthy leftovers
             s = self.settings
             try:
@@ -183,11 +185,31 @@ class NativeBackend:
                 ):
                     self._check_port(s.pg_port, "PostgreSQL", "E2E_PG_PORT")
                     self._check_port(s.redis_port, "Valkey", "E2E_REDIS_PORT")
-                    eps = self._start(prepared)
+                    eps = self._start(prepared, record)
             except BaseException:
                 self._stop_and_clean(self.state_dir, quiet=True)
                 raise
         return eps, True
+
+    def _adopt(self, record: _owner.Owner) -> bool:
+        """Take over healthy services whose run was killed; True if this caller now owns them."""
+        # Adopt rather than restart: the servers are healthy and verified ours, the harness
+        # reaps a dead run's schemas at start anyway, and a restart only costs time. Services
+        # of the user or of a live run are reused without taking them over.
+        state = self._state() or {}
+        dead = _owner.dead_run(state.get("owner"))
+        if dead is None:
+            return False
+        state["owner"] = record
+        self._write_state(state)
+        self.say(f"adopted services left by a killed run (pid {dead})")
+        return True
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        # Atomic: reap and status read it without the lock.
+        tmp = self.state_dir / f"{STATE}.tmp"
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_dir / STATE)
 
     def _check_port(self, port: int, service: str, env: str) -> None:
         if is_free(port):
@@ -218,11 +240,27 @@ class NativeBackend:
         template = pgdata.ensure_template(s.cache_dir, pg, run_as, self.say)
         return _Prepared(pg, valkey, run_as, template)
 
-    def _start(self, prepared: _Prepared) -> Endpoints:
+    def _start(self, prepared: _Prepared, record: _owner.Owner) -> Endpoints:
         s = self.settings
         pg, valkey, run_as = prepared.pg, prepared.valkey, prepared.run_as
         pg_dir, vk_dir = self._make_dirs(run_as)
         pgdata.copy_template(prepared.template, pg_dir / "data")
+        state = {
+            "backend": self.name,
+            "project": s.project,
+            "checkout": str(s.checkout),
+            "pg_port": s.pg_port,
+            "redis_port": s.redis_port,
+            "pg_version": pg.version,
+            "redis_version": valkey.version,
+            "pg_source": pg.source,
+            "valkey_source": valkey.source,
+            "user": run_as.name if run_as else None,
+            "started_at": time.time(),
+            "owner": record,
+        }
+        # Written before the servers exist: an owner killed while they start leaves a record.
+        self._write_state(state)
         vk_pid = spawn(
             valkey_argv(valkey.path, s.redis_port, vk_dir),
             log=self.state_dir / "valkey.log",
@@ -237,19 +275,6 @@ class NativeBackend:
             cwd=pg_dir,
         )
         (self.state_dir / "postgres.pid").write_text(f"{pg_pid}\n")
-        state = {
-            "backend": self.name,
-            "project": s.project,
-            "checkout": str(s.checkout),
-            "pg_port": s.pg_port,
-            "redis_port": s.redis_port,
-            "pg_version": pg.version,
-            "redis_version": valkey.version,
-            "pg_source": pg.source,
-            "valkey_source": valkey.source,
-            "user": run_as.name if run_as else None,
-            "started_at": time.time(),
-        }
         eps = self._endpoints(state)
         redis_version = health.wait_redis(
             eps.redis_url,
@@ -265,7 +290,7 @@ class NativeBackend:
         )
         self._verify_ours(eps, pg_dir / "data", vk_pid)
         state.update(pg_version=pg_version, redis_version=redis_version)
-        (self.state_dir / STATE).write_text(json.dumps(state, indent=2) + "\n")
+        self._write_state(state)
         return self._endpoints(state)
 
     def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:
@@ -342,6 +367,7 @@ class NativeBackend:
             ]
             if state.get("user"):
                 details.append(f"servers run as user {state['user']!r} (not root)")
+            details.append(f"owner: {_owner.describe(state.get('owner'))}")
         problems = []
         dead = set(self._pids()) - set(live)
         if dead:
@@ -349,12 +375,16 @@ class NativeBackend:
         eps = self.running()
         if eps is None and live:
             problems.append("processes are up but do not answer: `make down && make up`")
+        orphaned = bool(live) and (dead_run := _owner.dead_run(state.get("owner"))) is not None
+        if orphaned:
+            problems.append(f"the run that started them (pid {dead_run}) is gone: `make reap`")
         return ServiceStatus(
             backend=self.name,
             endpoints=eps,
             processes=procs,
             details=tuple(details),
             problems=tuple(problems),
+            orphaned=orphaned,
         )
 
     def reap(self) -> list[str]:
@@ -378,4 +408,16 @@ class NativeBackend:
         if mine and pids and len(live) < len(_SERVERS):
             # Half a service set is useless: take the survivor down too.
             return self._stop_and_clean(state_dir, quiet=True)
+        if live and (dead := _owner.dead_run(_read_state(state_dir).get("owner"))) is not None:
+            # A SIGKILLed run cannot stop its (detached) servers; nobody else will.
+            removed = self._stop_and_clean(state_dir, quiet=True)
+            return [f"orphans of a dead run (pid {dead}) in {state_dir}", *removed]
         return []
+
+
+def _read_state(state_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((state_dir / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
