@@ -10,11 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
-from testbed.data import DataContext
-from testbed.factory import Factory, fixture_name
 from testbed.isolation import (
     WorkerDatabase,
     committed_session,
@@ -28,8 +24,15 @@ from testbed.services import Endpoints
 from testbed.workers import Worker, worker_from_input
 
 if TYPE_CHECKING:
+    # Imported where used: this module loads with the plugin in every pytest process,
+    # including the xdist controller and `make unit`, which need neither SQLAlchemy nor Faker.
     import redis
     from mcp import ClientSession
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from testbed.data import DataContext
+    from testbed.factory import Factory
 
 SETUP_STASH = pytest.StashKey[float]()
 ROLLBACK, COMMITTED = "e2e_postgres_db", "e2e_committed_db"
@@ -184,6 +187,8 @@ def e2e_events(e2e_redis: redis.Redis[str], e2e_redis_prefix: str) -> EventListe
 @pytest.fixture
 def e2e_data(request: pytest.FixtureRequest, e2e_run: RunInfo) -> DataContext:
     """Seeded generators for this test: a function of the run seed and the test id."""
+    from testbed.data import DataContext
+
     return DataContext(e2e_run.seed, request.node.nodeid)
 
 
@@ -199,6 +204,8 @@ def opsdesk_app(e2e_session: Session, e2e_redis: redis.Redis[str], e2e_redis_pre
 def e2e_mcp_server() -> tuple[Any, Any]:
     """(App, server): one opsdesk MCP server per worker, since building one costs ~0.1 s;
     mcp_service rebinds the App to each test's opsdesk_app."""
+    from sqlalchemy.orm import Session
+
     from opsdesk.app import App
     from opsdesk.mcp_server import build_server
 
@@ -227,6 +234,7 @@ async def mcp_service(
 def factory_fixture(cls: type[Factory[Any]]) -> Callable[..., Factory[Any]]:
     """A fixture named after the factory (CRMContactFactory -> crm_contact_factory) that binds
     it to the test's Session (e2e_session) and seeded data (e2e_data)."""
+    from testbed.factory import fixture_name
 
     def make(e2e_session: Session, e2e_data: DataContext) -> Factory[Any]:
         return cls(e2e_session, e2e_data)

@@ -38,6 +38,7 @@ SKIP_LOCATION = _skip_location()
 MARKERS = (
     "e2e: needs the E2E services (PostgreSQL 16, Valkey 8); added to tests using E2E fixtures",
     "committed: the test's code must see real commits; tables are truncated afterwards",
+    "heavy: a long test (a subprocess, 10k rows); runs first so no xdist worker ends on it",
 )
 
 
@@ -106,11 +107,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         controller.start()
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses an E2E fixture as `e2e` (for -m "not e2e")."""
+    """Mark every test that uses an E2E fixture as `e2e` (for -m "not e2e"); `heavy` first."""
     for item in items:
         if "e2e_docker_compose" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+    # Longest first (after pytest-randomly's shuffle, which stays in force within each group):
+    # xdist hands tests out in this order, so the long ones overlap instead of being the tail.
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -38,6 +38,7 @@ def test_other_seed_or_test_gives_other_data(seed: int, nodeid: str) -> None:
     assert _snapshot(DataContext(seed, nodeid)) != base
 
 
+@pytest.mark.heavy
 def test_e2e_seed_replays_a_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
     # A separate pytest process with --e2e-seed produces exactly what this process computes
     # for the same seed and test id: the seed alone determines the data.

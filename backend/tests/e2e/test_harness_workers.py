@@ -90,6 +90,7 @@ def test_workers_never_see_each_others_events(
     assert {e["_channel"] for e in received} == {f"{e2e_redis_prefix}opsdesk.crm"}
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("batch", range(4))
 def test_10k_batch_has_no_collision_across_workers(
     crm_contact_factory: object,
@@ -117,6 +118,7 @@ def test_10k_batch_has_no_collision_across_workers(
     assert added == BATCH, f"{BATCH - added} email(s) collided with another worker's batch"
 
 
+@pytest.mark.heavy
 def test_identities_differ_between_simulated_workers() -> None:
     # Eight workers' worth of tests in-process: no identity repeats across them.
     seen: set[str] = set()

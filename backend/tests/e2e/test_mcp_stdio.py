@@ -20,6 +20,7 @@ from testbed.workers import Worker
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.heavy
 @pytest.mark.committed
 async def test_stdio_server_one_tool_per_domain(
     e2e_docker_compose: Endpoints,
