@@ -69,7 +69,7 @@ if [[ "${SOAK_SKIP_RELIABILITY:-0}" != "1" ]]; then
   "$VENV/bin/pytest" backend/tests/reliability -m soak -p no:randomly -q -s -rxXfE \
     >"$rel_log" 2>&1
   rel_code=$?
-  grep -aE '^interrupt trials|killed:|frozen:|XFAIL|FAILED|ERROR' "$rel_log" | cut -c1-240
+  grep -aoE '(interrupt trials|postgres killed:|valkey killed:|postgres frozen:|valkey frozen:|XFAIL|FAILED|ERROR).*' "$rel_log" | cut -c1-240
   rel_summary="$(grep -aE '(passed|failed|error).* in [0-9.]+s' "$rel_log" | tail -1) ($((SECONDS - t0))s, log $rel_log)"
 fi
 
