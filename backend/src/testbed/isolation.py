@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 # whole run on one connection, so a run that died (even SIGKILL) has released it.
 LOCK_CLASS = 0x0E2E
 
+# Bounded waits: a server that is alive but silent (frozen, partitioned) must fail a test within
+# seconds instead of hanging the run; statement/lock timeouts bound work the server does accept.
+CONNECT_TIMEOUT_S = 5
+PG_SESSION_OPTIONS = "-c statement_timeout=60s -c lock_timeout=30s"
+REDIS_SOCKET_TIMEOUT_S = 10.0
+
 
 def _run_key(run_id: str) -> int:
     """The run id as a signed int4, the second half of the advisory-lock key."""
@@ -44,7 +50,9 @@ class RunLock:
     def __init__(self, database_url: str, run_id: str) -> None:
         guard.check_postgres_url(database_url)
         self.run_id = run_id
-        self._conn = psycopg.connect(_libpq(database_url), autocommit=True)
+        self._conn = psycopg.connect(
+            _libpq(database_url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+        )
         self._conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, _run_key(run_id)))
 
     def release(self) -> None:
@@ -57,7 +65,9 @@ def reap_stale_schemas(database_url: str, *, current_run: str) -> list[str]:
     """Drop e2e_<run>_<worker> schemas whose run is no longer alive; returns what was dropped."""
     guard.check_postgres_url(database_url)
     dropped: list[str] = []
-    with psycopg.connect(_libpq(database_url), autocommit=True) as conn:
+    with psycopg.connect(
+        _libpq(database_url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+    ) as conn:
         names = [
             row[0]
             for row in conn.execute(
@@ -117,7 +127,11 @@ class WorkerDatabase:
         from opsdesk import db
 
         started = time.perf_counter()
-        self.engine = db.make_engine(self.database_url, schema=self.worker.schema)
+        self.engine = db.make_engine(
+            self.database_url,
+            schema=self.worker.schema,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "options": PG_SESSION_OPTIONS},
+        )
         db.create_schema(self.engine, self.worker.schema)
         self.tables = list(db.table_names())
         self.setup_seconds = time.perf_counter() - started
@@ -206,7 +220,12 @@ def worker_redis(redis_url: str, worker: Worker, available: int) -> redis.Redis[
 
     guard.check_redis_url(redis_url)
     check_redis_databases(worker, available, redis_url)
-    return redis_lib.Redis.from_url(with_db(redis_url, worker.redis_db), decode_responses=True)
+    return redis_lib.Redis.from_url(
+        with_db(redis_url, worker.redis_db),
+        decode_responses=True,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+    )
 
 
 def run_redis(redis_url: str) -> redis.Redis[str]:
@@ -214,7 +233,12 @@ def run_redis(redis_url: str) -> redis.Redis[str]:
     import redis as redis_lib
 
     guard.check_redis_url(redis_url)
-    return redis_lib.Redis.from_url(with_db(redis_url, 0), decode_responses=True)
+    return redis_lib.Redis.from_url(
+        with_db(redis_url, 0),
+        decode_responses=True,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+    )
 
 
 def delete_run_keys(client: redis.Redis[str], run_prefix: str) -> int:
