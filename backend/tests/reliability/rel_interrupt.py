@@ -97,11 +97,3 @@ def interrupt(box: Sandbox, argv: list[str], sig_name: str, target: str, delay: 
     trial.output_tail = run.output()[-2500:]
     return trial
 
-
-def only_orphaned_servers(trial: Trial) -> bool:
-    """The signature of BUG-R1: after SIGKILL only our servers and their state dir are left
-    (`testbed reap` keeps servers that still run; the next run reuses and keeps them)."""
-    return bool(trial.leftovers_after_reap) and all(
-        item.startswith(("a listener on port", "state entry"))
-        or "/bin/postgres" in item or "valkey-server" in item
-        for item in trial.leftovers_after_reap)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import soak_trials
 from rel_devsums import dev_fingerprint
-from rel_interrupt import Trial, interrupt, make_e2e_argv, only_orphaned_servers
+from rel_interrupt import Trial, interrupt, make_e2e_argv
 from rel_sandbox import FAST_E2E, Sandbox
 
 # (signal, target): SIGINT/SIGTERM to the process group as a terminal does, SIGKILL both to
@@ -40,10 +40,6 @@ def _report(trials: list[Trial]) -> str:
         t.describe() for t in bad)
 
 
-BUG_R1 = ("BUG-R1 (/work/team/bugs-reliability.md): after SIGKILL the servers a run started "
-          "keep running; `testbed reap` keeps them and the next run reuses them")
-
-
 @pytest.mark.timeout(600)
 def test_each_signal_once_then_next_run_passes(make_sandbox: Callable[[str], Sandbox]) -> None:
     seed = secrets.randbits(32)
@@ -60,19 +56,14 @@ def test_each_signal_once_then_next_run_passes(make_sandbox: Callable[[str], San
 
     with ThreadPoolExecutor(len(plans)) as pool:
         trials = list(pool.map(one, plans))
-    known = [t for t in trials if t.signal == "SIGKILL" and only_orphaned_servers(t)]
-    others = [t for t in trials if t not in known]
-    assert all(t.ok for t in others), f"seed {seed}: " + _report(others)
+    assert all(t.ok for t in trials), f"seed {seed}: " + _report(trials)
     # The next run, in the sandbox the SIGKILL trial used, passes and leaves the dev data alone.
     box = boxes["SIGKILL"]
     before = dev_fingerprint()
     code, out = box.run(box.e2e_argv(suite=FAST_E2E), timeout=300)
     assert code == 0, out[-3000:]
     assert dev_fingerprint() == before
-    left = box.wait_no_leftovers()
-    if known:
-        pytest.xfail(f"{BUG_R1}: {known[0].describe()}\nleft after the next run: {left}")
-    assert left == []
+    assert box.wait_no_leftovers() == []
 
 
 @pytest.mark.soak
@@ -97,12 +88,7 @@ def test_many_interrupts_at_random_points(make_sandbox: Callable[[str], Sandbox]
         return argv
 
     trials = _run_trials(make_sandbox, plans, argv_for, parallel=2)
-    known = [t for t in trials if t.signal == "SIGKILL" and only_orphaned_servers(t)]
     counts = {f"{s}/{t}": sum(1 for x in trials if (x.signal, x.target) == (s, t))
               for s, t in SOAK_CASES}
-    print(f"interrupt trials ({runner}, seed {seed}): {counts}; "
-          f"SIGKILL trials with orphaned servers (BUG-R1): {len(known)}")
-    others = [t for t in trials if t not in known]
-    assert all(t.ok for t in others), f"seed {seed}: " + _report(others)
-    if known:
-        pytest.xfail(f"{BUG_R1}: {len(known)} SIGKILL trial(s), e.g. {known[0].describe()}")
+    print(f"interrupt trials ({runner}, seed {seed}): {counts}")
+    assert all(t.ok for t in trials), f"seed {seed}: " + _report(trials)
