@@ -48,14 +48,17 @@ def register(server: MCPServer[Any], app: App) -> None:
         company_id: Id | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        args = {"email": email, "name": name, "phone": phone, "company_id": company_id}
+        args: dict[str, Any] = {
+            "email": email,
+            "name": name,
+            "phone": phone,
+            "company_id": company_id,
+        }
         return app.create(
             "crm_create_contact",
             key=idempotency_key,
             arguments=args,
-            make=lambda s: crm.create_contact(
-                s, email=email, name=name, phone=phone, company_id=company_id
-            ).id,
+            make=lambda s: crm.create_contact(s, **args).id,
             load=lambda s, i: dump(crm.get_contact(s, contact_id=i)),
         )
 
@@ -80,7 +83,7 @@ def register(server: MCPServer[Any], app: App) -> None:
         contact_id: Id | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        args = {
+        args: dict[str, Any] = {
             "title": title,
             "amount": amount,
             "company_id": company_id,
@@ -90,9 +93,7 @@ def register(server: MCPServer[Any], app: App) -> None:
             "crm_create_deal",
             key=idempotency_key,
             arguments=args,
-            make=lambda s: crm.create_deal(
-                s, title=title, amount=amount, company_id=company_id, contact_id=contact_id
-            ).id,
+            make=lambda s: crm.create_deal(s, **args).id,
             load=lambda s, i: dump(crm.get_deal(s, deal_id=i)),
         )
 

@@ -35,7 +35,7 @@ def register(server: MCPServer[Any], app: App) -> None:
         due_at: AwareDatetime | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        args = {
+        args: dict[str, Any] = {
             "title": title,
             "description": description,
             "priority": priority,
@@ -46,14 +46,7 @@ def register(server: MCPServer[Any], app: App) -> None:
             "tasks_create_task",
             key=idempotency_key,
             arguments=args,
-            make=lambda s: tasks.create_task(
-                s,
-                title=title,
-                description=description,
-                priority=priority,
-                assignee=assignee,
-                due_at=due_at,
-            ).id,
+            make=lambda s: tasks.create_task(s, **args).id,
             load=lambda s, i: dump(tasks.get_task(s, task_id=i)),
         )
 

@@ -38,7 +38,7 @@ def register(server: MCPServer[Any], app: App) -> None:
         actor: Actor = "mcp",
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        args = {
+        args: dict[str, Any] = {
             "subject": subject,
             "requester_email": requester_email,
             "description": description,
@@ -49,14 +49,7 @@ def register(server: MCPServer[Any], app: App) -> None:
             "tickets_create_ticket",
             key=idempotency_key,
             arguments=args,
-            make=lambda s: tickets.open_ticket(
-                s,
-                subject=subject,
-                requester_email=requester_email,
-                description=description,
-                priority=priority,
-                actor=actor,
-            ).id,
+            make=lambda s: tickets.open_ticket(s, **args).id,
             load=lambda s, i: dump(tickets.get_ticket(s, ticket_id=i)),
         )
 
