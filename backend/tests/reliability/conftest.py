@@ -20,7 +20,8 @@ collect_ignore = ["payloads"]
 def pytest_configure(config: pytest.Config) -> None:
     """Register the soak marker (pyproject is the lead's; markers are strict)."""
     config.addinivalue_line(
-        "markers", "soak: long reliability checks, run by `make soak` (scripts/soak.sh)")
+        "markers", "soak: long reliability checks, run by `make soak` (scripts/soak.sh)"
+    )
 
 
 def soak_trials(default: int) -> int:

@@ -17,8 +17,12 @@ _EXACT_ROWS = 200_000  # hash every row of tables up to this size; count(*) abov
 def _pg_connect(db: str) -> Any:
     import psycopg
 
-    return psycopg.connect(DEV_PG.format(db=db), autocommit=True, connect_timeout=5,
-                           options="-c default_transaction_read_only=on -c statement_timeout=30s")
+    return psycopg.connect(
+        DEV_PG.format(db=db),
+        autocommit=True,
+        connect_timeout=5,
+        options="-c default_transaction_read_only=on -c statement_timeout=30s",
+    )
 
 
 def postgres_fingerprint() -> dict[str, str]:
@@ -31,8 +35,10 @@ def postgres_fingerprint() -> dict[str, str]:
     except psycopg.OperationalError:
         return {}
     with conn:
-        dbs = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")]
+        dbs = [
+            r[0]
+            for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")
+        ]
     out: dict[str, str] = {"reachable": "yes"}
     for db in dbs:
         digest = hashlib.sha256()
@@ -50,7 +56,8 @@ def postgres_fingerprint() -> dict[str, str]:
                 if approx <= _EXACT_ROWS:
                     query = sql.SQL(
                         "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY "
-                        "t::text)), '') FROM {} t").format(ident)
+                        "t::text)), '') FROM {} t"
+                    ).format(ident)
                 else:
                     query = sql.SQL("SELECT count(*), '' FROM {}").format(ident)
                 count, rows = conn.execute(query).fetchone()  # type: ignore[misc]
@@ -63,8 +70,7 @@ def redis_fingerprint() -> dict[str, str]:
     """{db number: 'DBSIZE digest'} over every key's type, TTL presence and DUMP; {} if down."""
     import redis
 
-    probe = redis.Redis.from_url(DEV_REDIS.format(db=0), socket_timeout=5,
-                                 socket_connect_timeout=5)
+    probe = redis.Redis.from_url(DEV_REDIS.format(db=0), socket_timeout=5, socket_connect_timeout=5)
     try:
         keyspace = probe.info("keyspace")
     except redis.ConnectionError:

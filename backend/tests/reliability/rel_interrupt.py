@@ -37,12 +37,14 @@ class Trial:
 
     def describe(self) -> str:
         """One paragraph for a failure message."""
-        return (f"{self.signal} to {self.target} after {self.delay:.2f}s "
-                f"(services up: {self.services_up}): exit {self.exit_code} "
-                f"in {self.exit_seconds}s; left after exit: {self.leftovers_after_exit}; "
-                f"left after `testbed reap`: {self.leftovers_after_reap}\n"
-                f"reap said: {self.reap_output.strip()}\n--- run output tail ---\n"
-                f"{self.output_tail}")
+        return (
+            f"{self.signal} to {self.target} after {self.delay:.2f}s "
+            f"(services up: {self.services_up}): exit {self.exit_code} "
+            f"in {self.exit_seconds}s; left after exit: {self.leftovers_after_exit}; "
+            f"left after `testbed reap`: {self.leftovers_after_reap}\n"
+            f"reap said: {self.reap_output.strip()}\n--- run output tail ---\n"
+            f"{self.output_tail}"
+        )
 
 
 def controller_pid(run: Run) -> int:
@@ -64,8 +66,15 @@ def make_e2e_argv(workers: int = 2) -> list[str] | None:
     return ["make", "-s", "-C", str(REPO), "e2e", f"N={workers}"]
 
 
-def interrupt(box: Sandbox, argv: list[str], sig_name: str, target: str, delay: float, *,
-              after_services: bool = False) -> Trial:
+def interrupt(
+    box: Sandbox,
+    argv: list[str],
+    sig_name: str,
+    target: str,
+    delay: float,
+    *,
+    after_services: bool = False,
+) -> Trial:
     """Run argv in the sandbox, send the signal after delay (counted from the start, or from
     the moment both servers have pid files), then reap and list what is left."""
     trial = Trial(sig_name, target, delay)
@@ -96,4 +105,3 @@ def interrupt(box: Sandbox, argv: list[str], sig_name: str, target: str, delay: 
     trial.leftovers_after_reap = box.wait_no_leftovers(10)
     trial.output_tail = run.output()[-2500:]
     return trial
-

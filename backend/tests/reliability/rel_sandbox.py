@@ -61,7 +61,12 @@ def clean_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     for key in list(env):
         if key.startswith(("E2E_", "PYTEST_", "HYPOTHESIS_")) or key in (
-            "CI", "DATABASE_URL", "REDIS_URL", "PYTEST_ADDOPTS", "N", "SHARD",
+            "CI",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "PYTEST_ADDOPTS",
+            "N",
+            "SHARD",
         ):
             env.pop(key)
     env["PYTHONUNBUFFERED"] = "1"
@@ -164,21 +169,33 @@ class Sandbox:
         env.update(extra)
         return env
 
-    def start(self, argv: Sequence[str], *, cwd: Path = REPO, env: Mapping[str, str] | None = None,
-              name: str = "run") -> Run:
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path = REPO,
+        env: Mapping[str, str] | None = None,
+        name: str = "run",
+    ) -> Run:
         """Start argv in its own session/process group, output to a log in the sandbox."""
         log = self.root / f"{name}-{len(self.runs)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                list(argv), cwd=cwd, env=dict(env or self.env()), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                list(argv),
+                cwd=cwd,
+                env=dict(env or self.env()),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         run = Run(argv=argv, proc=proc, log=log)
         self.runs.append(run)
         return run
 
-    def run(self, argv: Sequence[str], *, timeout: float = 120,
-            **kwargs: object) -> tuple[int, str]:
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 120, **kwargs: object
+    ) -> tuple[int, str]:
         """Run argv to completion (bounded); return (exit code, output)."""
         job = self.start(argv, **kwargs)  # type: ignore[arg-type]
         code = job.wait(timeout)
@@ -187,16 +204,29 @@ class Sandbox:
             raise AssertionError(f"{' '.join(argv)} did not finish in {timeout} s:\n{job.output()}")
         return code, job.output()
 
-    def e2e_argv(self, *extra: str, workers: int = 2,
-                 suite: Sequence[Path] = (E2E_SUITE,)) -> list[str]:
+    def e2e_argv(
+        self, *extra: str, workers: int = 2, suite: Sequence[Path] = (E2E_SUITE,)
+    ) -> list[str]:
         """pytest over the E2E suite (or a slice) with xdist, in random order."""
-        return [str(PYTEST), *map(str, suite), "-n", str(workers), "-q", "-p",
-                "no:cacheprovider", *extra]
+        return [
+            str(PYTEST),
+            *map(str, suite),
+            "-n",
+            str(workers),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+        ]
 
     def testbed(self, *args: str, timeout: float = 90, **env: str) -> tuple[int, str]:
         """`python -m testbed ...` against this sandbox."""
-        return self.run([str(PYTHON), "-m", "testbed", *args], env=self.env(**env),
-                        timeout=timeout, name="testbed")
+        return self.run(
+            [str(PYTHON), "-m", "testbed", *args],
+            env=self.env(**env),
+            timeout=timeout,
+            name="testbed",
+        )
 
     def leftovers(self) -> list[str]:
         """What of ours is still there: listeners, server processes, state entries."""

@@ -21,8 +21,12 @@ FAST_SECONDS = 10.0  # a -n 2 run of FAST_E2E takes ~10 s here; signal anywhere 
 SUITE_SECONDS = 30.0  # the whole suite, for soak
 
 
-def _run_trials(make_sandbox: Callable[[str], Sandbox], plans: list[tuple[str, str, float]],
-                argv_for: Callable[[Sandbox], list[str]], parallel: int) -> list[Trial]:
+def _run_trials(
+    make_sandbox: Callable[[str], Sandbox],
+    plans: list[tuple[str, str, float]],
+    argv_for: Callable[[Sandbox], list[str]],
+    parallel: int,
+) -> list[Trial]:
     def one(plan: tuple[str, str, float]) -> Trial:
         box = make_sandbox(plan[0].lower())
         try:
@@ -37,7 +41,8 @@ def _run_trials(make_sandbox: Callable[[str], Sandbox], plans: list[tuple[str, s
 def _report(trials: list[Trial]) -> str:
     bad = [t for t in trials if not t.ok]
     return f"{len(bad)} of {len(trials)} interrupt trials left something:\n\n" + "\n\n".join(
-        t.describe() for t in bad)
+        t.describe() for t in bad
+    )
 
 
 @pytest.mark.timeout(600)
@@ -45,14 +50,17 @@ def test_each_signal_once_then_next_run_passes(make_sandbox: Callable[[str], San
     seed = secrets.randbits(32)
     rng = random.Random(seed)
     # SIGKILL is counted from "servers up" so it lands while they run: the case that orphans.
-    plans = [(sig, target, round(rng.uniform(0.3, 4.0 if sig == "SIGKILL" else FAST_SECONDS), 2))
-             for sig, target in CASES]
+    plans = [
+        (sig, target, round(rng.uniform(0.3, 4.0 if sig == "SIGKILL" else FAST_SECONDS), 2))
+        for sig, target in CASES
+    ]
     boxes: dict[str, Sandbox] = {}
 
     def one(plan: tuple[str, str, float]) -> Trial:
         box = boxes[plan[0]] = make_sandbox(plan[0].lower())
-        return interrupt(box, box.e2e_argv(suite=FAST_E2E), *plan,
-                         after_services=plan[0] == "SIGKILL")
+        return interrupt(
+            box, box.e2e_argv(suite=FAST_E2E), *plan, after_services=plan[0] == "SIGKILL"
+        )
 
     with ThreadPoolExecutor(len(plans)) as pool:
         trials = list(pool.map(one, plans))
@@ -69,17 +77,24 @@ def test_each_signal_once_then_next_run_passes(make_sandbox: Callable[[str], San
 @pytest.mark.soak
 @pytest.mark.timeout(5400)
 @pytest.mark.parametrize("runner", ["pytest", "make"])
-def test_many_interrupts_at_random_points(make_sandbox: Callable[[str], Sandbox],
-                                          runner: str) -> None:
+def test_many_interrupts_at_random_points(
+    make_sandbox: Callable[[str], Sandbox], runner: str
+) -> None:
     if runner == "make" and make_e2e_argv() is None:
         pytest.skip("scripts/e2e.sh does not exist yet: `make e2e` cannot run")
     seed = secrets.randbits(32)
     rng = random.Random(seed)
     per = soak_trials(10)
-    plans = [(sig, target, round(rng.uniform(0.2, SUITE_SECONDS + 4), 2))
-             for sig, target in SOAK_CASES[:3] for _ in range(per)]
-    plans += [(sig, target, round(rng.uniform(0.2, SUITE_SECONDS), 2))
-              for sig, target in SOAK_CASES[3:] for _ in range(max(1, per // 3))]
+    plans = [
+        (sig, target, round(rng.uniform(0.2, SUITE_SECONDS + 4), 2))
+        for sig, target in SOAK_CASES[:3]
+        for _ in range(per)
+    ]
+    plans += [
+        (sig, target, round(rng.uniform(0.2, SUITE_SECONDS), 2))
+        for sig, target in SOAK_CASES[3:]
+        for _ in range(max(1, per // 3))
+    ]
     rng.shuffle(plans)
 
     def argv_for(box: Sandbox) -> list[str]:
@@ -88,7 +103,8 @@ def test_many_interrupts_at_random_points(make_sandbox: Callable[[str], Sandbox]
         return argv
 
     trials = _run_trials(make_sandbox, plans, argv_for, parallel=2)
-    counts = {f"{s}/{t}": sum(1 for x in trials if (x.signal, x.target) == (s, t))
-              for s, t in SOAK_CASES}
+    counts = {
+        f"{s}/{t}": sum(1 for x in trials if (x.signal, x.target) == (s, t)) for s, t in SOAK_CASES
+    }
     print(f"interrupt trials ({runner}, seed {seed}): {counts}")
     assert all(t.ok for t in trials), f"seed {seed}: " + _report(trials)

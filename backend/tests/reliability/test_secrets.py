@@ -17,10 +17,17 @@ def _assert_clean(text: str, where: str) -> None:
 @pytest.mark.parametrize("style", ["userinfo", "query"])
 def test_unreachable_external_url_errors_are_redacted(sandbox: Sandbox, style: str) -> None:
     port = free_port()
-    url = (f"postgresql://opsdesk_e2e:{SECRET}@127.0.0.1:{port}/opsdesk_e2e" if style == "userinfo"
-           else f"postgresql://127.0.0.1:{port}/opsdesk_e2e?user=opsdesk_e2e&password={SECRET}")
-    env = {"E2E_BACKEND": "external", "E2E_DATABASE_URL": url, "E2E_WAIT_TIMEOUT": "1",
-           "E2E_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"}
+    url = (
+        f"postgresql://opsdesk_e2e:{SECRET}@127.0.0.1:{port}/opsdesk_e2e"
+        if style == "userinfo"
+        else f"postgresql://127.0.0.1:{port}/opsdesk_e2e?user=opsdesk_e2e&password={SECRET}"
+    )
+    env = {
+        "E2E_BACKEND": "external",
+        "E2E_DATABASE_URL": url,
+        "E2E_WAIT_TIMEOUT": "1",
+        "E2E_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:{free_port()}/0",
+    }
     for command in ("up", "status"):
         code, out = sandbox.testbed(command, **env)
         assert code != 0, out
@@ -30,9 +37,11 @@ def test_unreachable_external_url_errors_are_redacted(sandbox: Sandbox, style: s
 
 def test_foreign_url_refusal_is_redacted(sandbox: Sandbox) -> None:
     code, out = sandbox.testbed(
-        "up", E2E_BACKEND="external",
+        "up",
+        E2E_BACKEND="external",
         E2E_DATABASE_URL=f"postgresql://postgres:{SECRET}@127.0.0.1:5432/postgres",
-        E2E_REDIS_URL=f"redis://:{SECRET}@127.0.0.1:6379/0")
+        E2E_REDIS_URL=f"redis://:{SECRET}@127.0.0.1:6379/0",
+    )
     assert code == 1, out
     assert "refusing" in out, out
     _assert_clean(out, "the refusal")
@@ -40,26 +49,34 @@ def test_foreign_url_refusal_is_redacted(sandbox: Sandbox) -> None:
 
 @pytest.mark.soak
 @pytest.mark.timeout(300)
-def test_a_full_run_with_a_password_url_prints_no_password(sandbox: Sandbox,
-                                                           tmp_path: Path) -> None:
+def test_a_full_run_with_a_password_url_prints_no_password(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     code, out = sandbox.testbed("up")
     assert code == 0, out
     # Trust auth ignores the password, so the run really works with it in the URL.
     env = sandbox.env(
-        E2E_BACKEND="external", REL_TESTS="4",
+        E2E_BACKEND="external",
+        REL_TESTS="4",
         E2E_DATABASE_URL=f"postgresql://opsdesk_e2e:{SECRET}@127.0.0.1:{sandbox.pg_port}/opsdesk_e2e",
-        E2E_REDIS_URL=f"redis://127.0.0.1:{sandbox.redis_port}/0")
+        E2E_REDIS_URL=f"redis://127.0.0.1:{sandbox.redis_port}/0",
+    )
     suite = payload_suite(tmp_path)
-    code, out = sandbox.run([str(PYTEST), str(suite), "-n", "2", "-v", "-rA", "-p", "no:randomly"],
-                            env=env, cwd=tmp_path)
+    code, out = sandbox.run(
+        [str(PYTEST), str(suite), "-n", "2", "-v", "-rA", "-p", "no:randomly"],
+        env=env,
+        cwd=tmp_path,
+    )
     assert code == 0, out[-3000:]
     assert "opsdesk_e2e:***@" in out, "the header should show the redacted URL"
     _assert_clean(out, "the pytest output")
     # A run whose services then vanish fails with errors that carry the URL: still redacted.
     sandbox.testbed("down")
-    code, out = sandbox.run([str(PYTEST), str(suite), "-n", "2", "-p", "no:randomly",
-                             "--e2e-require-services"], env={**env, "E2E_WAIT_TIMEOUT": "2"},
-                            cwd=tmp_path)
+    code, out = sandbox.run(
+        [str(PYTEST), str(suite), "-n", "2", "-p", "no:randomly", "--e2e-require-services"],
+        env={**env, "E2E_WAIT_TIMEOUT": "2"},
+        cwd=tmp_path,
+    )
     assert code != 0, out[-3000:]
     _assert_clean(out, "the failing run's output")
     for log in sandbox.root.rglob("*.log"):

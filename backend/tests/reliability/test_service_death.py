@@ -22,8 +22,12 @@ def _start_payload(sandbox: Sandbox, tmp_path: Path, tests: int = 16) -> tuple[o
     progress.mkdir(parents=True)
     suite = payload_suite(tmp_path)
     env = sandbox.env(REL_PROGRESS=str(progress), REL_TESTS=str(tests), REL_SLEEP="0.2")
-    run = sandbox.start([str(PYTEST), str(suite), "-n", "2", "-p", "no:randomly", "-q",
-                         "--timeout", "600"], env=env, cwd=tmp_path, name="payload")
+    run = sandbox.start(
+        [str(PYTEST), str(suite), "-n", "2", "-p", "no:randomly", "-q", "--timeout", "600"],
+        env=env,
+        cwd=tmp_path,
+        name="payload",
+    )
     assert wait_for(lambda: len(list(progress.iterdir())) >= 4, 90), run.output()
     return run, progress
 
@@ -44,8 +48,9 @@ def _kill_mid_suite(sandbox: Sandbox, tmp_path: Path, service: str) -> str:
         f"hung for {FAIL_WITHIN}s" if code is None else "",
         "exit code 0" if code == 0 else "",
         f"{ran_after} tests passed after it died" if ran_after > 2 else "",
-        "no clear error" if not (reason in out or "ConnectionError" in out
-                                 or "OperationalError" in out) else "",
+        "no clear error"
+        if not (reason in out or "ConnectionError" in out or "OperationalError" in out)
+        else "",
         f"left {sandbox.wait_no_leftovers(10)}" if sandbox.leftovers() else "",
     ]
     print(f"{service} killed: run ended {took:.1f}s later with exit {code}")
@@ -54,12 +59,16 @@ def _kill_mid_suite(sandbox: Sandbox, tmp_path: Path, service: str) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_killed_service_fails_the_rest_fast(make_sandbox: Callable[[str], Sandbox],
-                                            tmp_path: Path) -> None:
+def test_killed_service_fails_the_rest_fast(
+    make_sandbox: Callable[[str], Sandbox], tmp_path: Path
+) -> None:
     services = ("postgres", "valkey")
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(
-            lambda name: _kill_mid_suite(make_sandbox(name), tmp_path / name, name), services))
+        results = list(
+            pool.map(
+                lambda name: _kill_mid_suite(make_sandbox(name), tmp_path / name, name), services
+            )
+        )
     assert not any(results), "\n\n".join(r for r in results if r)
 
 
@@ -79,8 +88,10 @@ def test_frozen_service_is_bounded(sandbox: Sandbox, tmp_path: Path, service: st
     out = run.output()  # type: ignore[attr-defined]
     if code is None:
         run.kill_all()  # type: ignore[attr-defined]
-        pytest.xfail(f"BUG-R2b (/work/team/bugs-reliability.md): with {service} frozen the run "
-                     f"is still going after {FREEZE_WITHIN:g}s (every command waits out its "
-                     f"timeout and retries, test after test)\n{out[-1500:]}")
+        pytest.xfail(
+            f"BUG-R2b (/work/team/bugs-reliability.md): with {service} frozen the run "
+            f"is still going after {FREEZE_WITHIN:g}s (every command waits out its "
+            f"timeout and retries, test after test)\n{out[-1500:]}"
+        )
     assert code != 0, out[-3000:]
     print(f"{service} frozen: run ended {time.monotonic() - frozen:.1f}s later, exit {code}")
