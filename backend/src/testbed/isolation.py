@@ -214,6 +214,14 @@ def with_db(redis_url: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
+def _no_retry() -> Any:
+    """No command retries: a silent server fails a test after one socket timeout, not minutes."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
 def worker_redis(redis_url: str, worker: Worker, available: int) -> redis.Redis[str]:
     """A client on the worker's own logical database (never database 0, never FLUSHALL)."""
     import redis as redis_lib
@@ -225,6 +233,7 @@ def worker_redis(redis_url: str, worker: Worker, available: int) -> redis.Redis[
         decode_responses=True,
         socket_timeout=REDIS_SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
+        retry=_no_retry(),
     )
 
 
@@ -238,6 +247,7 @@ def run_redis(redis_url: str) -> redis.Redis[str]:
         decode_responses=True,
         socket_timeout=REDIS_SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
+        retry=_no_retry(),
     )
 
 
