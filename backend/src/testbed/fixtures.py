@@ -173,7 +173,7 @@ def e2e_session(request: pytest.FixtureRequest) -> Session:
 @pytest.fixture
 def e2e_redis(e2e_redis_client: redis.Redis[str]) -> Iterator[redis.Redis[str]]:
     """A client on the worker's own logical database; put keys under e2e_redis_prefix.
-    The database is FLUSHDB'd after the test (never FLUSHALL)."""
+    The database is FLUSHDB'd after the test; other workers' databases are never flushed."""
     yield e2e_redis_client
     e2e_redis_client.flushdb()
 

@@ -223,7 +223,7 @@ def _no_retry() -> Any:
 
 
 def worker_redis(redis_url: str, worker: Worker, available: int) -> redis.Redis[str]:
-    """A client on the worker's own logical database (never database 0, never FLUSHALL)."""
+    """A client on the worker's own logical database (never database 0; only it is ever flushed)."""
     import redis as redis_lib
 
     guard.check_redis_url(redis_url)
