@@ -12,7 +12,7 @@ venv="${E2E_VENV:-$root/.venv}"
 # actionlint runs shellcheck on every `run:` block; both come pinned from backend/uv.lock.
 export PATH="$venv/bin:$PATH"
 
-ALL_CHECKS="ruff ruff-format mypy actionlint workflow-schema compose-schema compose-config shellcheck nix make"
+ALL_CHECKS="ruff ruff-format mypy actionlint workflow-schema compose-schema compose-config shellcheck nix make docs readme"
 
 now() {
   if [ -n "${EPOCHREALTIME:-}" ]; then echo "${EPOCHREALTIME/,/.}"; else python3 -c 'import time; print(time.time())'; fi
@@ -89,6 +89,21 @@ run_check() {
         make -C "$target" -n --no-print-directory "$t" >/dev/null || { echo "make -n $t failed"; return 1; }
       done
       echo "make -n ok for: $(echo "$targets" | tr '\n' ' ')" ;;
+    docs)
+      # --strict: a broken page link, anchor or nav entry fails (validation settings in mkdocs.yml).
+      [ -f "$target/mkdocs.yml" ] || { echo "$target/mkdocs.yml is missing (the manual's site config)"; return 1; }
+      local site; site="$(mktemp -d)"
+      (cd "$target" && mkdocs build --strict --site-dir "$site" 2>&1 | grep -v "^INFO"; exit "${PIPESTATUS[0]}"); local rc=$?
+      rm -rf "$site"; return "$rc" ;;
+    readme)
+      # The README is the front door, not the manual: keep it short and its links alive.
+      local f="$target/README.md" size link
+      size="$(wc -c <"$f")"
+      [ "$size" -le 8192 ] || { echo "README.md is $size bytes; keep it <= 8192 (the manual is docs/)"; return 1; }
+      while read -r link; do
+        [ -f "$target/$link" ] || { echo "README.md links to $link, which does not exist"; return 1; }
+      done < <(grep -o '](docs/[^)#]*' "$f" | cut -c3-)
+      echo "README.md: $size bytes, links ok" ;;
     *) echo "unknown check '$1'; choose from: $ALL_CHECKS"; return 2 ;;
   esac
 }
