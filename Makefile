@@ -44,7 +44,7 @@ reap: deps
 	@$(TESTBED) reap
 
 .PHONY: e2e  ## Run the E2E suite in parallel (N=auto workers, SHARD=i/k for one CI shard)
-e2e: deps
+e2e: deps system-libs
 	@N=$(N) SHARD=$(SHARD) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/e2e.sh
 
 .PHONY: unit  ## Run the unit tests (no services)
@@ -58,6 +58,11 @@ integration: deps
 .PHONY: lint  ## ruff, mypy, actionlint, compose and workflow schemas, flake parse, make -n
 lint: deps nix-tools
 	@scripts/lint.sh
+
+# Under CI=true only: install the system libraries bundled extensions load (uuid-ossp).
+.PHONY: system-libs
+system-libs:
+	@scripts/system-libs.sh
 
 # Under CI=true only: install nix-bin when missing, so the flake checks run instead of skipping.
 .PHONY: nix-tools

@@ -26,7 +26,7 @@ from testbed.binaries import (
 )
 from testbed.config import Settings, default_state_root
 from testbed.errors import ServicesUnavailable
-from testbed.services import Endpoints, ServiceStatus, identity, pgdata
+from testbed.services import Endpoints, ServiceStatus, extensions, identity, pgdata
 from testbed.services import owner as _owner
 from testbed.services.portlock import port_lock
 from testbed.services.ports import check_free, is_free
@@ -273,6 +273,7 @@ class NativeBackend:
             log=self.state_dir / "postgres.log",
             run_as=run_as,
             cwd=pg_dir,
+            library_dir=pgdata.bundled_library_dir(pg),
         )
         (self.state_dir / "postgres.pid").write_text(f"{pg_pid}\n")
         eps = self._endpoints(state)
@@ -289,9 +290,20 @@ class NativeBackend:
             alive=lambda: is_ours(pg_pid, "postgres"),
         )
         self._verify_ours(eps, pg_dir / "data", vk_pid)
+        self._refuse_unloadable_extensions(pg, eps.database_url)
         state.update(pg_version=pg_version, redis_version=redis_version)
         self._write_state(state)
         return self._endpoints(state)
+
+    def _refuse_unloadable_extensions(self, pg: PgBinaries, database_url: str) -> None:
+        """Say which bundled extensions cannot load here; make CREATE EXTENSION say the fix."""
+        library_dir = pgdata.bundled_library_dir(pg)
+        missing = extensions.unloadable(pg.bindir, self.settings.cache_dir, library_dir)
+        if missing:
+            self.say(extensions.describe(missing))
+            port = self.settings.pg_port
+            others = [pgdata.database_url(port, database=db) for db in ("template1", "postgres")]
+            extensions.install_refusals([database_url, *others], missing)
 
     def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:
         """Raise PortConflict if a server that passed its health gate is not the one we spawned."""

@@ -179,6 +179,16 @@ def release_shared_memory(data: Path) -> str | None:
     return None
 
 
-def database_url(port: int) -> str:
+def bundled_library_dir(pg: PgBinaries) -> Path | None:
+    """The install's own lib dir when it carries libpq (a relocatable build), else None.
+
+    Such builds' modules (dblink, postgres_fdw) record their build-time path as RUNPATH; without
+    this directory first on the loader path they bind the system's older libpq and fail to load.
+    """
+    lib = pg.bindir.parent / "lib"
+    return lib if any(lib.glob("libpq.so*")) or any(lib.glob("libpq.*.dylib")) else None
+
+
+def database_url(port: int, *, database: str = DATABASE) -> str:
     """libpq URL of the native database (trust auth, no password)."""
-    return f"postgresql://{ROLE}@127.0.0.1:{port}/{DATABASE}"
+    return f"postgresql://{ROLE}@127.0.0.1:{port}/{database}"

@@ -43,9 +43,15 @@ def chown(path: Path, run_as: RunAs | None) -> None:
         os.chown(path, run_as.uid, run_as.gid)
 
 
-def server_env() -> dict[str, str]:
-    """Environment for the servers: ours minus PG* variables that would redirect them."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+def server_env(library_dir: Path | None = None) -> dict[str, str]:
+    """Environment for the servers: ours minus PG* variables that would redirect them, with
+    library_dir first on the loader path (a relocated build's modules must find its own libpq)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if library_dir is not None:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(library_dir), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+    return env
 
 
 def run_as_kwargs(run_as: RunAs | None) -> dict[str, object]:
@@ -55,7 +61,14 @@ def run_as_kwargs(run_as: RunAs | None) -> dict[str, object]:
     return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
 
 
-def spawn(argv: list[str], *, log: Path, run_as: RunAs | None, cwd: Path) -> int:
+def spawn(
+    argv: list[str],
+    *,
+    log: Path,
+    run_as: RunAs | None,
+    cwd: Path,
+    library_dir: Path | None = None,
+) -> int:
     """Start a server in its own session (survives our exit, gets no terminal signals)."""
     with log.open("ab") as out:
         proc = subprocess.Popen(  # type: ignore[call-overload]  # kwargs from run_as_kwargs
@@ -64,7 +77,7 @@ def spawn(argv: list[str], *, log: Path, run_as: RunAs | None, cwd: Path) -> int
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
-            env=server_env(),
+            env=server_env(library_dir),
             start_new_session=True,
             close_fds=True,
             **run_as_kwargs(run_as),
