@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from opsdesk import events
 from opsdesk.db import utcnow
 from opsdesk.domains.crm.models import Company, Contact, Deal, DealStage
 from opsdesk.errors import Conflict, InvalidArgument, RuleViolation
+from opsdesk.text_filters import contains_text
 from opsdesk.unit_of_work import (
     get_or_raise,
     require_choice,
@@ -108,10 +109,12 @@ def find_contact_by_email(session: Session, *, email: str) -> Contact | None:
 
 def search_contacts(session: Session, *, query: str = "", limit: int = 20) -> list[Contact]:
     """Return contacts whose name or email contains ``query`` (case-insensitive)."""
-    stmt = select(Contact).order_by(Contact.id).limit(limit)
-    if require_no_nul(query, field="query").strip():
-        pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", r"\%") + "%"
-        stmt = stmt.where(or_(Contact.name.ilike(pattern), Contact.email.ilike(pattern)))
+    stmt = (
+        select(Contact)
+        .where(contains_text(query, Contact.name, Contact.email))
+        .order_by(Contact.id)
+        .limit(limit)
+    )
     return list(session.scalars(stmt))
 
 

@@ -21,6 +21,7 @@ from opsdesk.domains.finance.models import (
     LedgerTransaction,
 )
 from opsdesk.errors import InvalidArgument, NotFound, RuleViolation
+from opsdesk.text_filters import contains_text
 from opsdesk.unit_of_work import (
     get_or_raise,
     require_choice,
@@ -109,13 +110,14 @@ def search_accounts(
     session: Session, *, query: str = "", type: str | None = None, limit: int = 50
 ) -> list[Account]:
     """Return accounts whose code or name contains ``query``."""
-    require_no_nul(query, field="query")
-    stmt = select(Account).order_by(Account.code).limit(limit)
+    stmt = (
+        select(Account)
+        .where(contains_text(query, Account.code, Account.name))
+        .order_by(Account.code)
+        .limit(limit)
+    )
     if type is not None:
         stmt = stmt.where(Account.type == require_choice(type, AccountType, field="type"))
-    if query.strip():
-        pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", r"\%") + "%"
-        stmt = stmt.where(Account.code.ilike(pattern) | Account.name.ilike(pattern))
     return list(session.scalars(stmt))
 
 
@@ -223,11 +225,12 @@ def search_invoices(
     session: Session, *, customer: str = "", status: str | None = None, limit: int = 50
 ) -> list[Invoice]:
     """Return invoices by customer name fragment and status, newest first."""
-    require_no_nul(customer, field="customer")
-    stmt = select(Invoice).order_by(Invoice.id.desc()).limit(limit)
+    stmt = (
+        select(Invoice)
+        .where(contains_text(customer, Invoice.customer_name, field="customer"))
+        .order_by(Invoice.id.desc())
+        .limit(limit)
+    )
     if status is not None:
         stmt = stmt.where(Invoice.status == require_choice(status, InvoiceStatus, field="status"))
-    if customer.strip():
-        pattern = "%" + customer.strip().replace("\\", "\\\\").replace("%", r"\%") + "%"
-        stmt = stmt.where(Invoice.customer_name.ilike(pattern))
     return list(session.scalars(stmt))

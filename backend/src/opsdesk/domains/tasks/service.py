@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opsdesk import events
 from opsdesk.db import utcnow
 from opsdesk.domains.tasks.models import Priority, Task, TaskComment, TaskStatus
 from opsdesk.errors import InvalidArgument
+from opsdesk.text_filters import contains_text
 from opsdesk.unit_of_work import (
     get_or_raise,
     require_choice,
@@ -68,16 +69,17 @@ def search_tasks(
     limit: int = 50,
 ) -> list[Task]:
     """Return tasks matching the filters, oldest first."""
-    require_no_nul(query, field="query")
     require_no_nul(assignee, field="assignee")
-    stmt = select(Task).order_by(Task.id).limit(limit)
+    stmt = (
+        select(Task)
+        .where(contains_text(query, Task.title, Task.description))
+        .order_by(Task.id)
+        .limit(limit)
+    )
     if status is not None:
         stmt = stmt.where(Task.status == require_choice(status, TaskStatus, field="status"))
     if assignee is not None:
         stmt = stmt.where(Task.assignee == assignee)
-    if query.strip():
-        pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", r"\%") + "%"
-        stmt = stmt.where(or_(Task.title.ilike(pattern), Task.description.ilike(pattern)))
     return list(session.scalars(stmt))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opsdesk import events
@@ -12,6 +12,7 @@ from opsdesk.db import utcnow
 from opsdesk.domains.tasks.models import Priority
 from opsdesk.domains.tickets.models import Ticket, TicketEvent, TicketStatus
 from opsdesk.errors import RuleViolation
+from opsdesk.text_filters import contains_text
 from opsdesk.unit_of_work import (
     get_or_raise,
     require_choice,
@@ -112,15 +113,16 @@ def search_tickets(
     limit: int = 50,
 ) -> list[Ticket]:
     """Return tickets matching the filters, most urgent SLA first."""
-    require_no_nul(query, field="query")
-    stmt = select(Ticket).order_by(Ticket.sla_due_at, Ticket.id).limit(limit)
+    stmt = (
+        select(Ticket)
+        .where(contains_text(query, Ticket.subject, Ticket.requester_email))
+        .order_by(Ticket.sla_due_at, Ticket.id)
+        .limit(limit)
+    )
     if status is not None:
         stmt = stmt.where(Ticket.status == require_choice(status, TicketStatus, field="status"))
     if priority is not None:
         stmt = stmt.where(Ticket.priority == require_choice(priority, Priority, field="priority"))
-    if query.strip():
-        pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", r"\%") + "%"
-        stmt = stmt.where(or_(Ticket.subject.ilike(pattern), Ticket.requester_email.ilike(pattern)))
     return list(session.scalars(stmt))
 
 
