@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,6 +21,24 @@ from opsdesk.idempotency import DEFAULT_TTL, IdempotencyStore, KeyValueStore, fi
 
 log = logging.getLogger("opsdesk.mcp")
 T = TypeVar("T")
+
+# The tool being served on this thread or task; mcp_tools.registry sets it around each call.
+_current_tool: ContextVar[str] = ContextVar("opsdesk_current_tool", default="opsdesk")
+
+
+@contextmanager
+def calling_tool(name: str) -> Iterator[None]:
+    """Make ``name`` the current tool while the block runs."""
+    token = _current_tool.set(name)
+    try:
+        yield
+    finally:
+        _current_tool.reset(token)
+
+
+def current_tool() -> str:
+    """Return the name of the tool being served ("opsdesk" outside a tool call)."""
+    return _current_tool.get()
 
 
 @dataclass
@@ -77,8 +96,9 @@ class App:
         return cls(scope, bus, _store(redis, prefix, ttl))
 
     @contextmanager
-    def call(self, tool: str) -> Iterator[Session]:
+    def call(self) -> Iterator[Session]:
         """Yield a Session for one tool call; turn every failure into a ToolError (isError)."""
+        tool = current_tool()
         try:
             with self.session_scope() as session:
                 yield session
@@ -93,14 +113,13 @@ class App:
                 "the opsdesk server log has the details"
             ) from exc
 
-    def run(self, tool: str, fn: Callable[[Session], T]) -> T:
+    def run(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` as one tool call."""
-        with self.call(tool) as session:
+        with self.call() as session:
             return fn(session)
 
     def create(
         self,
-        tool: str,
         *,
         key: str | None,
         arguments: dict[str, Any],
@@ -108,7 +127,8 @@ class App:
         load: Callable[[Session, int], dict[str, Any]],
     ) -> dict[str, Any]:
         """Create once per idempotency key: ``make`` returns the new id, ``load`` renders it."""
-        with self.call(tool) as session:
+        tool = current_tool()
+        with self.call() as session:
             if key is None:
                 return {**load(session, make(session)), "idempotent_replay": False}
             if self.idempotency is None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -11,9 +13,16 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
+from opsdesk import mcp_tools
 from opsdesk.app import App
+from opsdesk.domains.crm.models import DealStage
+from opsdesk.domains.finance.models import AccountType, InvoiceStatus
+from opsdesk.domains.tasks.models import Priority, TaskStatus
+from opsdesk.domains.tickets.models import TicketStatus
 from opsdesk.events import EventBus
 from opsdesk.mcp_server import build_server
+
+TOOL_SOURCES = Path(mcp_tools.__file__).parent
 
 ONE_LINE = [{"account_id": 1, "amount": "5.00"}]
 LONG = "x" * 201
@@ -188,13 +197,74 @@ def test_unexpected_errors_become_a_generic_tool_error_and_roll_back() -> None:
     assert rolled_back == [True]
 
 
-def test_tool_schemas_constrain_money_and_enums() -> None:
-    async def go() -> dict[str, Any]:
+def input_schemas() -> dict[str, dict[str, Any]]:
+    """Every tool's input schema, by tool name."""
+
+    async def go() -> dict[str, dict[str, Any]]:
         async with Client(build_server(make_app())) as client:
             return {t.name: t.input_schema for t in (await client.list_tools()).tools}
 
-    schemas = anyio.run(go)
-    move = schemas["crm_move_deal"]["properties"]["stage"]
-    assert move["enum"] == ["lead", "qualified", "proposal", "won", "lost"]
+    return anyio.run(go)
+
+
+def enum_values(schema: dict[str, Any], argument: str) -> list[str]:
+    """The allowed values of an enum argument (inline, optional, or a $ref into $defs)."""
+    prop = schema["properties"][argument]
+    for option in prop.get("anyOf", [prop]):
+        if "$ref" in option:
+            option = schema["$defs"][option["$ref"].rsplit("/", 1)[1]]
+        if "enum" in option:
+            return list(option["enum"])
+    raise AssertionError(f"{argument} is not an enum: {prop}")
+
+
+def test_tool_schemas_constrain_money_and_enums() -> None:
+    schemas = input_schemas()
+    assert enum_values(schemas["crm_move_deal"], "stage") == [
+        "lead", "qualified", "proposal", "won", "lost"
+    ]  # fmt: skip
     assert set(schemas["canvas_save"]["required"]) == {"canvas_id", "data", "expected_version"}
     assert "idempotency_key" in schemas["finance_create_invoice"]["properties"]
+
+
+# Each enum argument, and the one model enum that defines its values.
+ENUM_ARGUMENTS = {
+    ("crm_search_deals", "stage"): DealStage,
+    ("crm_move_deal", "stage"): DealStage,
+    ("tasks_create_task", "priority"): Priority,
+    ("tasks_search_tasks", "status"): TaskStatus,
+    ("tasks_set_status", "status"): TaskStatus,
+    ("tickets_create_ticket", "priority"): Priority,
+    ("tickets_search_tickets", "status"): TicketStatus,
+    ("tickets_search_tickets", "priority"): Priority,
+    ("tickets_transition", "status"): TicketStatus,
+    ("finance_create_account", "type"): AccountType,
+    ("finance_search_accounts", "type"): AccountType,
+    ("finance_search_invoices", "status"): InvoiceStatus,
+}
+
+
+def test_enum_arguments_take_their_values_from_the_model_enums() -> None:
+    schemas = input_schemas()
+    for (tool, argument), enum in ENUM_ARGUMENTS.items():
+        assert enum_values(schemas[tool], argument) == [m.value for m in enum], (tool, argument)
+
+
+def test_no_other_argument_is_an_enum() -> None:
+    # A new enum argument belongs in ENUM_ARGUMENTS, tied to the model enum it comes from.
+    found = {
+        (tool, argument)
+        for tool, schema in input_schemas().items()
+        for argument, prop in schema.get("properties", {}).items()
+        if "enum" in json.dumps(prop) or "$ref" in json.dumps(prop)
+        if not argument.endswith("lines")
+    }
+    assert found == set(ENUM_ARGUMENTS)
+
+
+def test_tool_modules_never_spell_a_tool_name() -> None:
+    # Names come from the functions: a string naming a tool would be a second copy to drift.
+    sources = {path.name: path.read_text() for path in TOOL_SOURCES.glob("*.py")}
+    for tool in list_tool_names():
+        spelled = [name for name, text in sources.items() if f'"{tool}"' in text]
+        assert not spelled, f"{tool} is spelled out in {spelled}"

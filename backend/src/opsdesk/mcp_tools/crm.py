@@ -8,8 +8,9 @@ from mcp.server.mcpserver import MCPServer
 
 from opsdesk.app import App
 from opsdesk.domains.crm import service as crm
+from opsdesk.domains.crm.models import DealStage
+from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
-    DealStage,
     Email,
     Id,
     IdempotencyKey,
@@ -23,24 +24,24 @@ from opsdesk.mcp_tools.types import (
 
 def register(server: MCPServer[Any], app: App) -> None:
     """Add the CRM tools to ``server``."""
+    tool = tool_registrar(server)
 
-    @server.tool(description="Create a company.")
+    @tool("Create a company.")
     def crm_create_company(
         name: Name, domain: Name | None = None, idempotency_key: IdempotencyKey = None
     ) -> dict[str, Any]:
         return app.create(
-            "crm_create_company",
             key=idempotency_key,
             arguments={"name": name, "domain": domain},
             make=lambda s: crm.create_company(s, name=name, domain=domain).id,
             load=lambda s, i: dump(crm.get_company(s, company_id=i)),
         )
 
-    @server.tool(description="Get a company by id.")
+    @tool("Get a company by id.")
     def crm_get_company(company_id: Id) -> dict[str, Any]:
-        return app.run("crm_get_company", lambda s: dump(crm.get_company(s, company_id=company_id)))
+        return app.run(lambda s: dump(crm.get_company(s, company_id=company_id)))
 
-    @server.tool(description="Create a contact; emails are unique ignoring case.")
+    @tool("Create a contact; emails are unique ignoring case.")
     def crm_create_contact(
         email: Email,
         name: Name,
@@ -55,27 +56,25 @@ def register(server: MCPServer[Any], app: App) -> None:
             "company_id": company_id,
         }
         return app.create(
-            "crm_create_contact",
             key=idempotency_key,
             arguments=args,
             make=lambda s: crm.create_contact(s, **args).id,
             load=lambda s, i: dump(crm.get_contact(s, contact_id=i)),
         )
 
-    @server.tool(description="Get a contact by id.")
+    @tool("Get a contact by id.")
     def crm_get_contact(contact_id: Id) -> dict[str, Any]:
-        return app.run("crm_get_contact", lambda s: dump(crm.get_contact(s, contact_id=contact_id)))
+        return app.run(lambda s: dump(crm.get_contact(s, contact_id=contact_id)))
 
-    @server.tool(description="Search contacts by a fragment of name or email.")
+    @tool("Search contacts by a fragment of name or email.")
     def crm_search_contacts(query: Query = "", limit: Limit = 20) -> dict[str, Any]:
         return app.run(
-            "crm_search_contacts",
             lambda s: {
                 "results": [dump(c) for c in crm.search_contacts(s, query=query, limit=limit)]
-            },
+            }
         )
 
-    @server.tool(description="Create a deal in the lead stage.")
+    @tool("Create a deal in the lead stage.")
     def crm_create_deal(
         title: Name,
         amount: NonNegativeMoney,
@@ -90,41 +89,36 @@ def register(server: MCPServer[Any], app: App) -> None:
             "contact_id": contact_id,
         }
         return app.create(
-            "crm_create_deal",
             key=idempotency_key,
             arguments=args,
             make=lambda s: crm.create_deal(s, **args).id,
             load=lambda s, i: dump(crm.get_deal(s, deal_id=i)),
         )
 
-    @server.tool(description="Get a deal by id.")
+    @tool("Get a deal by id.")
     def crm_get_deal(deal_id: Id) -> dict[str, Any]:
-        return app.run("crm_get_deal", lambda s: dump(crm.get_deal(s, deal_id=deal_id)))
+        return app.run(lambda s: dump(crm.get_deal(s, deal_id=deal_id)))
 
-    @server.tool(description="Search deals, optionally in one stage.")
+    @tool("Search deals, optionally in one stage.")
     def crm_search_deals(stage: DealStage | None = None, limit: Limit = 50) -> dict[str, Any]:
         return app.run(
-            "crm_search_deals",
-            lambda s: {"results": [dump(d) for d in crm.search_deals(s, stage=stage, limit=limit)]},
+            lambda s: {"results": [dump(d) for d in crm.search_deals(s, stage=stage, limit=limit)]}
         )
 
-    @server.tool(
-        description="Move a deal to another stage: lead → qualified → proposal → won, "
+    @tool(
+        "Move a deal to another stage: lead → qualified → proposal → won, "
         "or to lost from any open stage; won and lost are final."
     )
     def crm_move_deal(deal_id: Id, stage: DealStage) -> dict[str, Any]:
-        return app.run(
-            "crm_move_deal", lambda s: dump(crm.move_deal(s, deal_id=deal_id, stage=stage))
-        )
+        return app.run(lambda s: dump(crm.move_deal(s, deal_id=deal_id, stage=stage)))
 
-    @server.tool(description="Deal count and summed amount per pipeline stage.")
+    @tool("Deal count and summed amount per pipeline stage.")
     def crm_pipeline_totals() -> dict[str, Any]:
         return app.run(
-            "crm_pipeline_totals",
             lambda s: {
                 "stages": [
                     {"stage": t.stage, "count": t.count, "total": str(t.total)}
                     for t in crm.pipeline_totals(s)
                 ]
-            },
+            }
         )

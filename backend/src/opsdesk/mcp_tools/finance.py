@@ -10,12 +10,12 @@ from pydantic import Field
 
 from opsdesk.app import App
 from opsdesk.domains.finance import service as finance
+from opsdesk.domains.finance.models import AccountType, InvoiceStatus
+from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
-    AccountType,
     Id,
     IdempotencyKey,
     InvoiceLineIn,
-    InvoiceStatus,
     LedgerLineIn,
     Limit,
     Name,
@@ -43,44 +43,42 @@ def _invoice(s: Any, invoice_id: int) -> dict[str, Any]:
 
 def register(server: MCPServer[Any], app: App) -> None:
     """Add the finance tools to ``server``."""
+    tool = tool_registrar(server)
 
-    @server.tool(description="Create a ledger account with a unique code.")
+    @tool("Create a ledger account with a unique code.")
     def finance_create_account(
         code: Code, name: Name, type: AccountType, idempotency_key: IdempotencyKey = None
     ) -> dict[str, Any]:
         return app.create(
-            "finance_create_account",
             key=idempotency_key,
             arguments={"code": code, "name": name, "type": type},
             make=lambda s: finance.create_account(s, code=code, name=name, type=type).id,
             load=lambda s, i: dump(finance.get_account(s, account_id=i)),
         )
 
-    @server.tool(description="Get an account by id, with its balance (debits minus credits).")
+    @tool("Get an account by id, with its balance (debits minus credits).")
     def finance_get_account(account_id: Id) -> dict[str, Any]:
         return app.run(
-            "finance_get_account",
             lambda s: dump(
                 finance.get_account(s, account_id=account_id),
                 balance=finance.account_balance(s, account_id=account_id),
-            ),
+            )
         )
 
-    @server.tool(description="Search accounts by code or name fragment and type.")
+    @tool("Search accounts by code or name fragment and type.")
     def finance_search_accounts(
         query: Query = "", type: AccountType | None = None, limit: Limit = 50
     ) -> dict[str, Any]:
         return app.run(
-            "finance_search_accounts",
             lambda s: {
                 "results": [
                     dump(a) for a in finance.search_accounts(s, query=query, type=type, limit=limit)
                 ]
-            },
+            }
         )
 
-    @server.tool(
-        description="Post a double-entry transaction: two or more lines, positive amounts "
+    @tool(
+        "Post a double-entry transaction: two or more lines, positive amounts "
         "debit, negative amounts credit, and they must sum to exactly zero."
     )
     def finance_post_transaction(
@@ -91,7 +89,6 @@ def register(server: MCPServer[Any], app: App) -> None:
     ) -> dict[str, Any]:
         specs = [finance.LineSpec(line.account_id, line.amount) for line in lines]
         return app.create(
-            "finance_post_transaction",
             key=idempotency_key,
             arguments={
                 "memo": memo,
@@ -104,12 +101,12 @@ def register(server: MCPServer[Any], app: App) -> None:
             load=_transaction,
         )
 
-    @server.tool(description="Get a ledger transaction with its lines.")
+    @tool("Get a ledger transaction with its lines.")
     def finance_get_transaction(transaction_id: Id) -> dict[str, Any]:
-        return app.run("finance_get_transaction", lambda s: _transaction(s, transaction_id))
+        return app.run(lambda s: _transaction(s, transaction_id))
 
-    @server.tool(
-        description="Create a draft invoice with at least one line; line totals and the "
+    @tool(
+        "Create a draft invoice with at least one line; line totals and the "
         "invoice total are computed by PostgreSQL."
     )
     def finance_create_invoice(
@@ -123,7 +120,6 @@ def register(server: MCPServer[Any], app: App) -> None:
     ) -> dict[str, Any]:
         specs = [finance.InvoiceLineSpec(x.description, x.quantity, x.unit_price) for x in lines]
         return app.create(
-            "finance_create_invoice",
             key=idempotency_key,
             arguments={
                 "number": number,
@@ -145,16 +141,15 @@ def register(server: MCPServer[Any], app: App) -> None:
             load=_invoice,
         )
 
-    @server.tool(description="Get an invoice with its lines and SQL-computed total.")
+    @tool("Get an invoice with its lines and SQL-computed total.")
     def finance_get_invoice(invoice_id: Id) -> dict[str, Any]:
-        return app.run("finance_get_invoice", lambda s: _invoice(s, invoice_id))
+        return app.run(lambda s: _invoice(s, invoice_id))
 
-    @server.tool(description="Search invoices by customer name fragment and status.")
+    @tool("Search invoices by customer name fragment and status.")
     def finance_search_invoices(
         customer: Query = "", status: InvoiceStatus | None = None, limit: Limit = 50
     ) -> dict[str, Any]:
         return app.run(
-            "finance_search_invoices",
             lambda s: {
                 "results": [
                     dump(i)
@@ -162,5 +157,5 @@ def register(server: MCPServer[Any], app: App) -> None:
                         s, customer=customer, status=status, limit=limit
                     )
                 ]
-            },
+            }
         )

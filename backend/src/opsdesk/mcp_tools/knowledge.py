@@ -9,6 +9,7 @@ from pydantic import Field
 
 from opsdesk.app import App
 from opsdesk.domains.knowledge import service as knowledge
+from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import Id, IdempotencyKey, Limit, LongText, Query, Tag, Title, dump
 
 Tags = Annotated[list[Tag], Field(max_length=20)]
@@ -16,8 +17,9 @@ Tags = Annotated[list[Tag], Field(max_length=20)]
 
 def register(server: MCPServer[Any], app: App) -> None:
     """Add the knowledge tools to ``server``."""
+    tool = tool_registrar(server)
 
-    @server.tool(description="Create a knowledge-base document with tags.")
+    @tool("Create a knowledge-base document with tags.")
     def knowledge_create_doc(
         title: Title,
         body: LongText,
@@ -25,30 +27,28 @@ def register(server: MCPServer[Any], app: App) -> None:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         return app.create(
-            "knowledge_create_doc",
             key=idempotency_key,
             arguments={"title": title, "body": body, "tags": tags or []},
             make=lambda s: knowledge.create_doc(s, title=title, body=body, tags=tags or []).id,
             load=lambda s, i: dump(knowledge.get_doc(s, doc_id=i)),
         )
 
-    @server.tool(description="Get a knowledge-base document by id.")
+    @tool("Get a knowledge-base document by id.")
     def knowledge_get_doc(doc_id: Id) -> dict[str, Any]:
-        return app.run("knowledge_get_doc", lambda s: dump(knowledge.get_doc(s, doc_id=doc_id)))
+        return app.run(lambda s: dump(knowledge.get_doc(s, doc_id=doc_id)))
 
-    @server.tool(
-        description='Full-text search (web-search syntax: words, "phrases", -exclude, or), '
+    @tool(
+        'Full-text search (web-search syntax: words, "phrases", -exclude, or), '
         "best match first, optionally limited to documents carrying all given tags."
     )
     def knowledge_search(
         query: Query, tags: Tags | None = None, limit: Limit = 10
     ) -> dict[str, Any]:
         return app.run(
-            "knowledge_search",
             lambda s: {
                 "results": [
                     dump(hit.doc, rank=round(hit.rank, 6))
                     for hit in knowledge.search_docs(s, query=query, tags=tags or [], limit=limit)
                 ]
-            },
+            }
         )

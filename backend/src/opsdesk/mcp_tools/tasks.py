@@ -9,15 +9,15 @@ from pydantic import AwareDatetime
 
 from opsdesk.app import App
 from opsdesk.domains.tasks import service as tasks
+from opsdesk.domains.tasks.models import Priority, TaskStatus
+from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
     Actor,
     Id,
     IdempotencyKey,
     Limit,
     Name,
-    Priority,
     Query,
-    TaskStatus,
     Text,
     dump,
 )
@@ -25,12 +25,13 @@ from opsdesk.mcp_tools.types import (
 
 def register(server: MCPServer[Any], app: App) -> None:
     """Add the task tools to ``server``."""
+    tool = tool_registrar(server)
 
-    @server.tool(description="Create a task (status todo). due_at needs a timezone.")
+    @tool("Create a task (status todo). due_at needs a timezone.")
     def tasks_create_task(
         title: Name,
         description: Text = "",
-        priority: Priority = "normal",
+        priority: Priority = Priority.NORMAL,
         assignee: Actor | None = None,
         due_at: AwareDatetime | None = None,
         idempotency_key: IdempotencyKey = None,
@@ -43,22 +44,21 @@ def register(server: MCPServer[Any], app: App) -> None:
             "due_at": due_at,
         }
         return app.create(
-            "tasks_create_task",
             key=idempotency_key,
             arguments=args,
             make=lambda s: tasks.create_task(s, **args).id,
             load=lambda s, i: dump(tasks.get_task(s, task_id=i)),
         )
 
-    @server.tool(description="Get a task by id, with its comments.")
+    @tool("Get a task by id, with its comments.")
     def tasks_get_task(task_id: Id) -> dict[str, Any]:
         def get(s: Any) -> dict[str, Any]:
             task = tasks.get_task(s, task_id=task_id)
             return dump(task, comments=[dump(c) for c in task.comments])
 
-        return app.run("tasks_get_task", get)
+        return app.run(get)
 
-    @server.tool(description="Search tasks by text, status and assignee.")
+    @tool("Search tasks by text, status and assignee.")
     def tasks_search_tasks(
         query: Query = "",
         status: TaskStatus | None = None,
@@ -66,7 +66,6 @@ def register(server: MCPServer[Any], app: App) -> None:
         limit: Limit = 50,
     ) -> dict[str, Any]:
         return app.run(
-            "tasks_search_tasks",
             lambda s: {
                 "results": [
                     dump(t)
@@ -74,25 +73,21 @@ def register(server: MCPServer[Any], app: App) -> None:
                         s, query=query, status=status, assignee=assignee, limit=limit
                     )
                 ]
-            },
+            }
         )
 
-    @server.tool(description="Set a task's status (todo, in_progress, done).")
+    @tool("Set a task's status (todo, in_progress, done).")
     def tasks_set_status(task_id: Id, status: TaskStatus) -> dict[str, Any]:
-        return app.run(
-            "tasks_set_status", lambda s: dump(tasks.set_status(s, task_id=task_id, status=status))
-        )
+        return app.run(lambda s: dump(tasks.set_status(s, task_id=task_id, status=status)))
 
-    @server.tool(description="Add a comment to a task.")
+    @tool("Add a comment to a task.")
     def tasks_add_comment(task_id: Id, author: Actor, body: Text) -> dict[str, Any]:
         return app.run(
-            "tasks_add_comment",
-            lambda s: dump(tasks.add_comment(s, task_id=task_id, author=author, body=body)),
+            lambda s: dump(tasks.add_comment(s, task_id=task_id, author=author, body=body))
         )
 
-    @server.tool(description="Tasks not done whose due time has passed, most overdue first.")
+    @tool("Tasks not done whose due time has passed, most overdue first.")
     def tasks_overdue(assignee: Actor | None = None) -> dict[str, Any]:
         return app.run(
-            "tasks_overdue",
-            lambda s: {"results": [dump(t) for t in tasks.overdue_tasks(s, assignee=assignee)]},
+            lambda s: {"results": [dump(t) for t in tasks.overdue_tasks(s, assignee=assignee)]}
         )

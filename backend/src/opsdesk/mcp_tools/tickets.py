@@ -7,7 +7,10 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from opsdesk.app import App
+from opsdesk.domains.tasks.models import Priority
 from opsdesk.domains.tickets import service as tickets
+from opsdesk.domains.tickets.models import TicketStatus
+from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
     Actor,
     Email,
@@ -15,26 +18,25 @@ from opsdesk.mcp_tools.types import (
     IdempotencyKey,
     Limit,
     Name,
-    Priority,
     Query,
     Text,
-    TicketStatus,
     dump,
 )
 
 
 def register(server: MCPServer[Any], app: App) -> None:
     """Add the ticket tools to ``server``."""
+    tool = tool_registrar(server)
 
-    @server.tool(
-        description="Open a support ticket; its SLA due time follows the priority "
+    @tool(
+        "Open a support ticket; its SLA due time follows the priority "
         "(urgent 4 h, high 8 h, normal 24 h, low 72 h)."
     )
     def tickets_create_ticket(
         subject: Name,
         requester_email: Email,
         description: Text = "",
-        priority: Priority = "normal",
+        priority: Priority = Priority.NORMAL,
         actor: Actor = "mcp",
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
@@ -46,20 +48,17 @@ def register(server: MCPServer[Any], app: App) -> None:
             "actor": actor,
         }
         return app.create(
-            "tickets_create_ticket",
             key=idempotency_key,
             arguments=args,
             make=lambda s: tickets.open_ticket(s, **args).id,
             load=lambda s, i: dump(tickets.get_ticket(s, ticket_id=i)),
         )
 
-    @server.tool(description="Get a ticket by id.")
+    @tool("Get a ticket by id.")
     def tickets_get_ticket(ticket_id: Id) -> dict[str, Any]:
-        return app.run(
-            "tickets_get_ticket", lambda s: dump(tickets.get_ticket(s, ticket_id=ticket_id))
-        )
+        return app.run(lambda s: dump(tickets.get_ticket(s, ticket_id=ticket_id)))
 
-    @server.tool(description="Search tickets by text, status and priority.")
+    @tool("Search tickets by text, status and priority.")
     def tickets_search_tickets(
         query: Query = "",
         status: TicketStatus | None = None,
@@ -67,7 +66,6 @@ def register(server: MCPServer[Any], app: App) -> None:
         limit: Limit = 50,
     ) -> dict[str, Any]:
         return app.run(
-            "tickets_search_tickets",
             lambda s: {
                 "results": [
                     dump(t)
@@ -75,28 +73,26 @@ def register(server: MCPServer[Any], app: App) -> None:
                         s, query=query, status=status, priority=priority, limit=limit
                     )
                 ]
-            },
+            }
         )
 
-    @server.tool(
-        description="Move a ticket: open → pending → resolved → closed; "
+    @tool(
+        "Move a ticket: open → pending → resolved → closed; "
         "resolved or closed → open reopens it (and restarts the SLA)."
     )
     def tickets_transition(
         ticket_id: Id, status: TicketStatus, actor: Actor = "mcp", note: Text = ""
     ) -> dict[str, Any]:
         return app.run(
-            "tickets_transition",
             lambda s: dump(
                 tickets.transition_ticket(
                     s, ticket_id=ticket_id, status=status, actor=actor, note=note
                 )
-            ),
+            )
         )
 
-    @server.tool(description="A ticket's audit trail, oldest first.")
+    @tool("A ticket's audit trail, oldest first.")
     def tickets_history(ticket_id: Id) -> dict[str, Any]:
         return app.run(
-            "tickets_history",
-            lambda s: {"events": [dump(e) for e in tickets.ticket_history(s, ticket_id=ticket_id)]},
+            lambda s: {"events": [dump(e) for e in tickets.ticket_history(s, ticket_id=ticket_id)]}
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
@@ -72,13 +72,6 @@ IdempotencyKey = Annotated[
         description="Retry-safe key: a repeated call with it returns the same object",
     ),
 ]
-
-Priority = Literal["low", "normal", "high", "urgent"]
-DealStage = Literal["lead", "qualified", "proposal", "won", "lost"]
-TaskStatus = Literal["todo", "in_progress", "done"]
-TicketStatus = Literal["open", "pending", "resolved", "closed"]
-AccountType = Literal["asset", "liability", "equity", "income", "expense"]
-InvoiceStatus = Literal["draft", "issued", "paid", "void"]
 
 
 class LedgerLineIn(BaseModel):
