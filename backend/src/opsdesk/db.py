@@ -88,6 +88,7 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def _import_models() -> None:
     # Importing the model modules registers every table on Base.metadata.
+    from opsdesk import idempotency as _idempotency  # noqa: F401
     from opsdesk.domains.canvas import models as _canvas  # noqa: F401
     from opsdesk.domains.crm import models as _crm  # noqa: F401
     from opsdesk.domains.finance import models as _finance  # noqa: F401

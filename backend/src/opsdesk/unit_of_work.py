@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
 from sqlalchemy.orm import Session
 
 from opsdesk.errors import Conflict, InvalidArgument, NotFound, OpsdeskError, RuleViolation
@@ -56,6 +56,18 @@ def translate(exc: DBAPIError, what: str) -> OpsdeskError:
     raise exc
 
 
+def rollback(session: Session) -> None:
+    """Roll back ``session``; if a failing after-commit hook left it stuck, close it instead.
+
+    An exception raised by an after_commit listener leaves the transaction in 'committed'
+    state, where rollback() itself raises and would hide the real error; close() resets it.
+    """
+    try:
+        session.rollback()
+    except InvalidRequestError:
+        session.close()
+
+
 @contextmanager
 def unit_of_work(session: Session, *, what: str, commit: bool = True) -> Iterator[None]:
     """Run the block, then commit; on any error roll back and raise a domain error if known."""
@@ -64,7 +76,7 @@ def unit_of_work(session: Session, *, what: str, commit: bool = True) -> Iterato
         if commit:
             session.commit()
     except DBAPIError as exc:
-        session.rollback()
+        rollback(session)
         if (
             isinstance(exc, IntegrityError)
             or _sqlstate(exc).startswith(("22", "42601"))
@@ -73,7 +85,7 @@ def unit_of_work(session: Session, *, what: str, commit: bool = True) -> Iterato
             raise translate(exc, what) from exc
         raise
     except BaseException:
-        session.rollback()
+        rollback(session)
         raise
 
 

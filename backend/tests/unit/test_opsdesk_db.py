@@ -15,7 +15,7 @@ from opsdesk.errors import InvalidArgument
 EXPECTED_TABLES = {
     "crm_companies", "crm_contacts", "crm_deals", "tasks", "task_comments", "tickets",
     "ticket_events", "knowledge_docs", "canvas_docs", "finance_accounts",
-    "ledger_transactions", "ledger_lines", "invoices", "invoice_lines",
+    "ledger_transactions", "ledger_lines", "invoices", "invoice_lines", "idempotency_keys",
 }  # fmt: skip
 
 

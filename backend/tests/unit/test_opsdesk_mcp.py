@@ -12,6 +12,7 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.types import CallToolResult
+from sqlalchemy.orm import Session
 
 from opsdesk import mcp_tools
 from opsdesk.app import App
@@ -140,8 +141,8 @@ def test_missing_required_arguments_return_a_tool_error(tool: str) -> None:
 
 @contextmanager
 def no_db_scope() -> Iterator[Any]:
-    """A scope whose 'session' is never used (the rule fails first)."""
-    yield object()
+    """A scope whose Session has no database (the rule fails before any SQL)."""
+    yield Session()
 
 
 @pytest.mark.parametrize(
@@ -184,7 +185,7 @@ def test_unexpected_errors_become_a_generic_tool_error_and_roll_back() -> None:
     @contextmanager
     def exploding_scope() -> Iterator[Any]:
         try:
-            yield object()  # the service will fail using this non-session
+            yield Session()  # no database: the service fails at its first query
         except BaseException:
             rolled_back.append(True)
             raise

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from opsdesk.app import App
 from opsdesk.domains.canvas import service as canvas
+from opsdesk.domains.canvas.models import CanvasDoc
 from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
     Id,
@@ -36,6 +37,7 @@ def register(server: MCPServer[Any], app: App) -> None:
         name: Name, data: JsonObject | None = None, idempotency_key: IdempotencyKey = None
     ) -> dict[str, Any]:
         return app.create(
+            model=CanvasDoc,
             key=idempotency_key,
             arguments={"name": name, "data": data or {}},
             make=lambda s: canvas.create_canvas(s, name=name, data=data or {}).id,

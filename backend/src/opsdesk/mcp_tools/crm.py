@@ -8,7 +8,7 @@ from mcp.server.mcpserver import MCPServer
 
 from opsdesk.app import App
 from opsdesk.domains.crm import service as crm
-from opsdesk.domains.crm.models import DealStage
+from opsdesk.domains.crm.models import Company, Contact, Deal, DealStage
 from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
     Email,
@@ -31,6 +31,7 @@ def register(server: MCPServer[Any], app: App) -> None:
         name: Name, domain: Name | None = None, idempotency_key: IdempotencyKey = None
     ) -> dict[str, Any]:
         return app.create(
+            model=Company,
             key=idempotency_key,
             arguments={"name": name, "domain": domain},
             make=lambda s: crm.create_company(s, name=name, domain=domain).id,
@@ -56,6 +57,7 @@ def register(server: MCPServer[Any], app: App) -> None:
             "company_id": company_id,
         }
         return app.create(
+            model=Contact,
             key=idempotency_key,
             arguments=args,
             make=lambda s: crm.create_contact(s, **args).id,
@@ -89,6 +91,7 @@ def register(server: MCPServer[Any], app: App) -> None:
             "contact_id": contact_id,
         }
         return app.create(
+            model=Deal,
             key=idempotency_key,
             arguments=args,
             make=lambda s: crm.create_deal(s, **args).id,

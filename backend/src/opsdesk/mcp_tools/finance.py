@@ -10,7 +10,13 @@ from pydantic import Field
 
 from opsdesk.app import App
 from opsdesk.domains.finance import service as finance
-from opsdesk.domains.finance.models import AccountType, InvoiceStatus
+from opsdesk.domains.finance.models import (
+    Account,
+    AccountType,
+    Invoice,
+    InvoiceStatus,
+    LedgerTransaction,
+)
 from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
     Id,
@@ -50,6 +56,7 @@ def register(server: MCPServer[Any], app: App) -> None:
         code: Code, name: Name, type: AccountType, idempotency_key: IdempotencyKey = None
     ) -> dict[str, Any]:
         return app.create(
+            model=Account,
             key=idempotency_key,
             arguments={"code": code, "name": name, "type": type},
             make=lambda s: finance.create_account(s, code=code, name=name, type=type).id,
@@ -89,6 +96,7 @@ def register(server: MCPServer[Any], app: App) -> None:
     ) -> dict[str, Any]:
         specs = [finance.LineSpec(line.account_id, line.amount) for line in lines]
         return app.create(
+            model=LedgerTransaction,
             key=idempotency_key,
             arguments={
                 "memo": memo,
@@ -120,6 +128,7 @@ def register(server: MCPServer[Any], app: App) -> None:
     ) -> dict[str, Any]:
         specs = [finance.InvoiceLineSpec(x.description, x.quantity, x.unit_price) for x in lines]
         return app.create(
+            model=Invoice,
             key=idempotency_key,
             arguments={
                 "number": number,

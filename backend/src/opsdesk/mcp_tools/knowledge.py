@@ -9,6 +9,7 @@ from pydantic import Field
 
 from opsdesk.app import App
 from opsdesk.domains.knowledge import service as knowledge
+from opsdesk.domains.knowledge.models import KnowledgeDoc
 from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import Id, IdempotencyKey, Limit, LongText, Query, Tag, Title, dump
 
@@ -27,6 +28,7 @@ def register(server: MCPServer[Any], app: App) -> None:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         return app.create(
+            model=KnowledgeDoc,
             key=idempotency_key,
             arguments={"title": title, "body": body, "tags": tags or []},
             make=lambda s: knowledge.create_doc(s, title=title, body=body, tags=tags or []).id,

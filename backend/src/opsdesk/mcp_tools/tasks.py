@@ -9,7 +9,7 @@ from pydantic import AwareDatetime
 
 from opsdesk.app import App
 from opsdesk.domains.tasks import service as tasks
-from opsdesk.domains.tasks.models import Priority, TaskStatus
+from opsdesk.domains.tasks.models import Priority, Task, TaskStatus
 from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
     Actor,
@@ -44,6 +44,7 @@ def register(server: MCPServer[Any], app: App) -> None:
             "due_at": due_at,
         }
         return app.create(
+            model=Task,
             key=idempotency_key,
             arguments=args,
             make=lambda s: tasks.create_task(s, **args).id,

@@ -9,7 +9,7 @@ from mcp.server.mcpserver import MCPServer
 from opsdesk.app import App
 from opsdesk.domains.tasks.models import Priority
 from opsdesk.domains.tickets import service as tickets
-from opsdesk.domains.tickets.models import TicketStatus
+from opsdesk.domains.tickets.models import Ticket, TicketStatus
 from opsdesk.mcp_tools.registry import tool_registrar
 from opsdesk.mcp_tools.types import (
     Actor,
@@ -48,6 +48,7 @@ def register(server: MCPServer[Any], app: App) -> None:
             "actor": actor,
         }
         return app.create(
+            model=Ticket,
             key=idempotency_key,
             arguments=args,
             make=lambda s: tickets.open_ticket(s, **args).id,
