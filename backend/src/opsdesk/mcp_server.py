@@ -37,11 +37,13 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 
 from opsdesk import db
 from opsdesk.app import App
 from opsdesk.mcp_tools import canvas, crm, finance, knowledge, tasks, tickets
+from opsdesk.stdio import serve_stdio
 
 SERVER_NAME = "opsdesk"
 INSTRUCTIONS = (
@@ -90,7 +92,7 @@ def main() -> None:
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s"
     )
-    build_server(app_from_env(os.environ)).run("stdio")
+    anyio.run(serve_stdio, build_server(app_from_env(os.environ)))
 
 
 if __name__ == "__main__":

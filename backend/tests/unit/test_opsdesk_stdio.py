@@ -1,0 +1,93 @@
+"""The stdio transport without services: line checks, and a whole session over byte buffers."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+
+from opsdesk.app import App
+from opsdesk.events import EventBus
+from opsdesk.mcp_server import build_server
+from opsdesk.stdio import INVALID_REQUEST, PARSE_ERROR, check_line, stdio_streams
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "request_id"),
+    [
+        (b"{", PARSE_ERROR, None),
+        (b"\xff", PARSE_ERROR, None),
+        (b'{"jsonrpc": "2.0", "id": Infinity, "method": "ping"}', PARSE_ERROR, None),
+        (b"[" * 1000 + b"]" * 1000, PARSE_ERROR, None),
+        (b"[]", INVALID_REQUEST, None),
+        (b"true", INVALID_REQUEST, None),
+        (b'{"jsonrpc": "2.0", "id": false, "method": "ping"}', INVALID_REQUEST, None),
+        (b'{"jsonrpc": "2.0", "id": 2.0, "method": "ping"}', INVALID_REQUEST, None),
+        (b'{"jsonrpc": "2.0", "id": 3, "method": ["ping"]}', INVALID_REQUEST, 3),
+        (b'{"jsonrpc": "2.0", "id": "x", "params": {}}', INVALID_REQUEST, "x"),
+    ],
+)
+def test_malformed_lines_get_the_right_error(line: bytes, code: int, request_id: Any) -> None:
+    checked = check_line(line)
+    assert isinstance(checked, types.JSONRPCError)
+    assert (checked.error.code, checked.id) == (code, request_id)
+    assert "JSON-RPC 2.0 object per line" in checked.error.message
+
+
+def test_well_formed_lines_pass_and_blank_lines_are_nothing() -> None:
+    assert isinstance(
+        check_line(b' {"jsonrpc": "2.0", "id": 2, "method": "ping"}\r\n'), types.JSONRPCRequest
+    )
+    assert isinstance(
+        check_line(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}'),
+        types.JSONRPCNotification,
+    )
+    assert isinstance(
+        check_line(b'{"jsonrpc": "2.0", "id": 9, "result": {}}'), types.JSONRPCResponse
+    )
+    assert check_line(b" \t\r\n") is None
+
+
+def test_the_error_is_serialized_with_a_null_id() -> None:
+    checked = check_line(b"nope")
+    assert isinstance(checked, types.JSONRPCError)
+    wire = json.loads(checked.model_dump_json(by_alias=True, exclude_unset=True))
+    assert wire["id"] is None
+    assert wire["error"]["code"] == PARSE_ERROR
+
+
+def test_a_whole_session_over_buffers_answers_every_line_and_ends_at_eof() -> None:
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "unit", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        "not json",
+        {"jsonrpc": "2.0", "id": 2.5, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 3, "method": "ping"},
+    ]  # fmt: skip
+    raw = b"".join(
+        (x.encode() if isinstance(x, str) else json.dumps(x).encode()) + b"\n" for x in lines
+    )
+    source, sink = io.BytesIO(raw), io.BytesIO()
+    server = build_server(App(session_scope=None, bus=EventBus(None)))  # type: ignore[arg-type]
+    lowlevel = server._lowlevel_server
+
+    async def serve() -> None:
+        with anyio.fail_after(30):
+            async with stdio_streams(source, sink) as (read_stream, write_stream):
+                options = lowlevel.create_initialization_options()
+                await lowlevel.run(read_stream, write_stream, options)
+
+    anyio.run(serve)
+    answers = [json.loads(line) for line in sink.getvalue().splitlines()]
+    by_id = {json.dumps(a.get("id")): a for a in answers}
+    assert len(answers) == 4, answers
+    assert "result" in by_id["1"]
+    assert by_id["3"]["result"] == {}
+    errors = sorted(a["error"]["code"] for a in answers if a["id"] is None)
+    assert errors == sorted([INVALID_REQUEST, PARSE_ERROR])
