@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+import threading
+from typing import Any, BinaryIO, cast
 
 import anyio
 import mcp_types as types
@@ -60,7 +61,38 @@ def test_the_error_is_serialized_with_a_null_id() -> None:
     assert wire["error"]["code"] == PARSE_ERROR
 
 
-def test_a_whole_session_over_buffers_answers_every_line_and_ends_at_eof() -> None:
+class Client:
+    """Both ends of the server's pipes: lines to read, then end of input once ``expected``
+    answers were written (closing earlier would cancel requests still being answered)."""
+
+    def __init__(self, lines: list[bytes], expected: int) -> None:
+        self.lines, self.expected = list(lines), expected
+        self.written = io.BytesIO()
+        self.answered = threading.Event()
+
+    def readline(self, limit: int = -1) -> bytes:
+        """The next line, or b"" (end of input) once every answer is in."""
+        if self.lines:
+            return self.lines.pop(0)
+        self.answered.wait(timeout=30)
+        return b""
+
+    def write(self, data: bytes) -> int:
+        """Collect the server's output."""
+        self.written.write(data)
+        if self.written.getvalue().count(b"\n") >= self.expected:
+            self.answered.set()
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+    def answers(self) -> list[dict[str, Any]]:
+        """The server's output, one JSON message per line."""
+        return [json.loads(line) for line in self.written.getvalue().splitlines()]
+
+
+def test_a_whole_session_answers_every_line_and_ends_at_end_of_input() -> None:
     lines = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
@@ -70,12 +102,13 @@ def test_a_whole_session_over_buffers_answers_every_line_and_ends_at_eof() -> No
         {"jsonrpc": "2.0", "id": 2.5, "method": "ping"},
         {"jsonrpc": "2.0", "id": 3, "method": "ping"},
     ]  # fmt: skip
-    raw = b"".join(
-        (x.encode() if isinstance(x, str) else json.dumps(x).encode()) + b"\n" for x in lines
+    client = Client(
+        [(x.encode() if isinstance(x, str) else json.dumps(x).encode()) + b"\n" for x in lines],
+        expected=4,
     )
-    source, sink = io.BytesIO(raw), io.BytesIO()
     server = build_server(App(session_scope=None, bus=EventBus(None)))  # type: ignore[arg-type]
     lowlevel = server._lowlevel_server
+    source, sink = cast(BinaryIO, client), cast(BinaryIO, client)
 
     async def serve() -> None:
         with anyio.fail_after(30):
@@ -84,7 +117,7 @@ def test_a_whole_session_over_buffers_answers_every_line_and_ends_at_eof() -> No
                 await lowlevel.run(read_stream, write_stream, options)
 
     anyio.run(serve)
-    answers = [json.loads(line) for line in sink.getvalue().splitlines()]
+    answers = client.answers()
     by_id = {json.dumps(a.get("id")): a for a in answers}
     assert len(answers) == 4, answers
     assert "result" in by_id["1"]
