@@ -6,9 +6,9 @@ Tools (``<domain>_<verb>``): create/get/search for every domain, plus ``crm_move
 are validated by pydantic from the type hints; a bad argument, a broken rule or an unexpected
 database error comes back as a tool result with ``isError=true`` and a message starting with
 the error kind (``InvalidArgument:``, ``NotFound:``, ``Conflict:``, ``RuleViolation:``,
-``InternalError:``), never as a crash. Create tools take an optional ``idempotency_key``
-(Valkey key ``<prefix>idem:<tool>:<key>``, SET NX with a TTL): a retry returns the same
-object with ``"idempotent_replay": true``.
+``InternalError:``), never as a crash. Create tools take an optional ``idempotency_key``: a
+retry returns the same object with ``"idempotent_replay": true`` (see ``opsdesk.idempotency``:
+recorded in PostgreSQL with the object, a short Valkey lease while the first call runs).
 
 In-process (tests), over a Session the test owns and the server never closes::
 
@@ -24,9 +24,10 @@ In-process (tests), over a Session the test owns and the server never closes::
 (``App.for_engine(engine, ...)`` gives every call its own Session instead.)
 
 Over stdio: ``python -m opsdesk.mcp_server`` with ``DATABASE_URL`` (required), ``REDIS_URL``
-(events and idempotency keys; optional), ``OPSDESK_SCHEMA`` (optional; tables go there) and
-``OPSDESK_EVENT_PREFIX`` (optional channel/key prefix). Tables are created if missing. Logs go
-to stderr; stdout carries the protocol.
+(events and idempotency leases; optional), ``OPSDESK_SCHEMA`` (optional; tables go there) and
+``OPSDESK_EVENT_PREFIX`` (optional channel/key prefix) and ``OPSDESK_VALKEY_TIMEOUT`` (seconds
+a Valkey command may take, default 5). Tables are created if missing. Logs go to stderr;
+stdout carries the protocol; every malformed line is answered (see ``opsdesk.stdio``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from opsdesk.mcp_tools import canvas, crm, finance, knowledge, tasks, tickets
 from opsdesk.stdio import serve_stdio
 
 SERVER_NAME = "opsdesk"
+DEFAULT_VALKEY_TIMEOUT = 5.0
 INSTRUCTIONS = (
     "opsdesk: CRM, tasks, support tickets, knowledge base, canvas documents and a "
     "double-entry ledger. Money is exchanged as decimal strings. Pass idempotency_key to "
@@ -61,8 +63,23 @@ def build_server(app: App) -> MCPServer[Any]:
     return server
 
 
+def valkey_timeout(env: Mapping[str, str]) -> float:
+    """Seconds a Valkey command may take (OPSDESK_VALKEY_TIMEOUT, default 5)."""
+    raw = env.get("OPSDESK_VALKEY_TIMEOUT", "").strip() or str(DEFAULT_VALKEY_TIMEOUT)
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = 0.0
+    if not 0 < timeout <= 600:
+        raise SystemExit(
+            f"opsdesk.mcp_server: OPSDESK_VALKEY_TIMEOUT={raw!r} is not a number of seconds "
+            "between 0 and 600; unset it for the default of 5"
+        )
+    return timeout
+
+
 def app_from_env(env: Mapping[str, str]) -> App:
-    """Build the App from DATABASE_URL / REDIS_URL / OPSDESK_SCHEMA / OPSDESK_EVENT_PREFIX."""
+    """Build the App from DATABASE_URL, REDIS_URL and the OPSDESK_* variables."""
     database_url = env.get("DATABASE_URL", "").strip()
     if not database_url:
         raise SystemExit(
@@ -79,7 +96,11 @@ def app_from_env(env: Mapping[str, str]) -> App:
     if redis_url := env.get("REDIS_URL", "").strip():
         import redis
 
-        redis_client = redis.Redis.from_url(redis_url)
+        timeout = valkey_timeout(env)
+        # Bounded, so a Valkey that stops answering costs one timeout per command, not a hang.
+        redis_client = redis.Redis.from_url(
+            redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
     else:
         logging.getLogger("opsdesk.mcp").warning(
             "REDIS_URL is not set: events are not published and idempotency keys are refused"

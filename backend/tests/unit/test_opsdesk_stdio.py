@@ -13,7 +13,7 @@ import pytest
 
 from opsdesk.app import App
 from opsdesk.events import EventBus
-from opsdesk.mcp_server import build_server
+from opsdesk.mcp_server import build_server, valkey_timeout
 from opsdesk.stdio import INVALID_REQUEST, PARSE_ERROR, check_line, stdio_streams
 
 
@@ -124,3 +124,14 @@ def test_a_whole_session_answers_every_line_and_ends_at_end_of_input() -> None:
     assert by_id["3"]["result"] == {}
     errors = sorted(a["error"]["code"] for a in answers if a["id"] is None)
     assert errors == sorted([INVALID_REQUEST, PARSE_ERROR])
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", 5.0), ("0.25", 0.25), (" 30 ", 30.0)])
+def test_valkey_timeout_from_the_environment(raw: str, expected: float) -> None:
+    assert valkey_timeout({"OPSDESK_VALKEY_TIMEOUT": raw}) == expected
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-1", "601", "nan"])
+def test_a_bad_valkey_timeout_is_refused_with_what_to_do(raw: str) -> None:
+    with pytest.raises(SystemExit, match=r"OPSDESK_VALKEY_TIMEOUT=.*unset it for the default"):
+        valkey_timeout({"OPSDESK_VALKEY_TIMEOUT": raw})
