@@ -25,7 +25,7 @@ log = logging.getLogger("opsdesk.mcp")
 T = TypeVar("T")
 
 # The tool being served on this thread or task; mcp_tools.registry sets it around each call.
-_current_tool: ContextVar[str] = ContextVar("opsdesk_current_tool", default="opsdesk")
+_current_tool: ContextVar[str | None] = ContextVar("opsdesk_current_tool", default=None)
 
 
 @contextmanager
@@ -40,7 +40,7 @@ def calling_tool(name: str) -> Iterator[None]:
 
 def current_tool() -> str:
     """Return the name of the tool being served ("opsdesk" outside a tool call)."""
-    return _current_tool.get()
+    return _current_tool.get() or "opsdesk"
 
 
 @dataclass
@@ -141,7 +141,11 @@ class App:
     ) -> dict[str, Any]:
         """Create one ``model`` row, once per idempotency key: ``make`` returns the new id,
         ``load`` renders it. A failure after the COMMIT names the row that was created."""
-        creation = Creation(current_tool(), model, key=key, fingerprint=fingerprint(arguments))
+        tool = _current_tool.get()
+        if tool is None:
+            # The tool's name keys its idempotency records: without it, two tools would share.
+            raise RuntimeError("App.create must run inside a tool added by tool_registrar")
+        creation = Creation(tool, model, key=key, fingerprint=fingerprint(arguments))
         with self.call() as session:
             try:
                 new_id, replayed = self._create(session, creation, lambda: make(session))

@@ -156,3 +156,12 @@ def test_a_tool_naming_the_wrong_model_is_caught(session: Session) -> None:
     with calling_tool("widgets_create"), pytest.raises(ToolError, match="created Part id 2"):
         # The id the key would record must be the object's: a mismatch fails loudly.
         app.create(key=None, arguments={}, model=Part, make=make_widget, load=lambda s, i: {})
+
+
+def test_create_outside_a_registered_tool_is_refused(session: Session) -> None:
+    # Its idempotency records would have no tool name to keep them apart from other tools'.
+    with pytest.raises(RuntimeError, match="tool_registrar"):
+        app_over(session).create(
+            key=None, arguments={}, model=Widget, make=make_widget, load=lambda s, i: {}
+        )
+    assert session.query(Widget).count() == 0
