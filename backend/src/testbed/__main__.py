@@ -8,11 +8,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from testbed.config import OPTIONS, Settings, load_settings
 from testbed.errors import HealthTimeout, TestbedError, UsageError
 from testbed.guard import redact
+from testbed.inifile import find_ini, ini_values
 from testbed.services import Endpoints, ServiceBackend, choose, ensure_up
 
 COMMANDS = {
@@ -24,29 +26,27 @@ COMMANDS = {
     "reap": "remove what dead runs left behind (pid files, data dirs, stopped containers)",
     "env": 'print the services\' URLs as shell assignments: eval "$(python -m testbed env)"',
 }
-_CLI_OPTIONS = (
-    "backend",
-    "pg_port",
-    "redis_port",
-    "database_url",
-    "redis_url",
-    "pg_bin",
-    "valkey_bin",
-    "cache_dir",
-    "state_dir",
-    "wait_timeout",
-)
+_CLI_OPTIONS = tuple(opt.name for opt in OPTIONS if opt.cli)
 
 
 def parser() -> argparse.ArgumentParser:
     """The command-line parser; flags mirror the E2E_* settings (flags win over env vars)."""
     p = argparse.ArgumentParser(
         prog="python -m testbed",
-        description="Run the opsdesk E2E services (PostgreSQL 16, Valkey 8).",
+        description="Run the E2E services (PostgreSQL 16, Valkey 8) of a project using testbed.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument(
+            "-c",
+            "--inifile",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="the pytest ini file whose e2e_* keys apply (e2e_project_name, ports...); "
+            "default: found from the current directory upwards, as pytest finds it",
+        )
         for opt in OPTIONS:
             if opt.name in _CLI_OPTIONS:
                 cmd.add_argument(
@@ -185,7 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         overrides = {name: getattr(args, name, None) for name in _CLI_OPTIONS}
-        settings = load_settings(**overrides)
+        inifile = args.inifile or find_ini(Path.cwd())
+        if args.inifile is not None and not args.inifile.is_file():
+            raise UsageError(f"--inifile {args.inifile}: no such file")
+        settings = load_settings(ini=ini_values(inifile), **overrides)
         if args.command == "up":
             return cmd_up(settings, args.foreground, args.owner_pid)
         if args.command == "down":

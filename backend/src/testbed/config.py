@@ -1,4 +1,10 @@
-"""One frozen settings object for testbed: each setting declared once (env var, ini key, flag)."""
+"""One frozen settings object for testbed, built from OPTIONS: each setting declared once.
+
+A setting is an env var (E2E_*), an ini key (e2e_*) and a flag (--e2e-*); precedence:
+flag > env var > ini > default. The app under test is described here too (its project name,
+MetaData or schema setup, event channel naming), the way pytest-django takes
+DJANGO_SETTINGS_MODULE: testbed itself knows nothing of any app.
+"""
 
 from __future__ import annotations
 
@@ -6,79 +12,34 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from testbed.errors import UsageError
+from testbed.parse import (
+    BACKENDS,
+    parse_backend,
+    parse_bool,
+    parse_channel_format,
+    parse_dotted,
+    parse_env_names,
+    parse_optional_path,
+    parse_optional_str,
+    parse_port,
+    parse_project_name,
+    parse_seconds,
+    parse_seed,
+    parse_session_options,
+)
 
-BACKENDS = ("auto", "native", "docker", "external")
+__all__ = ["BACKENDS", "OPTIONS", "Option", "Settings", "load_settings", "parse_port"]
+
 COMPOSE_FILE = "docker-compose-e2e.yml"
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-def parse_backend(value: str) -> str:
-    """Return a valid backend name or raise UsageError listing the valid ones."""
-    name = value.strip().lower()
-    if name not in BACKENDS:
-        raise UsageError(
-            f"unknown E2E backend {value!r}; valid backends: {', '.join(BACKENDS)} "
-            "(set E2E_BACKEND or --e2e-backend to one of them)"
-        )
-    return name
-
-
-def parse_port(value: str) -> int:
-    """Return a TCP port number (1-65535) or raise UsageError."""
-    try:
-        port = int(value)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise UsageError(f"invalid port {value!r}: expected a number from 1 to 65535")
-    return port
-
-
-def parse_bool(value: str) -> bool:
-    """Return a boolean from 1/0, true/false, yes/no, on/off (case-insensitive)."""
-    text = value.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise UsageError(f"invalid boolean {value!r}: use one of 1/0, true/false, yes/no, on/off")
-
-
-def parse_seconds(value: str) -> float:
-    """Return a positive number of seconds or raise UsageError."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise UsageError(f"invalid timeout {value!r}: expected a positive number of seconds")
-    return seconds
-
-
-def parse_seed(value: str) -> int | None:
-    """Return an integer seed, or None for an empty value (a fresh seed per run)."""
-    if not value.strip():
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"invalid seed {value!r}: expected an integer") from None
-
-
-def parse_optional_str(value: str) -> str | None:
-    """Return the value, or None when it is empty."""
-    return value.strip() or None
-
-
-def parse_optional_path(value: str) -> Path | None:
-    """Return an absolute path with ~ expanded, or None when empty."""
-    text = value.strip()
-    return Path(text).expanduser().absolute() if text else None
+# testbed's own name for what all projects share: the binary cache and the machine-wide locks.
+TOOL = "testbed"
+# Every state dir and compose project is `<project name>-e2e-<hash of checkout>`.
+STATE_DIR_GLOB = "*-e2e-*"
 
 
 def _is_root() -> bool:
@@ -86,13 +47,13 @@ def _is_root() -> bool:
 
 
 def default_cache_dir() -> Path:
-    """Where pinned binaries and the template data dir live."""
+    """Where pinned binaries and template data dirs live (shared by every project)."""
     # As root the server runs as an unprivileged user, which cannot traverse /root (0700).
     if _is_root():
-        return Path("/var/cache/opsdesk-e2e")
+        return Path("/var/cache") / TOOL
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("opsdesk-e2e"))
+    return Path(user_cache_dir(TOOL))
 
 
 def default_state_root() -> Path:
@@ -112,91 +73,199 @@ def find_checkout(start: Path | None = None) -> Path:
     return (start or Path.cwd()).resolve()
 
 
-def project_name(checkout: Path) -> str:
-    """Name shared by state dirs and the compose project, unique per checkout path."""
+def project_name(checkout: Path, name: str = TOOL) -> str:
+    """Name shared by the state dir and the compose project, unique per project and checkout."""
     digest = hashlib.sha1(str(checkout.resolve()).encode(), usedforsecurity=False).hexdigest()
-    return f"opsdesk-e2e-{digest[:8]}"
+    return f"{name}-e2e-{digest[:8]}"
+
+
+Values = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class Option:
-    """One setting: its env var, ini key, command-line flag, help, default and parser."""
+    """One setting: its env var, ini key, flag, help, default and parser.
+
+    `derive` computes the default from the settings resolved so far (and the environment)
+    when a fixed `default` will not do; `default_text` describes it for --help and the docs.
+    """
 
     name: str
-    env: str
-    ini: str
-    flag: str
     help: str
-    default: object
     parse: Callable[[str], object]
+    default: object = None
+    derive: Callable[[Values, Mapping[str, str]], object] | None = None
+    default_text: str | None = None
+    cli: bool = False  # also a flag of `python -m testbed`
+
+    @property
+    def env(self) -> str:
+        """The environment variable, E2E_<NAME>."""
+        return f"E2E_{self.name.upper()}"
+
+    @property
+    def ini(self) -> str:
+        """The ini key, e2e_<name>."""
+        return f"e2e_{self.name}"
+
+    @property
+    def flag(self) -> str:
+        """The pytest flag, --e2e-<name>."""
+        return f"--e2e-{self.name.replace('_', '-')}"
+
+    def describe_default(self) -> str:
+        """The default as the docs show it."""
+        if self.default_text is not None:
+            return self.default_text
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        return "(none)" if self.default is None else str(self.default)
 
 
-def _opt(name: str, default: object, parse: Callable[[str], object], help: str) -> Option:
-    return Option(
-        name=name,
-        env=f"E2E_{name.upper()}",
-        ini=f"e2e_{name}",
-        flag=f"--e2e-{name.replace('_', '-')}",
-        help=help,
-        default=default,
-        parse=parse,
-    )
+def _state_dir(values: Values, env: Mapping[str, str]) -> Path:
+    return default_state_root() / str(values["project"])
+
+
+def _cache_dir(values: Values, env: Mapping[str, str]) -> Path:
+    return default_cache_dir()
+
+
+def _ci(values: Values, env: Mapping[str, str]) -> bool:
+    # CI must never turn missing services into green skips.
+    return env.get("CI", "").strip().lower() == "true"
 
 
 OPTIONS: tuple[Option, ...] = (
-    _opt(
+    # The app under test ---------------------------------------------------------------------
+    Option(
+        "project_name",
+        "the app's name: the E2E role and database are <name>_e2e, the state dir and compose "
+        "project <name>-e2e-<hash of checkout>",
+        parse_project_name,
+        default="testbed",
+        cli=True,
+    ),
+    Option(
+        "metadata",
+        "the app's SQLAlchemy MetaData (or declarative Base) as module:attribute; every "
+        "worker schema gets its tables (create_all)",
+        parse_dotted,
+    ),
+    Option(
+        "schema_setup",
+        "a callable module:function(engine) run once per worker schema after the tables are "
+        "created, e.g. Alembic migrations or seed data; its engine selects the worker schema",
+        parse_dotted,
+    ),
+    Option(
+        "channel_format",
+        "how the app names an event channel: {prefix} is the worker's prefix, {name} the "
+        "name given to e2e_events.subscribe()",
+        parse_channel_format,
+        default="{prefix}{name}",
+    ),
+    Option(
+        "database_url_env",
+        "environment variables testbed sets to the worker's database URL (its schema selected "
+        "with options=-csearch_path), for apps that build their own engine, e.g. DATABASE_URL",
+        parse_env_names,
+        default=(),
+        default_text="(none)",
+    ),
+    Option(
+        "redis_url_env",
+        "environment variables testbed sets to the worker's Redis URL (its own logical "
+        "database), e.g. REDIS_URL",
+        parse_env_names,
+        default=(),
+        default_text="(none)",
+    ),
+    Option(
+        "session_options",
+        "Session options of the test Session, e.g. expire_on_commit=true,autoflush=false",
+        parse_session_options,
+        default={"expire_on_commit": False},
+        default_text="expire_on_commit=false",
+    ),
+    # The services -----------------------------------------------------------------------
+    Option(
         "backend",
-        "auto",
-        parse_backend,
         "where the services come from: auto (external if URLs are set, docker if an engine "
         "answers, else native), native, docker or external",
+        parse_backend,
+        default="auto",
+        cli=True,
     ),
-    _opt("pg_port", 5433, parse_port, "PostgreSQL 16 port on 127.0.0.1 (native and docker)"),
-    _opt("redis_port", 6380, parse_port, "Valkey 8 port on 127.0.0.1 (native and docker)"),
-    _opt(
+    Option(
+        "pg_port",
+        "PostgreSQL 16 port on 127.0.0.1 (native and docker)",
+        parse_port,
+        default=5433,
+        cli=True,
+    ),
+    Option(
+        "redis_port",
+        "Valkey 8 port on 127.0.0.1 (native and docker)",
+        parse_port,
+        default=6380,
+        cli=True,
+    ),
+    Option(
         "database_url",
-        None,
-        parse_optional_str,
         "use this PostgreSQL (external backend); must be an E2E database, never port 5432",
-    ),
-    _opt(
-        "redis_url",
-        None,
         parse_optional_str,
+        cli=True,
+    ),
+    Option(
+        "redis_url",
         "use this Redis/Valkey (external backend); never port 6379",
+        parse_optional_str,
+        cli=True,
     ),
-    _opt(
+    Option(
         "pg_bin",
-        None,
-        parse_optional_path,
         "directory with PostgreSQL 16 binaries (postgres, initdb); else PATH, else pinned",
+        parse_optional_path,
+        cli=True,
     ),
-    _opt(
+    Option(
         "valkey_bin",
-        None,
-        parse_optional_path,
         "valkey-server 8 binary (or its directory); else PATH, else pinned",
+        parse_optional_path,
+        cli=True,
     ),
-    _opt(
+    Option(
         "cache_dir",
-        None,
-        parse_optional_path,
         "cache for pinned binaries and the template data dir",
-    ),
-    _opt(
-        "state_dir",
-        None,
         parse_optional_path,
-        "pid files, logs and data dirs of the native services (default: on /dev/shm)",
+        derive=_cache_dir,
+        default_text="the user cache dir's testbed/ (/var/cache/testbed as root)",
+        cli=True,
     ),
-    _opt("wait_timeout", 30.0, parse_seconds, "seconds to wait for the services to answer"),
-    _opt("seed", None, parse_seed, "seed for the test data (printed by every run; replays it)"),
-    _opt("keep", False, parse_bool, "leave services the run started running afterwards"),
-    _opt(
+    Option(
+        "state_dir",
+        "pid files, logs and data dirs of the native services",
+        parse_optional_path,
+        derive=_state_dir,
+        default_text="<project> under /dev/shm (else under the temp dir)",
+        cli=True,
+    ),
+    Option(
+        "wait_timeout",
+        "seconds to wait for the services to answer",
+        parse_seconds,
+        default=30.0,
+        cli=True,
+    ),
+    # The run ----------------------------------------------------------------------------
+    Option("seed", "seed for the test data (printed by every run; replays it)", parse_seed),
+    Option("keep", "leave services the run started running afterwards", parse_bool, default=False),
+    Option(
         "require_services",
-        False,
+        "fail instead of skipping when the services are unavailable",
         parse_bool,
-        "fail instead of skipping when the services are unavailable (default: true when CI=true)",
+        derive=_ci,
+        default_text="true when CI=true, else false",
     ),
 )
 OPTIONS_BY_NAME: Mapping[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -204,44 +273,63 @@ OPTIONS_BY_NAME: Mapping[str, Option] = {opt.name: opt for opt in OPTIONS}
 
 @dataclass(frozen=True)
 class Settings:
-    """Every testbed setting, resolved; one field per Option plus the derived project."""
+    """Every testbed setting, resolved (one field per Option), plus checkout and project.
 
-    backend: str = "auto"
-    pg_port: int = 5433
-    redis_port: int = 6380
-    database_url: str | None = None
-    redis_url: str | None = None
-    pg_bin: Path | None = None
-    valkey_bin: Path | None = None
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    state_dir: Path = field(default_factory=lambda: default_state_root() / "opsdesk-e2e")
-    wait_timeout: float = 30.0
-    seed: int | None = None
-    keep: bool = False
-    require_services: bool = False
-    checkout: Path = field(default_factory=find_checkout)
-    project: str = "opsdesk-e2e"
+    No defaults here: they live in OPTIONS; build Settings with load_settings().
+    """
+
+    project_name: str
+    metadata: str | None
+    schema_setup: str | None
+    channel_format: str
+    database_url_env: tuple[str, ...]
+    redis_url_env: tuple[str, ...]
+    session_options: Mapping[str, bool]
+    backend: str
+    pg_port: int
+    redis_port: int
+    database_url: str | None
+    redis_url: str | None
+    pg_bin: Path | None
+    valkey_bin: Path | None
+    cache_dir: Path
+    state_dir: Path
+    wait_timeout: float
+    seed: int | None
+    keep: bool
+    require_services: bool
+    checkout: Path
+    project: str  # <project_name>-e2e-<hash>: state dir name and compose project
 
     @property
     def compose_file(self) -> Path:
         """The compose file of this checkout."""
         return self.checkout / COMPOSE_FILE
 
+    @property
+    def pg_role(self) -> str:
+        """The E2E role (and database) name, <project name>_e2e: the guard wants 'e2e' in it."""
+        return self.project_name.replace("-", "_") + "_e2e"
+
+    @property
+    def pg_database(self) -> str:
+        """The E2E database, named like the role."""
+        return self.pg_role
+
+    @property
+    def docker_label(self) -> str:
+        """The value of the project label on this project's containers."""
+        return self.project
+
 
 _DERIVED = ("checkout", "project")
 
 
 def _coerce(opt: Option, value: object) -> object:
-    # CLI flags and ini keys arrive as strings; Python callers may pass typed values.
-    if isinstance(value, str):
-        return opt.parse(value)
-    if opt.name in ("pg_bin", "valkey_bin", "cache_dir", "state_dir") and isinstance(value, Path):
-        return value.expanduser().absolute()
-    if opt.name in ("pg_port", "redis_port") and isinstance(value, int):
-        return parse_port(str(value))
-    if opt.name == "wait_timeout" and isinstance(value, int | float):
-        return parse_seconds(str(value))
-    return value
+    # Flags and ini keys arrive as strings; Python callers may pass typed values, checked alike.
+    if isinstance(value, dict | tuple | list):
+        return tuple(value) if isinstance(value, list) else value
+    return opt.parse(value if isinstance(value, str) else str(value))
 
 
 def load_settings(
@@ -250,7 +338,7 @@ def load_settings(
     ini: Mapping[str, object] | None = None,
     **overrides: object,
 ) -> Settings:
-    """Resolve settings: overrides (CLI flags) > env vars > ini values > defaults.
+    """Resolve settings: overrides (flags) > env vars > ini values > defaults.
 
     An override or ini value of None means "not given". `ini` is keyed by option name.
     """
@@ -261,7 +349,9 @@ def load_settings(
         raise UsageError(
             f"unknown testbed setting(s): {', '.join(unknown)}; valid: {', '.join(OPTIONS_BY_NAME)}"
         )
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
+    checkout_value = overrides.get("checkout")
+    values["checkout"] = Path(str(checkout_value)).resolve() if checkout_value else find_checkout()
     for opt in OPTIONS:
         if overrides.get(opt.name) is not None:
             values[opt.name] = _coerce(opt, overrides[opt.name])
@@ -271,22 +361,17 @@ def load_settings(
             except UsageError as exc:
                 raise UsageError(f"{opt.env}: {exc}") from None
         elif ini and ini.get(opt.name) is not None:
-            values[opt.name] = _coerce(opt, ini[opt.name])
-        elif opt.name == "require_services":
-            # CI must never turn missing services into green skips.
-            values[opt.name] = environ.get("CI", "").strip().lower() == "true"
+            try:
+                values[opt.name] = _coerce(opt, ini[opt.name])
+            except UsageError as exc:
+                raise UsageError(f"ini {opt.ini}: {exc}") from None
         else:
             values[opt.name] = opt.default
-    checkout_value = overrides.get("checkout")
-    checkout = Path(str(checkout_value)).resolve() if checkout_value else find_checkout()
-    project = str(overrides.get("project") or project_name(checkout))
-    if values["cache_dir"] is None:
-        values["cache_dir"] = default_cache_dir()
-    if values["state_dir"] is None:
-        values["state_dir"] = default_state_root() / project
+        if opt.name == "project_name":
+            values["project"] = str(
+                overrides.get("project") or project_name(values["checkout"], values[opt.name])
+            )
+        if values[opt.name] is None and opt.derive is not None:
+            values[opt.name] = opt.derive(values, environ)
     known = {f.name for f in fields(Settings)}
-    return Settings(
-        **{k: v for k, v in values.items() if k in known},  # type: ignore[arg-type]
-        checkout=checkout,
-        project=project,
-    )
+    return Settings(**{k: v for k, v in values.items() if k in known})

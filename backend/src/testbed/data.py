@@ -24,7 +24,7 @@ from faker import Faker
 T = TypeVar("T")
 
 # Fixed namespace for identity UUIDs (uuid5 of the project name): stable across releases.
-IDENTITY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "opsdesk-e2e.testbed")
+IDENTITY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "testbed.e2e")
 POOL_SIZE = 400
 # A fixed "now" keeps dates replayable: datetime.now() would differ between replays.
 EPOCH = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)

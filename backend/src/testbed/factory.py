@@ -100,7 +100,7 @@ class Factory(Generic[M]):
     model: ClassVar[type[Any]]
     params: ClassVar[tuple[str, ...]] = ()  # extra keywords the factory understands
     # Commit after create: a test Session joined with create_savepoint then keeps the rows
-    # when code under test rolls back its own failed unit of work (as opsdesk does), and in
+    # when code under test rolls back its own failed unit of work (as apps often do), and in
     # committed mode other connections see them. False: flush only.
     commit: ClassVar[bool] = True
     _fields: ClassVar[dict[str, Field | Related]]

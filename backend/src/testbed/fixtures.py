@@ -1,7 +1,9 @@
 """testbed's fixtures: small overridable ones composed into the big ones (pytest-django style).
 
 Session scope = one xdist worker: its schema, engine and Redis database. Function scope = one
-test: a rolled-back or committed Session, a flushed Redis database, seeded data, an MCP client.
+test: a rolled-back or committed Session, a flushed Redis database, seeded data. The app under
+test comes from the settings (e2e_metadata, e2e_schema_setup, e2e_channel_format) or from a
+conftest overriding e2e_metadata, e2e_schema_setup, e2e_channel_name or e2e_session_options.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from testbed import app, stash
+from testbed.config import Settings
 from testbed.isolation import (
     WorkerDatabase,
     committed_session,
+    export_urls,
     rollback_session,
     run_redis,
     worker_redis,
@@ -27,39 +32,42 @@ if TYPE_CHECKING:
     # Imported where used: this module loads with the plugin in every pytest process,
     # including the xdist controller and `make unit`, which need neither SQLAlchemy nor Faker.
     import redis
-    from mcp import ClientSession
-    from sqlalchemy import Engine
+    from sqlalchemy import Engine, MetaData
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
     from testbed.data import DataContext
     from testbed.factory import Factory
 
-SETUP_STASH = pytest.StashKey[float]()
 ROLLBACK, COMMITTED = "e2e_postgres_db", "e2e_committed_db"
 
 
-def _run(config: pytest.Config, *, start: bool) -> RunInfo:
-    from testbed.plugin import CONTROLLER_KEY, RUN_KEY
-
-    controller = config.stash.get(CONTROLLER_KEY, None)
+def current_run(config: pytest.Config, *, start: bool) -> RunInfo:
+    """The run's RunInfo; in a single process with no e2e path, start the services first."""
+    controller = config.stash.get(stash.CONTROLLER, None)
     if start and controller is not None and not controller.info.attempted:
-        # Single process and no e2e directory among the paths: start on first use instead.
         controller.start()
-    return config.stash[RUN_KEY]
+    return config.stash[stash.RUN]
 
 
 # Session scope: the worker -----------------------------------------------------------------
 @pytest.fixture(scope="session")
+def e2e_settings(pytestconfig: pytest.Config) -> Settings:
+    """testbed's resolved settings (flags > env vars > ini > defaults)."""
+    return pytestconfig.stash[stash.SETTINGS]
+
+
+@pytest.fixture(scope="session")
 def e2e_run(pytestconfig: pytest.Config) -> RunInfo:
     """The run shared by all workers: run id, seed, endpoints (or why there are none)."""
-    return _run(pytestconfig, start=False)
+    return current_run(pytestconfig, start=False)
 
 
 @pytest.fixture(scope="session")
 def e2e_docker_compose(pytestconfig: pytest.Config, e2e_run: RunInfo) -> Endpoints:
     """The E2E services' Endpoints, whatever the backend (despite the name); brought up once
     per run by the controller. Skips when unavailable outside CI; errors under CI."""
-    e2e_run = _run(pytestconfig, start=True)
+    e2e_run = current_run(pytestconfig, start=True)
     if e2e_run.error:
         pytest.fail(e2e_run.error, pytrace=False)
     if e2e_run.skip_reason or e2e_run.endpoints is None:
@@ -74,13 +82,36 @@ def e2e_worker(pytestconfig: pytest.Config, e2e_run: RunInfo) -> Worker:
 
 
 @pytest.fixture(scope="session")
+def e2e_metadata(e2e_settings: Settings) -> MetaData | None:
+    """The app's MetaData (ini e2e_metadata); every worker schema gets its tables.
+    Override it in a conftest to hand testbed the MetaData directly."""
+    return app.metadata(e2e_settings.metadata)
+
+
+@pytest.fixture(scope="session")
+def e2e_schema_setup(e2e_settings: Settings) -> Callable[[Engine], object] | None:
+    """The app's setup (ini e2e_schema_setup), run once per worker schema with its Engine:
+    migrations, init scripts, seed data. Override it in a conftest to pass a function."""
+    return app.schema_setup(e2e_settings.schema_setup)
+
+
+@pytest.fixture(scope="session")
 def e2e_database(
-    pytestconfig: pytest.Config, e2e_docker_compose: Endpoints, e2e_worker: Worker
+    pytestconfig: pytest.Config,
+    e2e_settings: Settings,
+    e2e_docker_compose: Endpoints,
+    e2e_worker: Worker,
+    e2e_metadata: MetaData | None,
+    e2e_schema_setup: Callable[[Engine], object] | None,
 ) -> Iterator[WorkerDatabase]:
-    """The worker's schema e2e_<run>_<worker> with every table; dropped when the worker ends."""
-    database = WorkerDatabase(e2e_docker_compose.database_url, e2e_worker)
+    """The worker's schema e2e_<run>_<worker>, its tables and the app's setup; dropped when
+    the worker ends (with every table in it, including those tests created)."""
+    export_urls(e2e_settings, e2e_docker_compose, e2e_worker)
+    database = WorkerDatabase(
+        e2e_docker_compose.database_url, e2e_worker, e2e_metadata, e2e_schema_setup
+    )
     database.create()
-    pytestconfig.stash[SETUP_STASH] = database.setup_seconds
+    pytestconfig.stash[stash.SETUP_SECONDS] = database.setup_seconds
     yield database
     database.drop()
 
@@ -92,9 +123,42 @@ def e2e_engine(e2e_database: WorkerDatabase) -> Engine:
 
 
 @pytest.fixture(scope="session")
+def e2e_database_url(e2e_database: WorkerDatabase) -> str:
+    """The worker's database URL selecting its schema (options=-csearch_path=...), for an
+    engine the app builds itself; testbed also exports it as each e2e_database_url_env."""
+    return e2e_database.url
+
+
+@pytest.fixture(scope="session")
+def e2e_async_engine(e2e_database: WorkerDatabase) -> AsyncEngine:
+    """An AsyncEngine (psycopg async) on the worker's schema; NullPool, so no connection
+    crosses event loops."""
+    from testbed.aio import make_async_engine
+
+    return make_async_engine(
+        e2e_database.database_url,
+        e2e_database.schema,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@pytest.fixture(scope="session")
+def e2e_session_options(e2e_settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of every test Session (ini e2e_session_options); override to change."""
+    return dict(e2e_settings.session_options)
+
+
+@pytest.fixture(scope="session")
 def e2e_redis_prefix(e2e_worker: Worker) -> str:
     """The worker's key and channel prefix, e2e:<run>:<worker>:."""
     return e2e_worker.prefix
+
+
+@pytest.fixture(scope="session")
+def e2e_channel_name(e2e_settings: Settings, e2e_redis_prefix: str) -> Callable[[str], str]:
+    """name -> the worker's pub/sub channel, by e2e_channel_format (default {prefix}{name});
+    override it when the app names channels in a way a format cannot say."""
+    return app.channel_namer(e2e_settings.channel_format, e2e_redis_prefix)
 
 
 @pytest.fixture(scope="session")
@@ -141,33 +205,60 @@ def _refuse_mix(request: pytest.FixtureRequest, wanted: str) -> None:
 
 @pytest.fixture
 def e2e_postgres_db(
-    request: pytest.FixtureRequest, e2e_database: WorkerDatabase
+    request: pytest.FixtureRequest,
+    e2e_database: WorkerDatabase,
+    e2e_session_options: dict[str, Any],
 ) -> Iterator[Session]:
     """A Session in the worker's schema joined to an outer transaction that is rolled back;
     code under test may commit (only SAVEPOINTs are released)."""
     _refuse_mix(request, ROLLBACK)
-    with rollback_session(e2e_database.engine) as session:
+    with rollback_session(e2e_database.engine, **e2e_session_options) as session:
         yield session
 
 
 @pytest.fixture
 def e2e_committed_db(
-    request: pytest.FixtureRequest, e2e_database: WorkerDatabase
+    request: pytest.FixtureRequest,
+    e2e_database: WorkerDatabase,
+    e2e_session_options: dict[str, Any],
 ) -> Iterator[Session]:
     """A Session that really commits (other connections see it); afterwards every table of the
     worker's schema is emptied with TRUNCATE ... RESTART IDENTITY CASCADE."""
     _refuse_mix(request, COMMITTED)
-    with committed_session(e2e_database) as session:
+    with committed_session(e2e_database, **e2e_session_options) as session:
         yield session
 
 
 @pytest.fixture
 def e2e_session(request: pytest.FixtureRequest) -> Session:
     """The test's Session: e2e_committed_db if marked @pytest.mark.committed, else
-    e2e_postgres_db. Factories and mcp_service use this one."""
+    e2e_postgres_db. Factories use this one."""
     committed = request.node.get_closest_marker("committed") is not None
     session: Session = request.getfixturevalue(COMMITTED if committed else ROLLBACK)
     return session
+
+
+@pytest.fixture
+async def e2e_async_session(
+    e2e_async_engine: AsyncEngine, e2e_session_options: dict[str, Any]
+) -> AsyncIterator[AsyncSession]:
+    """An AsyncSession joined to an outer transaction that is rolled back (the savepoint recipe,
+    async); needs an async test plugin (anyio's, or pytest-asyncio)."""
+    from testbed.aio import rollback_async_session
+
+    async with rollback_async_session(e2e_async_engine, **e2e_session_options) as session:
+        yield session
+
+
+@pytest.fixture(autouse=True)
+def _e2e_committed_cleanup(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A committed test that commits through the app's own engine: truncate afterwards too."""
+    if request.node.get_closest_marker("committed") is None or COMMITTED in request.fixturenames:
+        yield
+        return
+    database: WorkerDatabase = request.getfixturevalue("e2e_database")
+    yield
+    database.truncate()
 
 
 @pytest.fixture
@@ -179,9 +270,11 @@ def e2e_redis(e2e_redis_client: redis.Redis[str]) -> Iterator[redis.Redis[str]]:
 
 
 @pytest.fixture
-def e2e_events(e2e_redis: redis.Redis[str], e2e_redis_prefix: str) -> EventListener:
-    """Subscribe to the worker's event channels: `with e2e_events.subscribe("crm") as sub:`."""
-    return EventListener(e2e_redis, e2e_redis_prefix)
+def e2e_events(
+    e2e_redis: redis.Redis[str], e2e_channel_name: Callable[[str], str]
+) -> EventListener:
+    """Subscribe to the worker's channels: `with e2e_events.subscribe("orders") as sub:`."""
+    return EventListener(e2e_redis, e2e_channel_name)
 
 
 @pytest.fixture
@@ -190,45 +283,6 @@ def e2e_data(request: pytest.FixtureRequest, e2e_run: RunInfo) -> DataContext:
     from testbed.data import DataContext
 
     return DataContext(e2e_run.seed, request.node.nodeid)
-
-
-@pytest.fixture
-def opsdesk_app(e2e_session: Session, e2e_redis: redis.Redis[str], e2e_redis_prefix: str) -> Any:
-    """opsdesk's App over the test's Session and the worker's Redis database and prefix."""
-    from opsdesk.app import App
-
-    return App.for_session(e2e_session, redis=e2e_redis, prefix=e2e_redis_prefix)
-
-
-@pytest.fixture(scope="session")
-def e2e_mcp_server() -> tuple[Any, Any]:
-    """(App, server): one opsdesk MCP server per worker, since building one costs ~0.1 s;
-    mcp_service rebinds the App to each test's opsdesk_app."""
-    from sqlalchemy.orm import Session
-
-    from opsdesk.app import App
-    from opsdesk.mcp_server import build_server
-
-    shared = App.for_session(Session())  # placeholder until a test binds its own
-    return shared, build_server(shared)
-
-
-@pytest.fixture
-async def mcp_service(
-    opsdesk_app: Any, e2e_mcp_server: tuple[Any, Any], anyio_backend: Any
-) -> AsyncIterator[ClientSession]:
-    """An MCP ClientSession connected in-memory to opsdesk's server over opsdesk_app (the
-    test's Session, the worker's Redis namespace). Use it from async tests."""
-    from mcp import Client
-
-    shared, server = e2e_mcp_server
-    idle = dict(vars(shared))
-    vars(shared).update(vars(opsdesk_app))  # the tools read the App's fields at call time
-    try:
-        async with Client(server) as client:
-            yield client.session
-    finally:
-        vars(shared).update(idle)  # a late call must never reach a finished test's Session
 
 
 def factory_fixture(cls: type[Factory[Any]]) -> Callable[..., Factory[Any]]:

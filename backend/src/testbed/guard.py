@@ -36,7 +36,7 @@ def check_postgres_url(url: str) -> None:
         raise _refuse(
             url,
             f"not a PostgreSQL URL (scheme {parts.scheme!r})",
-            "Use postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e.",
+            "Use the E2E database's URL, e.g. postgresql://shop_e2e@127.0.0.1:5433/shop_e2e.",
         )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     try:
@@ -57,7 +57,7 @@ def check_postgres_url(url: str) -> None:
                 url,
                 f"the {kind} name {name!r} does not contain {MARKER!r}, so it is not an "
                 "E2E database",
-                "Use a database and role whose names contain 'e2e' (e.g. opsdesk_e2e).",
+                "Use a database and role whose names contain 'e2e' (testbed's are <name>_e2e).",
             )
 
 

@@ -1,7 +1,8 @@
-"""Isolation: worker schemas, per-test transactions, Redis namespaces, and reaping dead runs."""
+"""Isolation: the worker's database, per-test transactions and Redis namespaces."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -9,151 +10,77 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-from psycopg import sql
-
-from testbed import guard
-from testbed.workers import SCHEMA_PREFIX, Worker, parse_schema
+from testbed import guard, schema
+from testbed.app import SchemaSetup
+from testbed.config import Settings
+from testbed.services import Endpoints
+from testbed.workers import Worker
 
 if TYPE_CHECKING:
     # SQLAlchemy is imported where it is used: the controller (which only needs psycopg and
     # redis) then starts the xdist workers ~0.7 s sooner, and `make unit` does not pay it.
     import redis
-    from sqlalchemy import Engine
+    from sqlalchemy import Engine, MetaData
     from sqlalchemy.orm import Session
-
-# Advisory-lock namespace for "this run is alive": the controller holds (LOCK_CLASS, run) for the
-# whole run on one connection, so a run that died (even SIGKILL) has released it.
-LOCK_CLASS = 0x0E2E
 
 # Bounded waits: a server that is alive but silent (frozen, partitioned) must fail a test within
 # seconds instead of hanging the run; statement/lock timeouts bound work the server does accept.
-CONNECT_TIMEOUT_S = 5
+CONNECT_TIMEOUT_S = schema.CONNECT_TIMEOUT_S
 PG_SESSION_OPTIONS = "-c statement_timeout=60s -c lock_timeout=30s"
 REDIS_SOCKET_TIMEOUT_S = 10.0
 
 
-def _run_key(run_id: str) -> int:
-    """The run id as a signed int4, the second half of the advisory-lock key."""
-    value = int(run_id, 16)
-    return value - (1 << 32) if value >= (1 << 31) else value
-
-
-def _libpq(url: str) -> str:
-    """A plain libpq URL for psycopg (drops SQLAlchemy's +driver suffix)."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-class RunLock:
-    """Marks this run alive in the E2E database until release() (or process death)."""
-
-    def __init__(self, database_url: str, run_id: str) -> None:
-        guard.check_postgres_url(database_url)
-        self.run_id = run_id
-        self._conn = psycopg.connect(
-            _libpq(database_url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-        )
-        self._conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, _run_key(run_id)))
-
-    def release(self) -> None:
-        """Drop the lock (closing the connection releases it)."""
-        if not self._conn.closed:
-            self._conn.close()
-
-
-def reap_stale_schemas(database_url: str, *, current_run: str) -> list[str]:
-    """Drop e2e_<run>_<worker> schemas whose run is no longer alive; returns what was dropped."""
-    guard.check_postgres_url(database_url)
-    dropped: list[str] = []
-    with psycopg.connect(
-        _libpq(database_url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-    ) as conn:
-        names = [
-            row[0]
-            for row in conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s) ORDER BY 1",
-                (SCHEMA_PREFIX,),
-            )
-        ]
-        by_run: dict[str, list[str]] = {}
-        for name in names:
-            parsed = parse_schema(name)
-            if parsed and parsed[0] != current_run:
-                by_run.setdefault(parsed[0], []).append(name)
-        # A leftover transaction of a dying run must not hang the new run's start.
-        conn.execute("SET lock_timeout = '5s'")
-        for run_id, schemas in by_run.items():
-            key = (LOCK_CLASS, _run_key(run_id))
-            if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:  # type: ignore[index]
-                continue  # that run is alive (its controller holds the lock)
-            try:
-                for schema in schemas:
-                    conn.execute(
-                        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-                    )
-                    dropped.append(schema)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
-    return dropped
-
-
-def list_run_schemas(engine: Engine, run_id: str) -> list[str]:
-    """Every worker schema of one run (for cross-worker isolation checks)."""
-    from sqlalchemy import text
-
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, :p) ORDER BY 1"),
-            {"p": f"{SCHEMA_PREFIX}{run_id}_"},
-        )
-        return [row[0] for row in rows]
-
-
 @dataclass
 class WorkerDatabase:
-    """One worker's schema: created once with every table, truncated on demand, dropped at end."""
+    """One worker's schema: created once (tables, then the app's setup), truncated on demand,
+    dropped at the end."""
 
     database_url: str
     worker: Worker
+    metadata: MetaData | None = None
+    setup: SchemaSetup | None = None
     engine: Engine = field(init=False)
-    tables: list[str] = field(init=False, default_factory=list)
+    seeded: frozenset[str] = field(init=False, default=frozenset())
     setup_seconds: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         guard.check_postgres_url(self.database_url)
 
-    def create(self) -> None:
-        """Create the worker's schema and every opsdesk table in it (search_path at connect)."""
-        from opsdesk import db
+    @property
+    def schema(self) -> str:
+        """The worker's schema name."""
+        return self.worker.schema
 
+    @property
+    def url(self) -> str:
+        """The database URL selecting the worker's schema, for engines the app builds itself."""
+        return schema.schema_url(self.database_url, self.worker.schema)
+
+    def create(self) -> None:
+        """Create the schema, the MetaData's tables, then run the app's setup (migrations)."""
         started = time.perf_counter()
-        self.engine = db.make_engine(
+        self.engine = schema.make_engine(
             self.database_url,
-            schema=self.worker.schema,
+            self.worker.schema,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "options": PG_SESSION_OPTIONS},
         )
-        db.create_schema(self.engine, self.worker.schema)
-        self.tables = list(db.table_names())
+        schema.create(self.engine, self.worker.schema, self.metadata)
+        if self.setup is not None:
+            self.setup(self.engine)
+            # Rows a setup wrote (seed data, alembic_version) survive committed-mode truncation.
+            self.seeded = frozenset(schema.non_empty_tables(self.engine, self.worker.schema))
         self.setup_seconds = time.perf_counter() - started
 
     def drop(self) -> None:
         """Drop the worker's schema and dispose of its connections."""
-        from opsdesk import db
-
         try:
-            db.drop_schema(self.engine, self.worker.schema)
+            schema.drop(self.engine, self.worker.schema)
         finally:
             self.engine.dispose()
 
-    def truncate(self) -> None:
-        """Empty every table of the worker's schema, resetting sequences, in one statement."""
-        if not self.tables:
-            return
-        from sqlalchemy import text
-
-        names = ", ".join(f'"{self.worker.schema}"."{name}"' for name in self.tables)
-        with self.engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    def truncate(self) -> list[str]:
+        """Empty every table of the worker's schema but the seeded ones, in one statement."""
+        return schema.truncate(self.engine, self.worker.schema, keep=self.seeded)
 
 
 @contextmanager
@@ -168,7 +95,6 @@ def rollback_session(engine: Engine, **session_kwargs: Any) -> Iterator[Session]
 
     conn = engine.connect()
     trans = conn.begin()
-    session_kwargs.setdefault("expire_on_commit", False)  # as opsdesk's own sessions
     session = Session(bind=conn, join_transaction_mode="create_savepoint", **session_kwargs)
     try:
         yield session
@@ -184,7 +110,6 @@ def committed_session(database: WorkerDatabase, **session_kwargs: Any) -> Iterat
     """A Session that really commits; the worker's tables are truncated afterwards."""
     from sqlalchemy.orm import Session
 
-    session_kwargs.setdefault("expire_on_commit", False)
     session = Session(bind=database.engine, **session_kwargs)
     try:
         yield session
@@ -249,6 +174,18 @@ def run_redis(redis_url: str) -> redis.Redis[str]:
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         retry=_no_retry(),
     )
+
+
+def export_urls(settings: Settings, endpoints: Endpoints, worker: Worker) -> None:
+    """Set the e2e_database_url_env / e2e_redis_url_env variables to the worker's URLs, so an
+    app that builds its own engine or client from the environment lands in its namespace."""
+    if settings.database_url_env:
+        url = schema.schema_url(endpoints.database_url, worker.schema)
+        os.environ.update(dict.fromkeys(settings.database_url_env, url))
+    if settings.redis_url_env:
+        check_redis_databases(worker, endpoints.redis_databases, endpoints.redis_url)
+        url = with_db(endpoints.redis_url, worker.redis_db)
+        os.environ.update(dict.fromkeys(settings.redis_url_env, url))
 
 
 def delete_run_keys(client: redis.Redis[str], run_prefix: str) -> int:

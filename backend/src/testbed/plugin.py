@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from testbed.config import OPTIONS, load_settings
+from testbed import stash
+from testbed.config import OPTIONS, Settings, load_settings
 from testbed.errors import UsageError
+from testbed.isolation import export_urls
 from testbed.run import SKIP_PREFIX, Controller, RunInfo, wants_services
+from testbed.workers import worker_from_input
 
 pytest_plugins = ["testbed.fixtures"]
 
-CONTROLLER_KEY = pytest.StashKey[Controller]()
-RUN_KEY = pytest.StashKey[RunInfo]()
 SETUP_KEY = "e2e_setup_seconds"
 
 
@@ -44,7 +45,7 @@ MARKERS = (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Declare every testbed setting once: ini key + --flag (+ env var) sharing one help."""
-    group = parser.getgroup("testbed", "opsdesk E2E services and isolation (testbed)")
+    group = parser.getgroup("testbed", "testbed: E2E services and isolation")
     for opt in OPTIONS:
         text = f"{opt.help} [env {opt.env}, ini {opt.ini}]"
         parser.addini(opt.ini, help=text, default="")
@@ -55,7 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(opt.flag, **kwargs)
 
 
-def _settings(config: pytest.Config) -> Any:
+def _settings(config: pytest.Config) -> Settings:
     cli = {opt.name: config.getoption(f"e2e_{opt.name}") for opt in OPTIONS}
     ini = {opt.name: (config.getini(opt.ini) or None) for opt in OPTIONS}
     try:
@@ -68,19 +69,26 @@ def pytest_configure(config: pytest.Config) -> None:
     """Controller: resolve settings and make the run; worker: receive it from the controller."""
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    # Registered after every entry-point plugin, so it overrides anyio's parametrized
-    # anyio_backend (asyncio + trio); a conftest's anyio_backend still wins over both.
-    config.pluginmanager.register(AsyncioBackend(), "testbed.anyio_backend")
+    settings = config.stash[stash.SETTINGS] = _settings(config)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
-        config.stash[RUN_KEY] = RunInfo.from_input(workerinput["e2e_run"])
+        info = config.stash[stash.RUN] = RunInfo.from_input(workerinput["e2e_run"])
+        _export_urls(config, info)  # before any conftest or app fixture reads them
         return
-    controller = Controller(_settings(config))
-    config.stash[CONTROLLER_KEY] = controller
+    controller = Controller(settings)
+    config.stash[stash.CONTROLLER] = controller
     _stop_like_ctrl_c()
-    config.stash[RUN_KEY] = controller.info
+    config.stash[stash.RUN] = controller.info
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(controller), "testbed.xdist")
+
+
+def _export_urls(config: pytest.Config, info: RunInfo) -> None:
+    """Hand the worker's URLs to an app that reads them from the environment."""
+    if info.endpoints is None:
+        return
+    worker = worker_from_input(getattr(config, "workerinput", None), run_id=info.run_id)
+    export_urls(config.stash[stash.SETTINGS], info.endpoints, worker)
 
 
 def _stop_like_ctrl_c() -> None:
@@ -100,18 +108,21 @@ def _stop_like_ctrl_c() -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Controller: bring services up before the header is printed and workers start."""
     config = session.config
-    controller = config.stash.get(CONTROLLER_KEY, None)
+    controller = config.stash.get(stash.CONTROLLER, None)
     if controller is None or config.option.collectonly or config.option.help:
         return
     if wants_services(config.args, config.rootpath):
         controller.start()
+        _export_urls(config, controller.info)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses an E2E fixture as `e2e` (for -m "not e2e"); `heavy` first."""
+    """Mark every test that uses an E2E fixture (or commits) as `e2e` (for -m "not e2e");
+    `heavy` first."""
     for item in items:
-        if "e2e_docker_compose" in getattr(item, "fixturenames", ()):
+        uses = "e2e_docker_compose" in getattr(item, "fixturenames", ())
+        if uses or item.get_closest_marker("committed") is not None:
             item.add_marker(pytest.mark.e2e)
     # Longest first (after pytest-randomly's shuffle, which stays in force within each group):
     # xdist hands tests out in this order, so the long ones overlap instead of being the tail.
@@ -130,7 +141,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     """Backend, versions, redacted URLs, seed and how long the services took."""
-    controller = config.stash.get(CONTROLLER_KEY, None)
+    controller = config.stash.get(stash.CONTROLLER, None)
     return controller.header() if controller is not None else None
 
 
@@ -139,16 +150,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Worker: report setup time; controller: clean up after the run (after workers end)."""
     config = session.config
     workeroutput = getattr(config, "workeroutput", None)
-    from testbed.fixtures import SETUP_STASH
-
-    seconds = config.stash.get(SETUP_STASH, None)
+    seconds = config.stash.get(stash.SETUP_SECONDS, None)
     if workeroutput is not None:
         if seconds is not None:
             workeroutput[SETUP_KEY] = seconds
             workerinput = getattr(config, "workerinput", {})
             workeroutput["e2e_worker"] = workerinput.get("workerid", "?")
         return
-    controller = config.stash.get(CONTROLLER_KEY, None)
+    controller = config.stash.get(stash.CONTROLLER, None)
     if controller is None:
         return
     if seconds is not None:
@@ -160,21 +169,12 @@ def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
     """Timings: services, per-worker schema setup; and the seed to replay the run."""
-    controller = config.stash.get(CONTROLLER_KEY, None)
+    controller = config.stash.get(stash.CONTROLLER, None)
     if controller is None or not controller.info.attempted:
         return
     terminalreporter.write_sep("-", "testbed")
     for line in controller.summary():
         terminalreporter.write_line(line)
-
-
-class AsyncioBackend:
-    """mcp_service and the opsdesk server run on asyncio only."""
-
-    @pytest.fixture(scope="session")
-    def anyio_backend(self) -> str:
-        """The async backend for async E2E tests: asyncio."""
-        return "asyncio"
 
 
 class XdistHooks:

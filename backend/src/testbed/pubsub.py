@@ -1,18 +1,18 @@
-"""Listen for opsdesk domain events on the worker's prefixed channels."""
+"""Listen for the app's events on the worker's prefixed pub/sub channels."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
 
-# Type of the marker drain() publishes; opsdesk's event types are "<domain>.<what>".
+# Type of the marker drain() publishes; no app event carries it.
 SENTINEL = "testbed.sentinel"
 
 
@@ -42,8 +42,8 @@ class Subscription:
 
         No fixed wait: a sentinel goes out on each subscribed channel and messages are read
         until every sentinel is back. Valkey runs commands one at a time and delivers them to
-        a subscriber in that order, so an event whose PUBLISH finished before this call (opsdesk
-        publishes synchronously in after_commit) arrives before the sentinels. `timeout` only
+        a subscriber in that order, so an event whose PUBLISH finished before this call (e.g. an
+        app publishing synchronously after commit) arrives before the sentinels. `timeout` only
         bounds the wait for the sentinels (AssertionError if they do not come back).
         """
         token = uuid.uuid4().hex
@@ -73,20 +73,17 @@ class Subscription:
 
 
 class EventListener:
-    """Subscribes to `<prefix>opsdesk.<domain>` channels before the action under test."""
+    """Subscribes to the worker's channels (named by the app's channel format) before the
+    action under test."""
 
-    def __init__(self, client: redis.Redis[str], prefix: str) -> None:
+    def __init__(self, client: redis.Redis[str], channel: Callable[[str], str]) -> None:
         self.client = client
-        self.prefix = prefix
-
-    def channel(self, domain: str) -> str:
-        """The worker's channel for a domain (what opsdesk's EventBus publishes on)."""
-        return f"{self.prefix}opsdesk.{domain}"
+        self.channel = channel  # name -> the worker's channel, e.g. "crm" -> "e2e:…:gw0:crm"
 
     @contextmanager
-    def subscribe(self, *domains: str) -> Iterator[Subscription]:
-        """Subscribe (and wait for the server's confirmation) to the domains' channels."""
-        channels = [self.channel(d) for d in domains]
+    def subscribe(self, *names: str) -> Iterator[Subscription]:
+        """Subscribe (and wait for the server's confirmation) to the named channels."""
+        channels = [self.channel(name) for name in names]
         pubsub = self.client.pubsub()
         try:
             pubsub.subscribe(*channels)

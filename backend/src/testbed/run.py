@@ -14,7 +14,9 @@ from typing import Any
 from testbed import guard, services
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable, TestbedError
-from testbed.isolation import RunLock, delete_run_keys, reap_stale_schemas, run_redis
+from testbed.isolation import delete_run_keys, run_redis
+from testbed.schema import RunLock
+from testbed.schema import reap as reap_stale_schemas
 from testbed.services import Endpoints
 from testbed.workers import new_run_id, new_seed
 

@@ -8,12 +8,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_PREFIX = "e2e_"
-# PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes; a silently truncated schema name
-# could make two workers share one schema, so names are checked, never trimmed.
-MAX_IDENTIFIER_BYTES = 63
-RUN_ID_RE = re.compile(r"^[0-9a-f]{8}$")
-SCHEMA_RE = re.compile(r"^e2e_(?P<run>[0-9a-f]{8})_(?P<worker>[a-z0-9]+)$")
+from testbed.schema import worker_schema
+
 CONTROLLER = "master"
 
 
@@ -36,15 +32,7 @@ class Worker:
     count: int  # number of workers in the run (1 without xdist)
 
     def __post_init__(self) -> None:
-        if not RUN_ID_RE.match(self.run_id):
-            raise ValueError(f"run id {self.run_id!r} must be 8 lowercase hex chars")
-        if not re.fullmatch(r"[a-z0-9]+", self.worker_id):
-            raise ValueError(f"worker id {self.worker_id!r} must be lowercase letters and digits")
-        if len(self.schema.encode()) > MAX_IDENTIFIER_BYTES:
-            raise ValueError(
-                f"schema name {self.schema!r} is longer than {MAX_IDENTIFIER_BYTES} bytes; "
-                "PostgreSQL would truncate it"
-            )
+        worker_schema(self.run_id, self.worker_id)  # checks both ids and the length
 
     @property
     def index(self) -> int:
@@ -55,7 +43,7 @@ class Worker:
     @property
     def schema(self) -> str:
         """The worker's PostgreSQL schema, e.g. e2e_1a2b3c4d_gw0."""
-        return f"{SCHEMA_PREFIX}{self.run_id}_{self.worker_id}"
+        return worker_schema(self.run_id, self.worker_id)
 
     @property
     def redis_db(self) -> int:
@@ -80,9 +68,3 @@ def worker_from_input(workerinput: dict[str, Any] | None, *, run_id: str) -> Wor
         return Worker(run_id=run_id, worker_id=CONTROLLER, count=1)
     count = int(workerinput.get("workercount", os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))
     return Worker(run_id=run_id, worker_id=str(workerinput["workerid"]), count=count)
-
-
-def parse_schema(name: str) -> tuple[str, str] | None:
-    """(run id, worker id) for a harness schema name, None for anything else."""
-    match = SCHEMA_RE.match(name)
-    return (match["run"], match["worker"]) if match else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 import redis
 from sqlalchemy import Engine, text
@@ -11,10 +12,12 @@ from sqlalchemy.orm import Session
 
 from opsdesk.domains.crm import service as crm
 from opsdesk.events import EventBus
+from testbed import schema
 from testbed.data import DataContext
-from testbed.isolation import list_run_schemas, with_db
+from testbed.isolation import with_db
 from testbed.pubsub import EventListener
 from testbed.run import RunInfo
+from testbed.services import Endpoints
 from testbed.workers import Worker
 
 BATCH = 10_000
@@ -27,6 +30,7 @@ def test_workers_never_see_each_others_rows(
     e2e_engine: Engine,
     e2e_worker: Worker,
     e2e_run: RunInfo,
+    e2e_docker_compose: Endpoints,
     marker: int,
 ) -> None:
     e2e_committed_db.execute(
@@ -41,7 +45,8 @@ def test_workers_never_see_each_others_rows(
         ]
         names = conn.execute(text("SELECT DISTINCT name FROM crm_contacts")).scalars().all()
     assert names == [e2e_worker.worker_id]
-    schemas = list_run_schemas(e2e_engine, e2e_run.run_id)
+    with psycopg.connect(schema.libpq_url(e2e_docker_compose.database_url)) as raw:
+        schemas = schema.listed(raw, e2e_run.run_id)
     assert e2e_worker.schema in schemas
     assert all(s.startswith(f"e2e_{e2e_run.run_id}_") for s in schemas)
 

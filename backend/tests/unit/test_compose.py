@@ -84,13 +84,15 @@ def test_no_container_name_labels_tmpfs_and_tcp_healthchecks(spec: dict[str, Any
         assert "127.0.0.1" in " ".join(service["healthcheck"]["test"]), name
     pg = spec["services"]["postgres-e2e"]
     assert pg["tmpfs"] == ["/var/lib/postgresql/data"]
+    # The project's E2E role (testbed's compose_env passes E2E_PG_ROLE) names all three.
+    role = "${E2E_PG_ROLE:-testbed_e2e}"
     assert pg["environment"] == {
-        "POSTGRES_USER": "opsdesk_e2e",
-        "POSTGRES_DB": "opsdesk_e2e",
-        "POSTGRES_PASSWORD": "opsdesk_e2e",
+        "POSTGRES_USER": role,
+        "POSTGRES_DB": role,
+        "POSTGRES_PASSWORD": role,
     }
     check = pg["healthcheck"]["test"]
-    assert check[check.index("-U") + 1] == check[check.index("-d") + 1] == "opsdesk_e2e"
+    assert check[check.index("-U") + 1] == check[check.index("-d") + 1] == role
 
 
 def test_speed_flags_are_command_line_options(spec: dict[str, Any]) -> None:

@@ -17,9 +17,7 @@ from testbed.services import Endpoints, ServiceStatus
 from testbed.services.ports import check_free
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
-LABEL = "dev.opsdesk.e2e.project"
-# Throwaway credentials of a container bound to 127.0.0.1, same as the compose file.
-USER = DB = PASSWORD = "opsdesk_e2e"  # noqa: S105
+LABEL = "dev.testbed.project"  # its value: the settings' docker_label
 REDIS_DATABASES = 64  # must match --databases in docker-compose-e2e.yml
 ENGINE_TIMEOUT = 5.0
 
@@ -119,7 +117,8 @@ class DockerBackend:
             **os.environ,
             "E2E_PG_PORT": str(self.settings.pg_port),
             "E2E_REDIS_PORT": str(self.settings.redis_port),
-            "E2E_PROJECT": self.settings.project,
+            "E2E_PROJECT": self.settings.docker_label,
+            "E2E_PG_ROLE": self.settings.pg_role,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -160,7 +159,10 @@ class DockerBackend:
     @property
     def database_url(self) -> str:
         """libpq URL of the container's database."""
-        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.settings.pg_port}/{DB}"
+        # Throwaway credentials of a container bound to 127.0.0.1: user, password and database
+        # are all the E2E role's name (the compose file takes them from compose_env()).
+        role = self.settings.pg_role
+        return f"postgresql://{role}:{role}@127.0.0.1:{self.settings.pg_port}/{role}"
 
     @property
     def redis_url(self) -> str:

@@ -1,4 +1,4 @@
-"""Whose server answers on a port: our own, or another opsdesk-e2e checkout's (and which)."""
+"""Whose server answers on a port: our own, or another checkout's testbed services (which)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.config import STATE_DIR_GLOB
 from testbed.errors import PortConflict
 from testbed.services.ports import holder, is_free
 from testbed.services.procs import is_ours, read_pid
@@ -26,7 +27,7 @@ class OtherCheckout:
     checkout: str | None = None
 
     def describe(self) -> str:
-        """'state dir /dev/shm/opsdesk-e2e-1a2b3c4d, pid 1234'."""
+        """'state dir /dev/shm/shop-e2e-1a2b3c4d, pid 1234'."""
         pid = f", pid {self.pid}" if self.pid is not None else ""
         return f"state dir {self.state_dir}{pid}"
 
@@ -84,12 +85,12 @@ def _read_state(state_dir: Path) -> dict[str, object] | None:
 
 
 def other_checkout(port: int, roots: Iterable[Path], *, exclude: Path) -> OtherCheckout | None:
-    """The live opsdesk-e2e services of another checkout on port, if any (by state files)."""
+    """The live testbed services of another checkout on port, if any (by state files)."""
     seen = holder(port)
     candidates: list[Path] = _dirs_from_holder(*seen) if seen else []
     for root in dict.fromkeys(roots):
         if root.is_dir():
-            candidates += sorted(root.glob("opsdesk-e2e*"))
+            candidates += sorted(root.glob(STATE_DIR_GLOB))
     for state_dir in dict.fromkeys(candidates):
         if state_dir == exclude:
             continue
@@ -125,10 +126,10 @@ def suggest_ports(pg_port: int, redis_port: int) -> str:
 
 
 def held_by_other(port: int, other: OtherCheckout, ports: tuple[int, int]) -> PortConflict:
-    """PortConflict for a port that another checkout's opsdesk-e2e services hold."""
+    """PortConflict for a port that another checkout's testbed services hold."""
     where = f"in {other.checkout}" if other.checkout else "there"
     return PortConflict(
-        f"port {port} is held by the opsdesk-e2e services of another checkout "
+        f"port {port} is held by the E2E services of another checkout "
         f"({other.describe()}): run `make down` {where}, or use other ports: "
         f"{suggest_ports(*ports)}",
         port=port,

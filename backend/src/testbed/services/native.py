@@ -24,7 +24,7 @@ from testbed.binaries import (
     find_valkey,
     make_cache_dir,
 )
-from testbed.config import Settings, default_state_root
+from testbed.config import STATE_DIR_GLOB, Settings, default_state_root
 from testbed.errors import ServicesUnavailable
 from testbed.services import Endpoints, ServiceStatus, extensions, identity, pgdata
 from testbed.services import owner as _owner
@@ -95,7 +95,7 @@ class NativeBackend:
         self.say = say
         self.state_dir = settings.state_dir
         # Never start (or reap) anything on the developer's ports.
-        guard.check_postgres_url(pgdata.database_url(settings.pg_port))
+        guard.check_postgres_url(pgdata.database_url(settings.pg_port, settings.pg_role))
         guard.check_redis_url(f"redis://127.0.0.1:{settings.redis_port}/0")
 
     # -- state -----------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class NativeBackend:
     def _endpoints(self, state: dict[str, Any]) -> Endpoints:
         return Endpoints(
             backend=self.name,
-            database_url=pgdata.database_url(int(state["pg_port"])),
+            database_url=pgdata.database_url(int(state["pg_port"]), self.settings.pg_role),
             redis_url=f"redis://127.0.0.1:{int(state['redis_port'])}/0",
             pg_version=str(state["pg_version"]),
             redis_version=str(state["redis_version"]),
@@ -237,7 +237,7 @@ class NativeBackend:
                 f"running the servers as user {run_as.name!r} (uid {run_as.uid}): "
                 "PostgreSQL refuses to run as root"
             )
-        template = pgdata.ensure_template(s.cache_dir, pg, run_as, self.say)
+        template = pgdata.ensure_template(s.cache_dir, pg, run_as, self.say, s.pg_role)
         return _Prepared(pg, valkey, run_as, template)
 
     def _start(self, prepared: _Prepared, record: _owner.Owner) -> Endpoints:
@@ -302,7 +302,7 @@ class NativeBackend:
         if missing:
             self.say(extensions.describe(missing))
             port = self.settings.pg_port
-            others = [pgdata.database_url(port, database=db) for db in ("template1", "postgres")]
+            others = [pgdata.database_url(port, self.settings.pg_role, database=db) for db in ("template1", "postgres")]
             extensions.install_refusals([database_url, *others], missing)
 
     def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:
@@ -405,7 +405,7 @@ class NativeBackend:
         candidates = [self.state_dir]
         root = self.state_dir.parent
         if root.is_dir():
-            candidates += sorted(p for p in root.glob("opsdesk-e2e-*") if p != self.state_dir)
+            candidates += sorted(p for p in root.glob(STATE_DIR_GLOB) if p != self.state_dir)
         for state_dir in candidates:
             mine = state_dir == self.state_dir
             with self._lock(None if mine else state_dir.name, wait=mine) as locked:

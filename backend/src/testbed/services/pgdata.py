@@ -13,17 +13,16 @@ from testbed.binaries import PgBinaries, Say, cache_lock
 from testbed.errors import ServicesUnavailable
 from testbed.services.procs import RunAs, chown, run_as_kwargs, server_env
 
-ROLE = DATABASE = "opsdesk_e2e"
 MAX_CONNECTIONS = 300  # xdist workers x (app pool + harness pool) with headroom
 # Durability is worthless for throwaway test data; these make writes RAM-speed.
 SPEED_FLAGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 _LOCALES = ("C.UTF-8", "C")  # C.UTF-8: Unicode-aware lower()/ILIKE like the compose image
 
 
-def template_dir(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None) -> Path:
-    """Cache path of the template for this PostgreSQL version and owner."""
+def template_dir(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, role: str) -> Path:
+    """Cache path of the template for this PostgreSQL version, owner and E2E role."""
     uid = run_as.uid if run_as else os.geteuid()
-    return cache_dir / f"pgdata-template-{pg.version}-uid{uid}"
+    return cache_dir / f"pgdata-template-{pg.version}-uid{uid}-{role}"
 
 
 def _run(
@@ -45,7 +44,7 @@ def _run(
     )
 
 
-def _initdb(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path) -> None:
+def _initdb(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path, role: str) -> None:
     for locale in _LOCALES:
         proc = _run(
             [
@@ -53,7 +52,7 @@ def _initdb(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path) -> None
                 "-D",
                 str(data),
                 "-U",
-                ROLE,
+                role,
                 "--auth=trust",
                 "-E",
                 "UTF8",
@@ -73,7 +72,9 @@ def _initdb(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path) -> None
     )
 
 
-def _create_database(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path) -> None:
+def _create_database(
+    pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path, role: str
+) -> None:
     # Single-user mode: no port, no socket, nothing to clean up if we are interrupted.
     proc = _run(
         [
@@ -88,15 +89,17 @@ def _create_database(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path
         ],
         run_as,
         cwd,
-        stdin=f"CREATE DATABASE {DATABASE} OWNER {ROLE};\n",
+        stdin=f'CREATE DATABASE "{role}" OWNER "{role}";\n',  # database named like the role
     )
     if proc.returncode != 0 or "ERROR" in proc.stderr:
-        raise ServicesUnavailable(f"creating database {DATABASE} failed:\n{proc.stderr[-2000:]}")
+        raise ServicesUnavailable(f"creating database {role} failed:\n{proc.stderr[-2000:]}")
 
 
-def ensure_template(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, say: Say) -> Path:
-    """The initialised template data dir (role+database opsdesk_e2e); initdb only the first time."""
-    final = template_dir(cache_dir, pg, run_as)
+def ensure_template(
+    cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, say: Say, role: str
+) -> Path:
+    """The initialised template data dir (role and database `role`); initdb only the first time."""
+    final = template_dir(cache_dir, pg, run_as, role)
     if (final / "PG_VERSION").is_file():
         return final
     with cache_lock(cache_dir):
@@ -109,8 +112,8 @@ def ensure_template(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, say: 
             work.chmod(0o755)
             chown(work, run_as)
             data = work / "data"
-            _initdb(pg, data, run_as, work)
-            _create_database(pg, data, run_as, work)
+            _initdb(pg, data, run_as, work, role)
+            _create_database(pg, data, run_as, work, role)
             shutil.rmtree(final, ignore_errors=True)
             data.rename(final)
         finally:
@@ -189,6 +192,6 @@ def bundled_library_dir(pg: PgBinaries) -> Path | None:
     return lib if any(lib.glob("libpq.so*")) or any(lib.glob("libpq.*.dylib")) else None
 
 
-def database_url(port: int, *, database: str = DATABASE) -> str:
-    """libpq URL of the native database (trust auth, no password)."""
-    return f"postgresql://{ROLE}@127.0.0.1:{port}/{database}"
+def database_url(port: int, role: str, *, database: str | None = None) -> str:
+    """libpq URL of the native database (trust auth, no password), named like the role."""
+    return f"postgresql://{role}@127.0.0.1:{port}/{database or role}"

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from testbed.config import TOOL
 from testbed.errors import PortConflict
 
 # Fixed /tmp, not $TMPDIR: every user and every checkout on the machine must meet at one file.
@@ -17,8 +18,9 @@ _POLL = 0.05
 
 
 def lock_path(port: int, lock_dir: Path | None = None) -> Path:
-    """The lock file for one port, e.g. /tmp/opsdesk-e2e-port-5433.lock."""
-    return (lock_dir or LOCK_DIR) / f"opsdesk-e2e-port-{port}.lock"
+    """The lock file for one port, e.g. /tmp/testbed-port-5433.lock (one for every project:
+    two apps on one port must exclude each other too)."""
+    return (lock_dir or LOCK_DIR) / f"{TOOL}-port-{port}.lock"
 
 
 def _open(path: Path) -> int:
