@@ -19,6 +19,7 @@ from testbed import stash
 from testbed.config import OPTIONS, Settings, load_settings
 from testbed.errors import UsageError
 from testbed.isolation import export_urls
+from testbed.parse import parse_bool
 from testbed.run import SKIP_PREFIX, Controller, RunInfo, wants_services
 from testbed.workers import worker_from_input
 
@@ -50,7 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         text = f"{opt.help} [env {opt.env}, ini {opt.ini}]"
         parser.addini(opt.ini, help=text, default="")
         kwargs: dict[str, Any] = {"dest": f"e2e_{opt.name}", "default": None, "help": text}
-        if isinstance(opt.default, bool):
+        if opt.parse is parse_bool:
             # `--e2e-keep` alone means true; `--e2e-keep=false` spells the opposite.
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         group.addoption(opt.flag, **kwargs)

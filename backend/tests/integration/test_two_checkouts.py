@@ -91,7 +91,7 @@ def test_racing_checkouts_one_starts_the_other_is_told_who(make: Make) -> None:
     pg, redis = winner.settings.pg_port, winner.settings.redis_port
     servers = winner._pids()
     assert str(error).startswith(
-        f"port {pg} is held by the opsdesk-e2e services of another checkout "
+        f"port {pg} is held by the E2E services of another checkout "
         f"(state dir {winner.state_dir}, pid {servers['postgres']}): run `make down` in "
     ), str(error)
     assert "or use other ports: E2E_PG_PORT=" in str(error)
@@ -127,7 +127,7 @@ def test_a_server_that_lost_the_bind_is_caught_and_cleaned_up(
     assert str(info.value).startswith(
         f"the PostgreSQL answering on port {pg} is not the one we started (data directory "
         f"{first.state_dir / 'pg' / 'data'}): we stopped ours. Port {pg} is held by the "
-        f"opsdesk-e2e services of another checkout (state dir {first.state_dir}, "
+        f"E2E services of another checkout (state dir {first.state_dir}, "
         f"pid {first._pids()['postgres']})"
     ), str(info.value)
     assert not second.state_dir.exists()

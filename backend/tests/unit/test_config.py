@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from testbed.config import OPTIONS, Settings, load_settings, project_name
+from testbed.config import OPTIONS, Settings, default_state_root, load_settings, project_name
 from testbed.errors import UsageError
+from testbed.inifile import find_ini, ini_values
 
 REQUIRED = {
     "backend",
@@ -34,7 +36,10 @@ def test_options_cover_the_contract_and_are_declared_once() -> None:
         assert len(values) == len(set(values)), attr
     assert all(o.env.startswith("E2E_") and o.flag.startswith("--e2e-") for o in OPTIONS)
     assert all(o.help for o in OPTIONS)
-    assert set(names) <= {f.name for f in Settings.__dataclass_fields__.values()}
+    # Settings is the OPTIONS table plus two derived fields, and repeats no default.
+    settings_fields = Settings.__dataclass_fields__.values()
+    assert [f.name for f in settings_fields] == [*names, "checkout", "project"]
+    assert all(f.default is f.default_factory for f in settings_fields)  # both MISSING
 
 
 def test_defaults() -> None:
@@ -46,10 +51,67 @@ def test_defaults() -> None:
     assert s.seed is None
     assert s.keep is False
     assert s.require_services is False
-    assert s.project.startswith("opsdesk-e2e-")
-    assert len(s.project) == len("opsdesk-e2e-") + 8
-    assert s.state_dir.name == s.project
+    assert s.project_name == "testbed"
+    assert s.project.startswith("testbed-e2e-")
+    assert len(s.project) == len("testbed-e2e-") + 8
+    assert s.state_dir == default_state_root() / s.project
     assert s.compose_file == s.checkout / "docker-compose-e2e.yml"
+    assert (s.metadata, s.schema_setup, s.channel_format) == (None, None, "{prefix}{name}")
+    assert (s.database_url_env, s.redis_url_env) == ((), ())
+    assert s.session_options == {"expire_on_commit": False}
+
+
+def test_project_name_derives_role_database_state_dir_and_compose_project() -> None:
+    s = load_settings({"E2E_PROJECT_NAME": "shop-api"})
+    assert (s.pg_role, s.pg_database) == ("shop_api_e2e", "shop_api_e2e")
+    assert s.project == project_name(s.checkout, "shop-api")
+    assert s.project.startswith("shop-api-e2e-")
+    assert s.state_dir.name == s.docker_label == s.project
+    # An explicit state dir wins over the derived one; the project name is unchanged.
+    assert load_settings({}, project_name="shop", state_dir="/tmp/x").state_dir == Path("/tmp/x")
+
+
+@pytest.mark.parametrize("name", ["Shop", "9lives", "a b", "", "x" * 41, "shop;drop"])
+def test_bad_project_name_says_what_is_allowed(name: str) -> None:
+    with pytest.raises(UsageError, match=r"E2E_PROJECT_NAME: invalid project name.*lowercase"):
+        load_settings({"E2E_PROJECT_NAME": name})
+
+
+def test_app_settings_are_parsed() -> None:
+    s = load_settings(
+        {},
+        ini={
+            "metadata": "shop.models:Base.metadata",
+            "schema_setup": "shop.migrate.upgrade",
+            "channel_format": "{prefix}shop.{name}",
+            "database_url_env": "DATABASE_URL, SHOP_DB_URL",
+            "redis_url_env": "REDIS_URL",
+            "session_options": "expire_on_commit=true autoflush=false",
+        },
+    )
+    assert s.metadata == "shop.models:Base.metadata"
+    assert s.schema_setup == "shop.migrate.upgrade"
+    assert s.channel_format == "{prefix}shop.{name}"
+    assert s.database_url_env == ("DATABASE_URL", "SHOP_DB_URL")
+    assert s.redis_url_env == ("REDIS_URL",)
+    assert s.session_options == {"expire_on_commit": True, "autoflush": False}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("metadata", "not a path!", "module:attribute"),
+        ("metadata", "models", "module:attribute"),
+        ("channel_format", "{name}", "{prefix} and {name}"),
+        ("channel_format", "{prefix}{name}{other}", "{prefix} and {name}"),
+        ("database_url_env", "DATABASE-URL", "environment variable name"),
+        ("session_options", "expire_on_commit", "name=true|false"),
+        ("session_options", "bind=x", "expire_on_commit, autoflush"),
+    ],
+)
+def test_bad_app_settings_name_the_ini_key(key: str, value: str, message: str) -> None:
+    with pytest.raises(UsageError, match=rf"ini e2e_{key}: .*{re.escape(message)}"):
+        load_settings({}, ini={key: value})
 
 
 def test_env_vars_are_parsed() -> None:
@@ -134,3 +196,21 @@ def test_project_name_is_stable_and_differs_per_checkout(tmp_path: Path) -> None
     assert s.project == project_name(a)
     assert s.checkout == a.resolve()
     assert load_settings({}, project="custom").project == "custom"
+
+
+def test_cli_reads_the_pytest_ini_as_pytest_finds_it(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    (app / "tests").mkdir(parents=True)
+    (app / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\ne2e_project_name = "shop"\ne2e_pg_port = "15999"\n'
+        'e2e_not_ours = "x"\naddopts = "-q"\n'
+    )
+    found = find_ini(app / "tests")
+    assert found == app / "pyproject.toml"
+    assert ini_values(found) == {"project_name": "shop", "pg_port": "15999"}
+    s = load_settings({}, ini=ini_values(found))
+    assert (s.project_name, s.pg_port, s.pg_role) == ("shop", 15999, "shop_e2e")
+    # A pytest.ini nearer the start wins, even without testbed keys (pytest's own rule).
+    (app / "tests" / "pytest.ini").write_text("[pytest]\n")
+    assert find_ini(app / "tests") == app / "tests" / "pytest.ini"
+    assert ini_values(app / "tests" / "pytest.ini") == {}

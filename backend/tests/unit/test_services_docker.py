@@ -37,7 +37,7 @@ NO_ENGINE: dict[tuple[str, ...], tuple[int, str, str]] = {("docker", "info"): (1
 
 
 def backend(runner: Runner, **env: str) -> DockerBackend:
-    settings = load_settings(env, checkout=Path("/src/opsdesk"))
+    settings = load_settings({"E2E_PROJECT_NAME": "shop", **env}, checkout=Path("/src/opsdesk"))
     return DockerBackend(settings, runner=runner, compose=["docker", "compose"])
 
 
@@ -51,7 +51,7 @@ def test_up_and_down_command_lines() -> None:
         "-p",
         b.settings.project,
     ]
-    assert b.settings.project.startswith("opsdesk-e2e-")
+    assert b.settings.project.startswith("shop-e2e-")  # from the project name
     assert b.up_argv() == [*base, "up", "-d", "--wait", "--wait-timeout", "45"]
     assert b.down_argv() == [*base, "down", "-v", "--remove-orphans"]
     assert b.ps_argv() == [*base, "ps", "--all", "--format", "json"]
@@ -62,7 +62,8 @@ def test_compose_env_carries_ports_and_project() -> None:
     env = b.compose_env()
     assert (env["E2E_PG_PORT"], env["E2E_REDIS_PORT"]) == ("15433", "16380")
     assert env["E2E_PROJECT"] == b.settings.project
-    assert b.database_url == "postgresql://opsdesk_e2e:opsdesk_e2e@127.0.0.1:15433/opsdesk_e2e"
+    assert env["E2E_PG_ROLE"] == "shop_e2e"  # the compose file's user, password and database
+    assert b.database_url == "postgresql://shop_e2e:shop_e2e@127.0.0.1:15433/shop_e2e"
     assert b.redis_url == "redis://127.0.0.1:16380/0"
 
 

@@ -25,7 +25,9 @@ def test_postgres_flags() -> None:
         "listen_addresses=127.0.0.1",
     } <= flags
     assert int(next(f for f in flags if f.startswith("max_connections=")).split("=")[1]) >= 200
-    assert pgdata.database_url(15433) == "postgresql://opsdesk_e2e@127.0.0.1:15433/opsdesk_e2e"
+    assert (
+        pgdata.database_url(15433, "shop_e2e") == "postgresql://shop_e2e@127.0.0.1:15433/shop_e2e"
+    )
 
 
 def test_valkey_flags() -> None:

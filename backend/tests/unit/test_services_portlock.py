@@ -46,7 +46,7 @@ def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_lock_file_is_world_usable(lock_dir: Path) -> None:
     with portlock.port_lock([24001], timeout=1, say=print):
         pass
-    mode = stat.S_IMODE((lock_dir / "opsdesk-e2e-port-24001.lock").stat().st_mode)
+    mode = stat.S_IMODE((lock_dir / "testbed-port-24001.lock").stat().st_mode)
     assert mode == 0o666
     with portlock.port_lock([24001], timeout=1, say=print):  # an existing file opens too
         pass
@@ -180,7 +180,7 @@ def test_other_checkout_on_the_same_ports_gets_a_conflict_naming_it(tmp_path: Pa
         winner = backends[win].settings
         assert re.fullmatch(
             re.escape(
-                f"port {pg} is held by the opsdesk-e2e services of another checkout "
+                f"port {pg} is held by the E2E services of another checkout "
                 f"(state dir {winner.state_dir}, pid {os.getpid()}): run `make down` in "
                 f"{winner.checkout}, or use other ports: "
             )
@@ -246,7 +246,7 @@ def test_verify_names_the_checkout_whose_postgres_answered(
     message = str(info.value)
     assert message.startswith(
         f"the PostgreSQL answering on port {port} is not the one we started (data directory "
-        f"{other}/pg/data): we stopped ours. Port {port} is held by the opsdesk-e2e services "
+        f"{other}/pg/data): we stopped ours. Port {port} is held by the E2E services "
         f"of another checkout (state dir {other}): run `make down` there, or use other "
         "ports: E2E_PG_PORT="
     )
