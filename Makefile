@@ -8,6 +8,8 @@ N ?= auto
 SHARD ?=
 PYTEST_ARGS ?=
 export E2E_VENV := $(abspath $(VENV))
+# `python -m testbed` reads opsdesk's e2e_* settings (project name, ports) from pytest's ini file.
+export E2E_INIFILE := $(abspath backend/pyproject.toml)
 
 BIN := $(VENV)/bin
 TESTBED := $(BIN)/python -m testbed

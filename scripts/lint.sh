@@ -12,7 +12,7 @@ venv="${E2E_VENV:-$root/.venv}"
 # actionlint runs shellcheck on every `run:` block; both come pinned from backend/uv.lock.
 export PATH="$venv/bin:$PATH"
 
-ALL_CHECKS="ruff ruff-format mypy actionlint workflow-schema compose-schema compose-config shellcheck nix make docs readme"
+ALL_CHECKS="ruff ruff-format mypy boundary actionlint workflow-schema compose-schema compose-config shellcheck nix make docs readme"
 
 now() {
   if [ -n "${EPOCHREALTIME:-}" ]; then echo "${EPOCHREALTIME/,/.}"; else python3 -c 'import time; print(time.time())'; fi
@@ -51,6 +51,14 @@ run_check() {
       [ -d ../.github/scripts ] && paths+=(../.github/scripts)
       if [ "$1" = ruff ]; then ruff check --no-cache "${paths[@]}"; else ruff format --no-cache --check "${paths[@]}"; fi ;;
     mypy) cd "$target/backend" && mypy ;;
+    boundary)
+      # testbed knows nothing of the app under test: it imports none of it (the import-linter
+      # contract in backend/pyproject.toml) and names none of it; nor do the example apps.
+      cd "$target/backend" || return 1
+      PYTHONPATH="$target/backend/src" lint-imports --no-cache || return 1
+      local hits
+      hits="$(grep -rnI -i opsdesk "$target/backend/src/testbed" "$target/examples" 2>/dev/null)"
+      [ -z "$hits" ] || { echo "$hits"; echo "testbed and the examples must not name opsdesk (above); configure it from opsdesk's side"; return 1; } ;;
     actionlint)
       local files; files="$(workflows)" || return 1
       # shellcheck disable=SC2086  # one path per line, no spaces in workflow names

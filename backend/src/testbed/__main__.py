@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -45,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
             default=None,
             metavar="FILE",
             help="the pytest ini file whose e2e_* keys apply (e2e_project_name, ports...); "
-            "default: found from the current directory upwards, as pytest finds it",
+            "default: $E2E_INIFILE, else found from the current directory upwards as pytest "
+            "finds it",
         )
         for opt in OPTIONS:
             if opt.name in _CLI_OPTIONS:
@@ -180,15 +182,21 @@ def cmd_reap(settings: Settings) -> int:
     return 0
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Flags > env vars > the pytest ini file (--inifile, $E2E_INIFILE, or found) > defaults."""
+    overrides = {name: getattr(args, name, None) for name in _CLI_OPTIONS}
+    given = args.inifile or (Path(env) if (env := os.environ.get("E2E_INIFILE")) else None)
+    if given is not None and not given.is_file():
+        raise UsageError(f"ini file {given} (--inifile or E2E_INIFILE): no such file")
+    inifile = given or find_ini(Path.cwd())
+    return load_settings(ini=ini_values(inifile), **overrides)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 usage error, 1 other testbed error)."""
     args = parser().parse_args(argv)
     try:
-        overrides = {name: getattr(args, name, None) for name in _CLI_OPTIONS}
-        inifile = args.inifile or find_ini(Path.cwd())
-        if args.inifile is not None and not args.inifile.is_file():
-            raise UsageError(f"--inifile {args.inifile}: no such file")
-        settings = load_settings(ini=ini_values(inifile), **overrides)
+        settings = settings_from_args(args)
         if args.command == "up":
             return cmd_up(settings, args.foreground, args.owner_pid)
         if args.command == "down":

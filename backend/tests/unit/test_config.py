@@ -214,3 +214,28 @@ def test_cli_reads_the_pytest_ini_as_pytest_finds_it(tmp_path: Path) -> None:
     (app / "tests" / "pytest.ini").write_text("[pytest]\n")
     assert find_ini(app / "tests") == app / "tests" / "pytest.ini"
     assert ini_values(app / "tests" / "pytest.ini") == {}
+
+
+def test_cli_settings_take_the_ini_file_from_flag_env_or_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from testbed import __main__ as cli
+
+    ini = tmp_path / "pytest.ini"
+    ini.write_text("[pytest]\ne2e_project_name = shop\ne2e_redis_port = 16999\n")
+    monkeypatch.delenv("E2E_INIFILE", raising=False)
+    monkeypatch.delenv("E2E_PROJECT_NAME", raising=False)
+    monkeypatch.delenv("E2E_REDIS_PORT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    found = cli.settings_from_args(cli.parser().parse_args(["status"]))
+    assert (found.project_name, found.redis_port) == ("shop", 16999)
+    monkeypatch.chdir(tmp_path.parent)
+    elsewhere = cli.settings_from_args(cli.parser().parse_args(["status"]))
+    assert elsewhere.project_name != "shop"
+    by_flag = cli.settings_from_args(cli.parser().parse_args(["status", "-c", str(ini)]))
+    assert by_flag.pg_role == "shop_e2e"
+    monkeypatch.setenv("E2E_INIFILE", str(ini))
+    by_env = cli.settings_from_args(cli.parser().parse_args(["status", "--redis-port", "17000"]))
+    assert (by_env.project_name, by_env.redis_port) == ("shop", 17000)  # the flag wins
+    monkeypatch.setenv("E2E_INIFILE", str(tmp_path / "missing.ini"))
+    assert cli.main(["status"]) == 2
