@@ -1,0 +1,1 @@
+"""inventory: products and stock levels, a stock cache in Redis, stock events on pub/sub."""
