@@ -49,6 +49,10 @@ reap: deps
 e2e: deps system-libs
 	@N=$(N) SHARD=$(SHARD) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/e2e.sh
 
+.PHONY: example  ## Run the example apps' suites (examples/*: testbed adopted by configuration only)
+example: deps
+	@N=$(if $(filter auto,$(N)),2,$(N)) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/examples.sh
+
 .PHONY: unit  ## Run the unit tests (no services)
 unit: deps
 	@$(BIN)/pytest backend/tests/unit -q -p no:randomly $(PYTEST_ARGS)
@@ -75,8 +79,8 @@ nix-tools:
 reliability: deps
 	@$(BIN)/pytest backend/tests/reliability -q -p no:randomly -m "not soak" $(PYTEST_ARGS)
 
-.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e + reliability
-test: nix-tools lint unit integration e2e reliability
+.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e + example + reliability
+test: nix-tools lint unit integration e2e example reliability
 
 .PHONY: bench  ## Benchmarks side by side; writes bench/results.json and bench/RESULTS.md
 bench: deps

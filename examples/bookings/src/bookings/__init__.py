@@ -1,0 +1,1 @@
+"""bookings: rooms booked per night; the schema comes from Alembic, settings from the environment."""

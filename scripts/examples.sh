@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make example`: each example app's suite, in parallel, as its users would run it.
+# The examples adopt testbed by configuration only (examples/*/pyproject.toml); each runs under
+# its own project name, so it starts (and stops) services of its own. When something already
+# answers on the E2E ports (e.g. `make up` for opsdesk), the examples use spare ports instead.
+# Env: N (xdist workers, default 2), E2E_VENV, PYTEST_ARGS (passed through).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${E2E_VENV:-$ROOT/.venv}
+PY="$VENV/bin/python"
+N=${N:-2}
+export E2E_REQUIRE_SERVICES=${E2E_REQUIRE_SERVICES:-1}
+unset E2E_INIFILE  # each example's own pyproject.toml, as pytest finds it
+
+read -r pg redis < <("$PY" - <<'PY'
+import os
+from testbed.services.identity import spare_port
+from testbed.services.ports import is_free
+
+pg, redis = int(os.environ.get("E2E_PG_PORT", 5433)), int(os.environ.get("E2E_REDIS_PORT", 6380))
+if not (is_free(pg) and is_free(redis)):
+    pg = spare_port(pg + 1) or pg
+    redis = spare_port(redis + 1, avoid=(pg,)) or redis
+print(pg, redis)
+PY
+)
+if [[ "$pg" != "${E2E_PG_PORT:-5433}" || "$redis" != "${E2E_REDIS_PORT:-6380}" ]]; then
+  echo "examples: the E2E ports are in use; running the examples on $pg and $redis"
+fi
+export E2E_PG_PORT=$pg E2E_REDIS_PORT=$redis
+
+# PYTEST_ARGS is one string from make; split it as a shell would (quotes respected), no eval.
+user_args=()
+if [[ -n "${PYTEST_ARGS:-}" ]]; then
+  mapfile -d '' -t user_args < <("$PY" -c \
+    'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' \
+    "$PYTEST_ARGS")
+fi
+
+# One xdist mode each, so both keep working with worker schemas: loadscope and loadgroup.
+status=0
+for spec in "inventory loadscope" "bookings loadgroup"; do
+  read -r name dist <<<"$spec"
+  echo "examples: $name (--dist $dist)"
+  "$VENV/bin/pytest" "$ROOT/examples/$name/tests" -n "$N" --dist "$dist" -p randomly \
+    "${user_args[@]}" || status=$?
+done
+exit "$status"
