@@ -26,6 +26,8 @@ from bench.context import Context, log
 from bench.fb_factories import fb_contact_factory, fb_ledger_transaction_factory
 from bench.report import Figure, Target
 
+Maker = Callable[..., Any]  # a create_batch-like callable of one contender
+
 NAME = "factories"
 ROWS = 10_000
 # factory_boy is profiled on fewer rows: its cost is per row, and cProfile slows it ~2x.
@@ -90,7 +92,11 @@ def run(ctx: Context) -> list[Figure]:
 
     ours = load_ours(ctx.repo)
     reps_ours, reps_fb = (1, 1) if ctx.quick else (5, 2)
-    wdb = WorkerDatabase(ctx.database_url, Worker(run_id=new_run_id(), worker_id="bench", count=1))
+    from opsdesk import db
+
+    db.table_names()  # imports every model, so Base.metadata knows every table
+    worker = Worker(run_id=new_run_id(), worker_id="bench", count=1)
+    wdb = WorkerDatabase(ctx.database_url, worker, metadata=db.Base.metadata)
     wdb.create()
     figures: list[Figure] = []
     try:
@@ -130,7 +136,7 @@ def run(ctx: Context) -> list[Figure]:
     return figures
 
 
-def contact_makers(ours: ModuleType, data_cls: Any) -> tuple[Callable, Callable, str]:
+def contact_makers(ours: ModuleType, data_cls: Any) -> tuple[Maker, Maker, str]:
     """create_batch callables for contacts: ours, factory_boy, and the fields both fill."""
     from testbed.factory import Related
 
@@ -152,7 +158,7 @@ def contact_makers(ours: ModuleType, data_cls: Any) -> tuple[Callable, Callable,
     return make_ours, make_fb, ", ".join(fields)
 
 
-def ledger_makers(ours: ModuleType, data_cls: Any) -> tuple[Callable, Callable, str]:
+def ledger_makers(ours: ModuleType, data_cls: Any) -> tuple[Maker, Maker, str]:
     """Ledger lines come in balanced pairs: ROWS lines = ROWS / 2 journal entries, both sides."""
     factory_cls = ours.LedgerTransactionFactory
     counter = iter(range(1_000_000))
@@ -180,8 +186,8 @@ def measure(
     rollback_session: Any,
     key: str,
     label: str,
-    make_ours: Callable,
-    make_fb: Callable,
+    make_ours: Maker,
+    make_fb: Maker,
     fields: str,
     reps_ours: int,
     reps_fb: int,

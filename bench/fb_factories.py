@@ -94,6 +94,8 @@ def fb_ledger_transaction_factory(session: Any) -> Any:
             "amount": None,
         },
     )
+    account_factory: Any = account  # factory_boy adds create() at class creation
+    line_factory: Any = line
     accounts: dict[str, Any] = {}
     fake = factory.Faker._get_faker()  # factory_boy's shared Faker, as factory.Faker uses
 
@@ -101,12 +103,13 @@ def fb_ledger_transaction_factory(session: Any) -> Any:
         if not create:
             return
         if not accounts:  # one debit/credit pair per batch, as ours
-            accounts["debit"], accounts["credit"] = account.create(), account.create()
+            accounts["debit"] = account_factory.create()
+            accounts["credit"] = account_factory.create()
         value = fake.pydecimal(
             left_digits=4, right_digits=2, positive=True, min_value=1, max_value=5000
         )
-        line.create(transaction=obj, account_id=accounts["debit"].id, amount=value)
-        line.create(transaction=obj, account_id=accounts["credit"].id, amount=-value)
+        line_factory.create(transaction=obj, account_id=accounts["debit"].id, amount=value)
+        line_factory.create(transaction=obj, account_id=accounts["credit"].id, amount=-value)
 
     return type(
         "FBLedgerTransaction",

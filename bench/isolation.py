@@ -71,9 +71,6 @@ def run_suite(ctx: Context, contender: str, rep: int) -> list[tuple[float, float
         tail = (proc.stdout + proc.stderr)[-2500:]
         raise RuntimeError(f"{contender} suite failed (exit {proc.returncode}):\n{tail}")
     data = json.loads(out.read_text())
-    marker = out.with_name(out.name + ".harness")
-    if marker.exists():
-        ctx.extra[f"harness.{contender}"] = marker.read_text().strip()
     walls = {name: end - start for name, start, end in data["times"]}
     pairs = [
         (walls[f"test_{i:04d}_base"], walls[f"test_{i:04d}_iso"]) for i in range(1, TESTS + 1)
@@ -132,21 +129,14 @@ def run(ctx: Context) -> list[Figure]:
         Target("ratio", ">=", 100, "≥ 100\u00d7 less than pytest-postgresql"),
     ]
     by["isolation.committed"].targets = [Target("value", "<=", 20.0, "≤ 20 ms/test")]
-    source = {
-        "testbed.isolation": "testbed's own code (testbed.isolation)",
-        "replica": "an exact replica of testbed.isolation (it was not importable)",
-    }
     by["isolation.default"].note = (
-        "rollback_session: SQLAlchemy's join-a-Session-into-an-external-transaction recipe "
-        "(join_transaction_mode='create_savepoint') on a WorkerDatabase schema; ran "
-        + source.get(ctx.extra.get("harness.default", ""), "?")
-        + "."
+        "testbed.isolation.rollback_session: SQLAlchemy's join-a-Session-into-an-external-"
+        "transaction recipe (join_transaction_mode='create_savepoint') on a worker schema made "
+        "by testbed.schema."
     )
     by["isolation.committed"].note = (
-        "committed_session: real commits, then one TRUNCATE ... RESTART IDENTITY CASCADE of every "
-        "opsdesk table of the worker schema; ran "
-        + source.get(ctx.extra.get("harness.committed", ""), "?")
-        + "."
+        "testbed.isolation.committed_session: real commits, then one TRUNCATE ... RESTART "
+        "IDENTITY CASCADE of every table of the worker schema."
     )
     by["isolation.plugin"].note = (
         "The real `e2e_postgres_db` fixture with the whole testbed plugin loaded (its hooks, "

@@ -16,13 +16,15 @@ import os
 import time
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from opsdesk.db import Base, create_schema, drop_schema, make_engine, table_names
+from opsdesk import db
+from testbed import schema
 
 URL = os.environ["BENCH_DB_URL"]
 SCHEMA = os.environ["BENCH_SCHEMA"]
+db.table_names()  # imports every opsdesk model, so Base.metadata knows every table
+METADATA = db.Base.metadata
 _TIMES = []
 
 
@@ -38,13 +40,10 @@ def pytest_sessionfinish(session, exitstatus):
         json.dump({"times": _TIMES, "exitstatus": int(exitstatus)}, fh)
 
 
-def _schema_engine(schema, tables=True):
-    eng = make_engine(URL, schema=schema)
-    drop_schema(eng, schema)
-    create_schema(eng, schema)
-    if not tables:
-        with eng.begin() as conn:
-            Base.metadata.drop_all(conn)
+def _schema_engine(name, tables=True):
+    eng = schema.make_engine(URL, name)
+    schema.drop(eng, name)
+    schema.create(eng, name, METADATA if tables else None)
     return eng
 
 
@@ -55,7 +54,7 @@ def shared_conn():
     conn = eng.connect()
     yield conn
     conn.close()
-    drop_schema(eng, SCHEMA + "_base")
+    schema.drop(eng, SCHEMA + "_base")
     eng.dispose()
 
 
@@ -66,79 +65,20 @@ def base_db(shared_conn):
     session.close()
 """
 
-# testbed's own isolation code when it is importable; otherwise an exact replica of it (the
-# BENCH_OUT file records which one ran, and the report says so).
+# testbed's own isolation code: the worker schema of testbed.schema, the sessions of
+# testbed.isolation (the same functions the plugin's fixtures call).
 HARNESS = """
-try:
-    from testbed.isolation import WorkerDatabase, committed_session, rollback_session
-    from testbed.workers import Worker, new_run_id
-
-    HARNESS_USED = "testbed.isolation"
-except ImportError:
-    import contextlib
-    import secrets
-
-    HARNESS_USED = "replica"
-
-    def new_run_id():
-        return secrets.token_hex(4)
-
-    class Worker:
-        def __init__(self, run_id, worker_id, count):
-            self.schema = f"e2e_{run_id}_{worker_id}"
-
-    class WorkerDatabase:
-        def __init__(self, url, worker):
-            self.url, self.worker = url, worker
-
-        def create(self):
-            self.engine = make_engine(self.url, schema=self.worker.schema)
-            create_schema(self.engine, self.worker.schema)
-            self.tables = table_names()
-
-        def drop(self):
-            drop_schema(self.engine, self.worker.schema)
-            self.engine.dispose()
-
-        def truncate(self):
-            names = ", ".join(f'"{self.worker.schema}"."{t}"' for t in self.tables)
-            with self.engine.begin() as conn:
-                conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-
-    @contextlib.contextmanager
-    def rollback_session(engine):
-        conn = engine.connect()
-        trans = conn.begin()
-        session = Session(bind=conn, join_transaction_mode="create_savepoint")
-        try:
-            yield session
-        finally:
-            session.close()
-            if trans.is_active:
-                trans.rollback()
-            conn.close()
-
-    @contextlib.contextmanager
-    def committed_session(database):
-        session = Session(bind=database.engine)
-        try:
-            yield session
-        finally:
-            session.close()
-            database.truncate()
+from testbed.isolation import WorkerDatabase, committed_session, rollback_session
+from testbed.workers import Worker, new_run_id
 
 
 @pytest.fixture(scope="session")
 def worker_db():
-    wdb = WorkerDatabase(URL, Worker(run_id=new_run_id(), worker_id="master", count=1))
+    worker = Worker(run_id=new_run_id(), worker_id="master", count=1)
+    wdb = WorkerDatabase(URL, worker, metadata=METADATA)
     wdb.create()
     yield wdb
     wdb.drop()
-
-
-def pytest_sessionstart(session):
-    with open(os.environ["BENCH_OUT"] + ".harness", "w") as fh:
-        fh.write(HARNESS_USED)
 """
 
 CONTENDERS: dict[str, str] = {
@@ -174,18 +114,18 @@ def naive_conn():
     conn = eng.connect()
     yield conn
     conn.close()
-    drop_schema(eng, SCHEMA + "_naive")
+    schema.drop(eng, SCHEMA + "_naive")
     eng.dispose()
 
 
 @pytest.fixture
 def db(naive_conn):
-    Base.metadata.create_all(naive_conn)
+    METADATA.create_all(naive_conn)
     naive_conn.commit()
     session = Session(bind=naive_conn)
     yield session
     session.close()
-    Base.metadata.drop_all(naive_conn)
+    METADATA.drop_all(naive_conn)
     naive_conn.commit()
 """,
     # pytest-postgresql 7: its own `postgresql` fixture over a noproc fixture against our server.
@@ -204,7 +144,7 @@ _U = urlsplit(URL)
 
 def _load_tables(host, port, user, dbname, password):
     eng = create_engine(f"postgresql+psycopg://{user}@{host}:{port}/{dbname}", poolclass=NullPool)
-    Base.metadata.create_all(eng)
+    METADATA.create_all(eng)
     eng.dispose()
 
 
@@ -257,8 +197,10 @@ def _body(db, i):
     assert count == 3
 """
 
+# The plugin contender's testbed settings: opsdesk's tables in every worker schema.
 PYTEST_INI = """[pytest]
 addopts = -p no:randomly -p no:cacheprovider -p no:xdist -p no:xdist.looponfail -p no:pytest-split
+e2e_schema_setup = opsdesk.db:create_tables
 """
 
 

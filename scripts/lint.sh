@@ -47,8 +47,8 @@ run_check() {
     ruff | ruff-format)
       # From backend/, backend/pyproject.toml configures ruff for .github/scripts too.
       cd "$target/backend" || return 1
-      local paths=(.)
-      [ -d ../.github/scripts ] && paths+=(../.github/scripts)
+      local paths=(.) extra
+      for extra in ../.github/scripts ../bench ../examples; do [ -d "$extra" ] && paths+=("$extra"); done
       if [ "$1" = ruff ]; then ruff check --no-cache "${paths[@]}"; else ruff format --no-cache --check "${paths[@]}"; fi ;;
     mypy) cd "$target/backend" && mypy ;;
     boundary)

@@ -302,7 +302,10 @@ class NativeBackend:
         if missing:
             self.say(extensions.describe(missing))
             port = self.settings.pg_port
-            others = [pgdata.database_url(port, self.settings.pg_role, database=db) for db in ("template1", "postgres")]
+            others = [
+                pgdata.database_url(port, self.settings.pg_role, database=db)
+                for db in ("template1", "postgres")
+            ]
             extensions.install_refusals([database_url, *others], missing)
 
     def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:

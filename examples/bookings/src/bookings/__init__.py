@@ -1,1 +1,1 @@
-"""bookings: rooms booked per night; the schema comes from Alembic, settings from the environment."""
+"""bookings: rooms booked per night; schema from Alembic, settings from the environment."""

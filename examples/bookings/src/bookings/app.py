@@ -65,6 +65,9 @@ class App:
 
 def create_app(env: Mapping[str, str] = os.environ) -> App:
     """Build the app from BOOKINGS_DATABASE_URL and BOOKINGS_REDIS_URL."""
-    engine = create_engine(env["BOOKINGS_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1))
-    client: redis.Redis[str] = redis.Redis.from_url(env["BOOKINGS_REDIS_URL"], decode_responses=True)
+    url = env["BOOKINGS_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(url)
+    client: redis.Redis[str] = redis.Redis.from_url(
+        env["BOOKINGS_REDIS_URL"], decode_responses=True
+    )
     return App(engine, sessionmaker(engine), client)

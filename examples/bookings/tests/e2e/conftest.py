@@ -19,6 +19,12 @@ from testbed.isolation import WorkerDatabase
 URL_AT_IMPORT = os.environ.get("BOOKINGS_DATABASE_URL")
 
 
+@pytest.fixture(scope="session")
+def url_at_import() -> str | None:
+    """BOOKINGS_DATABASE_URL as this conftest saw it when it was imported."""
+    return URL_AT_IMPORT
+
+
 @pytest.fixture
 def app(e2e_database: WorkerDatabase, e2e_redis: redis.Redis[str]) -> Iterator[App]:
     """The app as production builds it. e2e_database makes sure the schema is migrated first;

@@ -6,19 +6,20 @@ import os
 from datetime import date
 
 import pytest
-from conftest import URL_AT_IMPORT
 from sqlalchemy import text
 
-from bookings.app import App, AlreadyBooked, TooManyBookings
+from bookings.app import AlreadyBooked, App, TooManyBookings
 from testbed.workers import Worker
 
 pytestmark = pytest.mark.committed
 NIGHT = date(2025, 3, 14)
 
 
-def test_the_apps_own_engine_lands_in_the_worker_schema(app: App, e2e_worker: Worker) -> None:
+def test_the_apps_own_engine_lands_in_the_worker_schema(
+    app: App, e2e_worker: Worker, url_at_import: str | None
+) -> None:
     url = os.environ["BOOKINGS_DATABASE_URL"]
-    assert URL_AT_IMPORT == url  # set before the conftest was imported
+    assert url == url_at_import  # set before the conftest was imported
     assert "search_path" in url
     with app.engine.connect() as conn:
         assert conn.execute(text("SELECT current_schema()")).scalar_one() == e2e_worker.schema

@@ -15,7 +15,7 @@ async def stock_value(session: AsyncSession) -> Decimal:
     value = await session.scalar(
         select(func.coalesce(func.sum(StockMove.delta * Product.price), 0)).join(Product)
     )
-    return Decimal(value)
+    return Decimal(value or 0)
 
 
 async def add_product(session: AsyncSession, *, sku: str, name: str, price: Decimal) -> int:
