@@ -22,6 +22,7 @@ from testbed.parse import (
     parse_backend,
     parse_bool,
     parse_channel_format,
+    parse_dir_names,
     parse_dotted,
     parse_env_names,
     parse_optional_path,
@@ -187,6 +188,14 @@ OPTIONS: tuple[Option, ...] = (
         default={"expire_on_commit": False},
         default_text="expire_on_commit=false",
     ),
+    Option(
+        "dirs",
+        "names of the test directories that need the services: a run whose paths are, "
+        "contain or lie inside one starts them (so unit-test runs start nothing)",
+        parse_dir_names,
+        default=("e2e",),
+        default_text="e2e",
+    ),
     # The services -----------------------------------------------------------------------
     Option(
         "backend",
@@ -285,6 +294,7 @@ class Settings:
     database_url_env: tuple[str, ...]
     redis_url_env: tuple[str, ...]
     session_options: Mapping[str, bool]
+    dirs: tuple[str, ...]
     backend: str
     pg_port: int
     redis_port: int

@@ -134,6 +134,17 @@ def parse_env_names(value: str) -> tuple[str, ...]:
     return names
 
 
+def parse_dir_names(value: str) -> tuple[str, ...]:
+    """Return directory names (not paths) from a comma- or space-separated list; at least one."""
+    names = tuple(part for part in re.split(r"[\s,]+", value.strip()) if part)
+    if not names or any("/" in name or name in (".", "..") for name in names):
+        raise UsageError(
+            f"invalid directory names {value!r}: give one or more names such as e2e, "
+            "comma-separated, without slashes"
+        )
+    return names
+
+
 def parse_session_options(value: str) -> dict[str, bool]:
     """Return Session keyword arguments from `expire_on_commit=true, autoflush=false`."""
     options: dict[str, bool] = {}

@@ -112,9 +112,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     controller = config.stash.get(stash.CONTROLLER, None)
     if controller is None or config.option.collectonly or config.option.help:
         return
-    if wants_services(config.args, config.rootpath):
+    if wants_services(config.args, config.rootpath, config.stash[stash.SETTINGS].dirs):
         controller.start()
-        _export_urls(config, controller.info)
+        if config.getoption("dist", "no") == "no":  # xdist workers export their own
+            _export_urls(config, controller.info)
 
 
 @pytest.hookimpl(trylast=True)

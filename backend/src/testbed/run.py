@@ -50,8 +50,9 @@ class RunInfo:
         return cls(endpoints=Endpoints(**eps) if eps else None, **data)
 
 
-def wants_services(args: Sequence[str], rootdir: Path) -> bool:
-    """True when a collection argument is, is inside, or contains a directory named e2e.
+def wants_services(args: Sequence[str], rootdir: Path, names: Sequence[str] = (E2E_DIR,)) -> bool:
+    """True when a collection argument is, is inside, or contains a directory named e2e
+    (or one of `names`: the e2e_dirs setting).
 
     The plugin is active in every pytest run of the project (entry point), so `make unit`
     must not start PostgreSQL: services are the E2E suite's, and only its run starts them.
@@ -59,9 +60,9 @@ def wants_services(args: Sequence[str], rootdir: Path) -> bool:
     for arg in args:
         path = Path(arg.split("::", 1)[0])
         path = path if path.is_absolute() else (Path.cwd() / path)
-        if E2E_DIR in path.resolve().parts:
+        if set(names) & set(path.resolve().parts):
             return True
-        if path.is_dir() and any(p.name == E2E_DIR for p in path.rglob(E2E_DIR) if p.is_dir()):
+        if path.is_dir() and any(p.is_dir() for name in names for p in path.rglob(name)):
             return True
     return False
 

@@ -59,6 +59,7 @@ def test_defaults() -> None:
     assert (s.metadata, s.schema_setup, s.channel_format) == (None, None, "{prefix}{name}")
     assert (s.database_url_env, s.redis_url_env) == ((), ())
     assert s.session_options == {"expire_on_commit": False}
+    assert s.dirs == ("e2e",)
 
 
 def test_project_name_derives_role_database_state_dir_and_compose_project() -> None:
@@ -87,8 +88,10 @@ def test_app_settings_are_parsed() -> None:
             "database_url_env": "DATABASE_URL, SHOP_DB_URL",
             "redis_url_env": "REDIS_URL",
             "session_options": "expire_on_commit=true autoflush=false",
+            "dirs": "e2e, functional",
         },
     )
+    assert s.dirs == ("e2e", "functional")
     assert s.metadata == "shop.models:Base.metadata"
     assert s.schema_setup == "shop.migrate.upgrade"
     assert s.channel_format == "{prefix}shop.{name}"
@@ -107,6 +110,7 @@ def test_app_settings_are_parsed() -> None:
         ("database_url_env", "DATABASE-URL", "environment variable name"),
         ("session_options", "expire_on_commit", "name=true|false"),
         ("session_options", "bind=x", "expire_on_commit, autoflush"),
+        ("dirs", "tests/e2e", "without slashes"),
     ],
 )
 def test_bad_app_settings_name_the_ini_key(key: str, value: str, message: str) -> None:

@@ -1,0 +1,165 @@
+"""What a real suite needs from testbed, run as a new user's suite would be (a pytest subprocess
+against this run's services): xdist modes, a setup hook, tables made by tests, env URLs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+from testbed import schema
+from testbed.services import Endpoints
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = '''
+import json
+import os
+
+import pytest
+from sqlalchemy import text
+
+
+def setup(engine):
+    """The app's init script: a table and one seed row, once per worker schema."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE setup_runs (id serial PRIMARY KEY, at text)"))
+        conn.execute(text("INSERT INTO setup_runs (at) VALUES (current_schema())"))
+
+
+@pytest.fixture
+def record(request, e2e_worker, e2e_engine):
+    url_at_import = request.module.URL_AT_IMPORT
+    """Write (test, worker, schema seen) for the outer test to check."""
+    def write(**extra):
+        with e2e_engine.connect() as conn:
+            seen = conn.execute(text("SELECT current_schema()")).scalar_one()
+            runs = conn.execute(text("SELECT count(*) FROM setup_runs")).scalar_one()
+        line = dict(test=request.node.name, worker=e2e_worker.worker_id,
+                    schema=e2e_worker.schema, seen=seen, setup_runs=runs,
+                    url_at_import=url_at_import, url=os.environ.get("APP_DATABASE_URL"), **extra)
+        with open(os.environ["RECORD_TO"], "a") as fh:
+            fh.write(json.dumps(line) + "\\n")
+    return write
+'''
+
+TESTS = """
+import os
+
+import pytest
+from sqlalchemy import text
+
+URL_AT_IMPORT = os.environ.get("APP_DATABASE_URL")  # a module the app imports at collection
+
+
+@pytest.mark.xdist_group("a")
+@pytest.mark.parametrize("n", range(3))
+def test_group_a(record, n):
+    record()
+
+
+@pytest.mark.xdist_group("b")
+@pytest.mark.parametrize("n", range(3))
+def test_group_b(record, n):
+    record()
+
+
+class TestScope:
+    @pytest.mark.parametrize("n", range(3))
+    def test_scoped(self, record, n):
+        record()
+
+
+@pytest.mark.committed
+def test_makes_a_table(record, e2e_engine):
+    with e2e_engine.begin() as conn:
+        conn.execute(text("CREATE TABLE made_by_a_test (id int)"))
+        conn.execute(text("INSERT INTO made_by_a_test VALUES (1)"))
+    record(made_table=True)
+"""
+
+
+def _run(pytester: pytest.Pytester, eps: Endpoints, *args: str) -> list[dict[str, Any]]:
+    pytester.makeconftest(CONFTEST)
+    (pytester.path / "functional").mkdir()
+    (pytester.path / "functional" / "test_app.py").write_text(TESTS)
+    pytester.makeini(
+        "[pytest]\ne2e_schema_setup = conftest:setup\ne2e_database_url_env = APP_DATABASE_URL\n"
+        "e2e_dirs = functional\n"  # a suite whose E2E tests live elsewhere than e2e/
+    )
+    out = pytester.path / "records.jsonl"
+    env = {
+        "E2E_BACKEND": "external",
+        "E2E_DATABASE_URL": eps.database_url,
+        "E2E_REDIS_URL": eps.redis_url,
+        "E2E_REQUIRE_SERVICES": "1",
+        "RECORD_TO": str(out),
+        "PYTEST_ADDOPTS": "",
+    }
+    for name, value in env.items():
+        pytester._monkeypatch.setenv(name, value)
+    pytester._monkeypatch.delenv("APP_DATABASE_URL", raising=False)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+    result.assert_outcomes(passed=10)
+    run_id = next(
+        line.split("run ", 1)[1].split(",", 1)[0]
+        for line in result.outlines
+        if line.startswith("testbed: run ")
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    for record in records:
+        record["run"] = run_id
+    return records
+
+
+def _check_common(records: list[dict[str, Any]], eps: Endpoints) -> None:
+    assert len(records) == 10
+    for record in records:
+        # Each worker sees its own schema, set up exactly once, and hands the app its URL.
+        assert record["seen"] == record["schema"] == f"e2e_{record['run']}_{record['worker']}"
+        assert record["setup_runs"] == 1
+        assert record["url"] == record["url_at_import"]
+        assert f"search_path%3D%22{record['schema']}%22" in record["url"]
+    # Nothing of the inner run is left: its schemas went at the end, with the test's table.
+    with psycopg.connect(schema.libpq_url(eps.database_url)) as conn:
+        assert schema.listed(conn, records[0]["run"]) == []
+        leftover = conn.execute(
+            "SELECT schemaname FROM pg_tables WHERE tablename = 'made_by_a_test'"
+        ).fetchall()
+        assert leftover == []
+
+
+def _same_worker(records: list[dict[str, Any]], prefix: str) -> bool:
+    return len({r["worker"] for r in records if r["test"].startswith(prefix)}) == 1
+
+
+@pytest.mark.heavy
+def test_worker_schemas_with_dist_loadgroup(
+    pytester: pytest.Pytester, e2e_docker_compose: Endpoints
+) -> None:
+    records = _run(pytester, e2e_docker_compose, "-n", "2", "--dist", "loadgroup")
+    _check_common(records, e2e_docker_compose)
+    assert {r["worker"] for r in records} == {"gw0", "gw1"}
+    assert _same_worker(records, "test_group_a")
+    assert _same_worker(records, "test_group_b")
+
+
+@pytest.mark.heavy
+def test_worker_schemas_with_dist_loadscope(
+    pytester: pytest.Pytester, e2e_docker_compose: Endpoints
+) -> None:
+    records = _run(pytester, e2e_docker_compose, "-n", "2", "--dist", "loadscope")
+    _check_common(records, e2e_docker_compose)
+    assert {r["worker"] for r in records} == {"gw0", "gw1"}
+    assert _same_worker(records, "test_scoped")
+
+
+def test_a_table_made_by_a_test_is_dropped_with_its_schema_single_process(
+    pytester: pytest.Pytester, e2e_docker_compose: Endpoints
+) -> None:
+    records = _run(pytester, e2e_docker_compose)
+    _check_common(records, e2e_docker_compose)
+    assert {r["worker"] for r in records} == {"master"}
+    assert any(r.get("made_table") for r in records)
