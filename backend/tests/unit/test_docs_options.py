@@ -12,7 +12,8 @@ HARNESS_DOC = Path(__file__).resolve().parents[3] / "docs" / "harness.md"
 
 def test_docs_table_matches_options() -> None:
     text = HARNESS_DOC.read_text()
-    assert START in text and END in text, f"{HARNESS_DOC} lost its options table markers"
+    assert START in text, f"{HARNESS_DOC} lost its options table's start marker"
+    assert END in text, f"{HARNESS_DOC} lost its options table's end marker"
     shown = text[text.index(START) : text.index(END) + len(END)]
     assert shown == markdown_table(), (
         "docs/harness.md's options table differs from testbed.config.OPTIONS; regenerate it "
