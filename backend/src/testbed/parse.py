@@ -113,7 +113,7 @@ def parse_channel_format(value: str) -> str:
     text = value.strip()
     try:
         sample = text.format(prefix="P:", name="N")
-    except (KeyError, IndexError, ValueError):
+    except (KeyError, IndexError, ValueError, AttributeError):
         sample = ""
     if "P:" not in sample or "N" not in sample.replace("P:", "", 1):
         raise UsageError(
