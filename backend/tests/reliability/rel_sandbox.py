@@ -165,6 +165,9 @@ class Sandbox:
             E2E_REDIS_PORT=str(self.redis_port),
             E2E_STATE_DIR=str(self.state_dir),
             E2E_WAIT_TIMEOUT="60",
+            # The payloads are opsdesk suites in a temp dir, out of reach of its pytest ini.
+            E2E_PROJECT_NAME="opsdesk",
+            E2E_SCHEMA_SETUP="opsdesk.db:create_tables",
         )
         env.update(extra)
         return env

@@ -12,7 +12,7 @@ import pytest
 from rel_sandbox import PYTEST, Sandbox, payload_suite
 
 from testbed import __main__ as cli
-from testbed import isolation
+from testbed import isolation, schema
 from testbed.errors import ForeignTarget
 from testbed.workers import Worker
 
@@ -154,8 +154,8 @@ DEV_REDIS = "redis://127.0.0.1:6379/0"
 def test_harness_write_paths_refuse_foreign_postgres(url: str, no_connections: list[str]) -> None:
     worker = Worker(run_id="0e2e0e2e", worker_id="gw0", count=1)
     for attempt in (
-        lambda: isolation.RunLock(url, "0e2e0e2e"),
-        lambda: isolation.reap_stale_schemas(url, current_run=""),
+        lambda: schema.RunLock(url, "0e2e0e2e"),
+        lambda: schema.reap(url, current_run=""),
         lambda: isolation.WorkerDatabase(url, worker),
     ):
         with pytest.raises(ForeignTarget, match="refusing"):
