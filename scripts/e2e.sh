@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make e2e`: services up (or reused) -> parallel E2E suite in random order -> teardown.
+# `make e2e`: the parallel E2E suite in random order. This script only builds pytest's arguments;
+# the testbed plugin owns the services: it takes a lease (starting or reusing them), and at the
+# end of the run stops what nobody else uses (E2E_KEEP=1 leaves them running).
 # Env: N (xdist workers, default auto), SHARD (i/k: one CI shard), PYTEST_ARGS (passed through),
-#      E2E_VENV (the venv; make sets it), E2E_KEEP=1 (leave services running), E2E_SEED.
+#      E2E_VENV (the venv; make sets it), E2E_KEEP=1, E2E_SEED.
 # Exits with pytest's exit code (an empty shard, code 5, counts as success), or 3 when the
 # services cannot be started (E2E_REQUIRE_SERVICES=0: pytest skips the E2E tests instead).
 set -euo pipefail
@@ -16,9 +18,6 @@ PYTEST_ARGS=${PYTEST_ARGS:-}
 export E2E_REQUIRE_SERVICES=${E2E_REQUIRE_SERVICES:-1}
 cd "$ROOT"
 
-now() { "$PY" -c 'import time; print(f"{time.monotonic():.3f}")'; }
-since() { "$PY" -c "import sys, time; print(f'{time.monotonic() - float(sys.argv[1]):.2f}')" "$1"; }
-
 # PYTEST_ARGS is one string from make; split it as a shell would (quotes respected), no eval.
 user_args=()
 if [[ -n "$PYTEST_ARGS" ]]; then
@@ -26,11 +25,6 @@ if [[ -n "$PYTEST_ARGS" ]]; then
     'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' \
     "$PYTEST_ARGS")
 fi
-
-collect_only=0
-for arg in "${user_args[@]}"; do
-  case "$arg" in --collect-only | --co) collect_only=1 ;; esac
-done
 
 shard_args=()
 if [[ -n "$SHARD" ]]; then
@@ -44,54 +38,14 @@ if [[ -n "$SHARD" ]]; then
     --splitting-algorithm least_duration -p randomly "--randomly-seed=${E2E_SEED:-1}")
 fi
 
-started_here=0
-if ((collect_only)); then
-  echo "e2e: --collect-only: not starting services"
-else
-  # Were they already running (make up)? Then they stay up afterwards.
-  if "$PY" -m testbed status >/dev/null 2>&1; then
-    echo "e2e: reusing the running services"
-  else
-    started_here=1
-  fi
-  t0=$(now)
-  # The owner is this shell: if it is SIGKILLed, `testbed reap` or the next run removes the servers.
-  if "$PY" -m testbed up --owner-pid $$; then
-    echo "e2e: services ready in $(since "$t0") s"
-  else
-    started_here=0
-    # `make e2e` exists to run the E2E tests: a green run that skipped them all is easy to miss.
-    if [[ "$E2E_REQUIRE_SERVICES" != "0" ]]; then
-      echo "e2e: services unavailable (above); not running the suite (E2E_REQUIRE_SERVICES=0 lets pytest skip instead)" >&2
-      exit 3
-    fi
-    echo "e2e: services unavailable (above); E2E_REQUIRE_SERVICES=0: pytest skips the E2E tests" >&2
-  fi
+# pytest is the process that gets signals (its plugin ends the lease on the way out).
+if [[ -z "$SHARD" ]]; then
+  exec "$VENV/bin/pytest" backend/tests/e2e -n "$N" -p randomly "${user_args[@]}"
 fi
-
-# shellcheck disable=SC2329  # called by the EXIT trap
-teardown() {
-  if ((started_here)) && [[ "${E2E_KEEP:-0}" != "1" ]]; then
-    t1=$(now)
-    "$PY" -m testbed down || echo "e2e: teardown failed; run \`make down\`" >&2
-    echo "e2e: services stopped in $(since "$t1") s"
-  elif ((started_here)); then
-    echo "e2e: E2E_KEEP=1: services left running; \`make down\` stops them"
-  fi
-}
-trap teardown EXIT
-# bash skips the EXIT trap when a signal kills it; turn them into exits so teardown runs
-# (the signal also reaches pytest, which stops like Ctrl-C; bash waits for it first).
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-t2=$(now)
 set +e
 "$VENV/bin/pytest" backend/tests/e2e -n "$N" -p randomly "${shard_args[@]}" "${user_args[@]}"
 code=$?
 set -e
-echo "e2e: pytest finished in $(since "$t2") s with exit code $code (N=$N${SHARD:+, shard $SHARD})"
 if [[ -n "$SHARD" && $code -eq 5 ]]; then
   echo "e2e: shard $SHARD has no tests; nothing to run"
   code=0

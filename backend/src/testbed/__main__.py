@@ -16,15 +16,18 @@ from testbed.config import OPTIONS, Settings, load_settings
 from testbed.errors import HealthTimeout, TestbedError, UsageError
 from testbed.guard import redact
 from testbed.inifile import find_ini, ini_values
-from testbed.services import Endpoints, ServiceBackend, choose, ensure_up
+from testbed.run import reap_runs
+from testbed.services import Endpoints, Hold, acquire, choose
+from testbed.services.ownership import RUN, USER
 
 COMMANDS = {
     "up": "start PostgreSQL 16 and Valkey 8 (or reuse healthy ones) and leave them running",
-    "down": "stop the services and remove their data",
+    "down": "stop this checkout's services and remove their data (once no run uses them)",
     "status": "show backend, versions, ports, processes and health (exit 3 when not healthy, "
     "4 when healthy but left by a killed run: the next run or `reap` removes them)",
     "wait": "wait until the services answer (bounded by --wait-timeout)",
-    "reap": "remove what dead runs left behind (pid files, data dirs, stopped containers)",
+    "reap": "remove what dead runs left behind (services nobody uses, their schemas and Redis "
+    "databases, deleted checkouts' services, stopped containers)",
     "env": 'print the services\' URLs as shell assignments: eval "$(python -m testbed env)"',
 }
 _CLI_OPTIONS = tuple(opt.name for opt in OPTIONS if opt.cli)
@@ -74,21 +77,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _backend(settings: Settings, command: str) -> ServiceBackend:
-    # Services started natively stay native for down/status/env even if an engine appeared since.
-    if (
-        settings.backend == "auto"
-        and command != "up"
-        and not settings.database_url
-        and not settings.redis_url
-        and (settings.state_dir / "state.json").exists()
-    ):
-        from testbed.services.native import NativeBackend
-
-        return NativeBackend(settings)
-    return choose(settings)
-
-
 def describe(eps: Endpoints) -> str:
     """One line naming backend, versions and where they answer (password redacted)."""
     return (
@@ -98,24 +86,24 @@ def describe(eps: Endpoints) -> str:
 
 
 def cmd_up(settings: Settings, foreground: bool, owner_pid: int | None = None) -> int:
-    """Start or reuse the services; print how long it took."""
+    """Start or reuse the services under a lease; print how long it took."""
     started = time.monotonic()
-    if owner_pid is not None:
-        eps, fresh = ensure_up(settings, owner="run", owner_pid=owner_pid)
-    elif foreground:
-        # This process takes them down on Ctrl-C; if it is SIGKILLed, reap removes them.
-        eps, fresh = ensure_up(settings, owner="run")
+    if owner_pid is not None or foreground:
+        # A run's lease: the services stop when it ends (or its holder dies and is reaped).
+        hold = acquire(settings, kind=RUN, holder_pid=owner_pid)
     else:
-        eps, fresh = ensure_up(settings, owner="user")  # make up: meant to persist
-    verb = "started" if fresh else "already running, reused"
-    print(f"E2E services {verb} in {time.monotonic() - started:.2f} s: {describe(eps)}", flush=True)
+        hold = acquire(settings, kind=USER)  # make up: kept until `make down`
+    verb = "started" if hold.started else "already running, reused"
+    took = time.monotonic() - started
+    print(f"E2E services {verb} in {took:.2f} s: {describe(hold.endpoints)}", flush=True)
     if not foreground:
-        print("stop them with `make down` (python -m testbed down)")
+        if owner_pid is None:
+            print("stop them with `make down` (python -m testbed down)")
         return 0
-    return _hold(settings, owned=fresh)
+    return _hold(hold)
 
 
-def _hold(settings: Settings, owned: bool) -> int:
+def _hold(hold: Hold) -> int:
     stop_requested: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -123,23 +111,21 @@ def _hold(settings: Settings, owned: bool) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print("running in the foreground; Ctrl-C stops the services", flush=True)
-    backend = _backend(settings, "down")
+    print("running in the foreground; Ctrl-C ends this lease", flush=True)
     try:
         while not stop_requested:
             time.sleep(0.2)
     finally:
-        if owned:
-            backend.down()
+        if hold.release():
             print("services stopped and their data removed", flush=True)
         else:
-            print("left running: they were already up before this command", flush=True)
+            print("left running: someone else still uses them", flush=True)
     return 0
 
 
 def cmd_wait(settings: Settings) -> int:
     """Poll until the services answer or wait_timeout passes."""
-    backend = _backend(settings, "wait")
+    backend = choose(settings)
     deadline = time.monotonic() + settings.wait_timeout
     while (eps := backend.running()) is None:
         if time.monotonic() > deadline:
@@ -154,7 +140,7 @@ def cmd_wait(settings: Settings) -> int:
 
 def cmd_env(settings: Settings) -> int:
     """Shell assignments for the running services (real URLs: they are meant for eval)."""
-    eps = _backend(settings, "env").running()
+    eps = choose(settings).running()
     if eps is None:
         print("error: the E2E services are not running; start them with `make up`", file=sys.stderr)
         return 1
@@ -169,13 +155,19 @@ def cmd_env(settings: Settings) -> int:
 
 
 def cmd_reap(settings: Settings) -> int:
-    """Reap native leftovers and (when an engine answers) stopped containers of ours."""
+    """Reap what dead runs left: services nobody uses, their schemas and Redis databases."""
     from testbed.services import docker
     from testbed.services.native import NativeBackend
 
-    removed = NativeBackend(settings).reap()
-    if docker.engine_answers():
+    backend = choose(settings)
+    removed = backend.reap()
+    if backend.name != "native":
+        removed += NativeBackend(settings).reap()
+    if backend.name != "docker" and docker.engine_answers():
         removed += docker.DockerBackend(settings).reap()
+    eps = backend.running()
+    if eps is not None:
+        removed += reap_runs(eps)
     for item in removed:
         print(f"removed {item}")
     print("nothing to reap" if not removed else f"reaped {len(removed)} item(s)")
@@ -201,12 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_up(settings, args.foreground, args.owner_pid)
         if args.command == "down":
             started = time.monotonic()
-            backend = _backend(settings, "down")
-            backend.down()
-            print(f"E2E services ({backend.name}) down in {time.monotonic() - started:.2f} s")
+            backend = choose(settings, recorded_first=True)  # whatever E2E_* the shell holds
+            outcome = backend.down()
+            print(f"E2E services ({backend.name}): {outcome} ({time.monotonic() - started:.2f} s)")
             return 0
         if args.command == "status":
-            status = _backend(settings, "status").status()
+            status = choose(settings).status()
             print(status.render())
             if not status.healthy:
                 return 3
@@ -221,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TestbedError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a read-only or full disk, a permission: one line, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check that path and retry", file=sys.stderr)
         return 1
 
 

@@ -383,5 +383,10 @@ def load_settings(
             )
         if values[opt.name] is None and opt.derive is not None:
             values[opt.name] = opt.derive(values, environ)
+    if values["pg_port"] == values["redis_port"]:
+        raise UsageError(
+            f"PostgreSQL and Valkey cannot share port {values['pg_port']}: set E2E_PG_PORT and "
+            "E2E_REDIS_PORT to two different ports"
+        )
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})

@@ -30,5 +30,10 @@ class HealthTimeout(ServicesUnavailable):
     """A service did not answer a real query in time; includes the server log tail."""
 
 
+class InUse(TestbedError):
+    """This checkout's services are running in a way the request cannot share (other ports,
+    or unhealthy while a live run uses them); never turned into a skip."""
+
+
 class ForeignTarget(TestbedError):
     """The guard refused a target that is not an E2E service; never turned into a skip."""

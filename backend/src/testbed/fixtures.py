@@ -78,7 +78,8 @@ def e2e_docker_compose(pytestconfig: pytest.Config, e2e_run: RunInfo) -> Endpoin
 @pytest.fixture(scope="session")
 def e2e_worker(pytestconfig: pytest.Config, e2e_run: RunInfo) -> Worker:
     """This process's identity: worker id, schema name, Redis database and prefix."""
-    return worker_from_input(getattr(pytestconfig, "workerinput", None), run_id=e2e_run.run_id)
+    workerinput = getattr(pytestconfig, "workerinput", None)
+    return worker_from_input(workerinput, run_id=e2e_run.run_id, redis_db=e2e_run.redis_db)
 
 
 @pytest.fixture(scope="session")

@@ -53,14 +53,21 @@ def parse_bool(value: str) -> bool:
     raise UsageError(f"invalid boolean {value!r}: use one of 1/0, true/false, yes/no, on/off")
 
 
+MAX_SECONDS = 3600.0  # every wait is bounded: an hour is more than any start needs
+
+
 def parse_seconds(value: str) -> float:
-    """Return a positive number of seconds or raise UsageError."""
+    """Return a finite number of seconds in (0, MAX_SECONDS] or raise UsageError."""
     try:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
-    if not seconds > 0:
-        raise UsageError(f"invalid timeout {value!r}: expected a positive number of seconds")
+    # `not 0 < x <= max` also refuses nan and inf: a wait must end.
+    if not 0 < seconds <= MAX_SECONDS:
+        raise UsageError(
+            f"invalid timeout {value!r}: expected a number of seconds above 0 and at most "
+            f"{MAX_SECONDS:g}"
+        )
     return seconds
 
 

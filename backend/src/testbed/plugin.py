@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from testbed import stash
+from testbed import breaker, stash
 from testbed.config import OPTIONS, Settings, load_settings
 from testbed.errors import UsageError
 from testbed.isolation import export_urls
@@ -26,6 +26,8 @@ from testbed.workers import worker_from_input
 pytest_plugins = ["testbed.fixtures"]
 
 SETUP_KEY = "e2e_setup_seconds"
+WATCH_KEY = pytest.StashKey[breaker.Watch]()
+EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
 
 
 def _skip_location() -> tuple[str, int]:
@@ -77,6 +79,8 @@ def pytest_configure(config: pytest.Config) -> None:
         _export_urls(config, info)  # before any conftest or app fixture reads them
         return
     controller = Controller(settings)
+    numprocesses = getattr(config.option, "numprocesses", None)
+    controller.distributed = bool(numprocesses) and getattr(config.option, "dist", "no") != "no"
     config.stash[stash.CONTROLLER] = controller
     _stop_like_ctrl_c()
     config.stash[stash.RUN] = controller.info
@@ -88,7 +92,8 @@ def _export_urls(config: pytest.Config, info: RunInfo) -> None:
     """Hand the worker's URLs to an app that reads them from the environment."""
     if info.endpoints is None:
         return
-    worker = worker_from_input(getattr(config, "workerinput", None), run_id=info.run_id)
+    workerinput = getattr(config, "workerinput", None)
+    worker = worker_from_input(workerinput, run_id=info.run_id, redis_db=info.redis_db)
     export_urls(config.stash[stash.SETTINGS], info.endpoints, worker)
 
 
@@ -131,13 +136,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
 
 
+def _watch(config: pytest.Config) -> breaker.Watch | None:
+    """This process's breaker watch (started on first use when the run has services)."""
+    watch = config.stash.get(WATCH_KEY, None)
+    run = config.stash.get(stash.RUN, None)
+    if watch is None and run is not None and run.run_dir:
+        watch = config.stash[WATCH_KEY] = breaker.Watch(run.run_dir)
+        watch.start()
+    return watch
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail an E2E test at once when the breaker tripped: a service stopped answering."""
+    watch = _watch(item.config)
+    if watch is not None and watch.trip is not None and _uses_services(item):
+        pytest.fail(watch.trip.message(), pytrace=False)
+
+
+def _uses_services(item: pytest.Item) -> bool:
+    return "e2e_docker_compose" in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Report every "services unavailable" skip at one location, so -ra shows ONE line."""
+    """Report every "services unavailable" skip at one location, so -ra shows ONE line; after
+    a trip, a failure is one line naming the service instead of a timeout's traceback."""
     report = yield
     longrepr = report.longrepr
     if report.skipped and isinstance(longrepr, tuple) and SKIP_PREFIX in str(longrepr[2]):
         report.longrepr = (SKIP_LOCATION[0], SKIP_LOCATION[1], longrepr[2])
+    watch = item.config.stash.get(WATCH_KEY, None)
+    if report.failed and watch is not None and watch.trip is not None and call.excinfo:
+        first = call.excinfo.exconly().strip().splitlines()
+        cause = f"\n  (here: {first[0][:200]})" if first and call.when != "setup" else ""
+        report.longrepr = f"{watch.trip.message()}{cause}"
     return report
 
 
@@ -165,6 +198,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if seconds is not None:
         controller.worker_setup["main"] = seconds
     controller.finish()
+    if controller.info.unavailable and controller.info.error:
+        session.exitstatus = EXIT_UNAVAILABLE  # required services missing: not a test failure
 
 
 def pytest_terminal_summary(
@@ -186,8 +221,15 @@ class XdistHooks:
         self.controller = controller
 
     def pytest_configure_node(self, node: Any) -> None:
-        """Hand each worker the run: id, seed, endpoints or the reason there are none."""
-        node.workerinput["e2e_run"] = self.controller.info.to_input()
+        """Hand each worker the run (id, seed, endpoints or the reason there are none) and a
+        Valkey database of its own, allocated through the instance."""
+        info = self.controller.info.to_input()
+        if self.controller.info.endpoints is not None and not info["error"]:
+            try:
+                info["redis_db"] = self.controller.allocate_redis_db(str(node.gateway.id))
+            except Exception as exc:
+                info["error"] = f"E2E Valkey database allocation failed: {exc}"
+        node.workerinput["e2e_run"] = info
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         """Collect the worker's schema setup time for the summary."""

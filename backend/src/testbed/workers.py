@@ -30,6 +30,7 @@ class Worker:
     run_id: str
     worker_id: str  # "gw0".."gwN" under xdist, "master" otherwise
     count: int  # number of workers in the run (1 without xdist)
+    allocated_db: int | None = None  # the Valkey database the controller allocated for it
 
     def __post_init__(self) -> None:
         worker_schema(self.run_id, self.worker_id)  # checks both ids and the length
@@ -47,8 +48,9 @@ class Worker:
 
     @property
     def redis_db(self) -> int:
-        """The worker's own Valkey logical database; 0 stays free for run-wide keys."""
-        return 1 + self.index
+        """The worker's own Valkey logical database (allocated for the run, so two runs on one
+        Valkey never share one); 0 stays free for run-wide keys."""
+        return self.allocated_db if self.allocated_db is not None else 1 + self.index
 
     @property
     def prefix(self) -> str:
@@ -62,9 +64,12 @@ class Worker:
         return f"e2e:{self.run_id}:"
 
 
-def worker_from_input(workerinput: dict[str, Any] | None, *, run_id: str) -> Worker:
+def worker_from_input(
+    workerinput: dict[str, Any] | None, *, run_id: str, redis_db: int | None = None
+) -> Worker:
     """Build the Worker from xdist's workerinput (on a worker) or for the single process."""
     if workerinput is None:
-        return Worker(run_id=run_id, worker_id=CONTROLLER, count=1)
+        return Worker(run_id=run_id, worker_id=CONTROLLER, count=1, allocated_db=redis_db)
     count = int(workerinput.get("workercount", os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))
-    return Worker(run_id=run_id, worker_id=str(workerinput["workerid"]), count=count)
+    worker_id = str(workerinput["workerid"])
+    return Worker(run_id=run_id, worker_id=worker_id, count=count, allocated_db=redis_db)

@@ -16,7 +16,7 @@ import pytest
 from conftest import RESERVED
 
 from testbed.config import Settings, default_state_root, load_settings
-from testbed.services import ensure_up
+from testbed.services import acquire, ensure_up
 from testbed.services.native import NativeBackend
 from testbed.services.ports import is_free
 from testbed.services.procs import is_alive
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 CHILD = """
 import json, sys, time
 from testbed.config import load_settings
-from testbed.services import ensure_up
+from testbed.services import acquire, ensure_up
 eps, started = ensure_up(load_settings({}, **json.loads(sys.argv[1])))
 print("ready", started, flush=True)
 time.sleep(300)
@@ -77,11 +77,11 @@ def run_and_kill(overrides: dict[str, Any], native: NativeBackend) -> dict[str, 
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready True"
         state = json.loads((native.state_dir / "state.json").read_text())
-        assert state["owner"]["pid"] == child.pid
+        assert [x["holder"]["pid"] for x in state["leases"]] == [child.pid]
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
-    pids = native._live_pids()
+    pids = native.pids()
     assert len(pids) == 2, "the servers must outlive the killed run (they are detached)"
     return pids
 
@@ -99,25 +99,25 @@ def test_reap_removes_a_killed_runs_servers(
     pids = run_and_kill(overrides, native)
     assert native.status().orphaned
     removed = native.reap()
-    assert removed[0].startswith("orphans of a dead run")
+    assert removed[0].startswith("lease of dead run pid")
     assert_nothing_left(settings, pids)
 
 
-def test_next_run_adopts_and_takes_them_down(
+def test_next_run_reuses_them_and_its_end_takes_them_down(
     overrides: dict[str, Any], settings: Settings, native: NativeBackend
 ) -> None:
     pids = run_and_kill(overrides, native)
-    said: list[str] = []
-    eps, started = NativeBackend(settings, say=said.append).ensure()
-    assert started is True  # so this run's teardown removes them
-    assert any(s.startswith("adopted services left by a killed run") for s in said)
-    assert native._live_pids() == pids  # adopted, not restarted
+    hold = acquire(settings)
+    assert hold.started is False  # reused, not restarted
+    assert native.pids() == pids
     state = json.loads((native.state_dir / "state.json").read_text())
-    assert state["owner"]["pid"] == os.getpid()
-    # Now owned by a live run: reap keeps them, and another ensure only reuses them.
+    assert [x["holder"]["pid"] for x in state["leases"]] == [os.getpid()]  # the dead one reaped
+    # Used by a live run: reap keeps them; a second lease of ours only reuses them.
     assert native.reap() == []
-    assert ensure_up(settings) == (eps, False)
-    native.down()
+    second = acquire(settings)
+    assert (second.endpoints, second.started) == (hold.endpoints, False)
+    assert second.release() is False  # the first lease still holds them
+    assert hold.release() is True  # the last lease: stopped
     assert_nothing_left(settings, pids)
 
 
@@ -126,6 +126,6 @@ def test_user_services_survive_reap(
 ) -> None:
     _, started = ensure_up(settings, owner="user")  # make up
     assert started is True
-    pids = native._live_pids()
+    pids = native.pids()
     assert native.reap() == []
-    assert native._live_pids() == pids
+    assert native.pids() == pids

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def pids(backend: NativeBackend) -> dict[str, int]:
-    return backend._pids()
+    return backend.pids()
 
 
 def server_uid(pid: int) -> int:
@@ -142,7 +142,7 @@ def test_reap_cleans_up_after_a_killed_run(native: NativeBackend, settings: Sett
     while any(is_alive(p) for p in running.values()) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert native.running() is None
-    assert "stale pid file" in native.status().problems[0]
+    assert "no longer the process we started" in native.status().problems[0]
     removed = native.reap()
     assert any(item.endswith("postgres.pid") for item in removed)
     assert not settings.state_dir.exists()
@@ -176,7 +176,7 @@ def test_foreground_up_takes_its_servers_down_on_sigterm(settings: Settings) -> 
             if "running in the foreground" in line:
                 break
         assert any("E2E services started" in line for line in lines), lines
-        servers = NativeBackend(settings)._pids()
+        servers = NativeBackend(settings).pids()
         assert len(servers) == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -16,6 +16,7 @@ from testbed.config import Settings, default_state_root, load_settings
 from testbed.errors import PortConflict
 from testbed.services import Endpoints, native
 from testbed.services.native import NativeBackend
+from testbed.services.ownership import USER, new_lease
 from testbed.services.portlock import lock_path
 from testbed.services.ports import is_free
 from testbed.services.procs import is_alive
@@ -73,7 +74,7 @@ def test_racing_checkouts_one_starts_the_other_is_told_who(make: Make) -> None:
     def run(i: int) -> None:
         barrier.wait()
         try:
-            results[i] = backends[i].ensure()
+            results[i] = backends[i].ensure(new_lease(USER, None))
         except BaseException as exc:  # collected for the assertions
             results[i] = exc
 
@@ -89,7 +90,7 @@ def test_racing_checkouts_one_starts_the_other_is_told_who(make: Make) -> None:
     error = results[1 - winners[0]]
     assert isinstance(error, PortConflict), error
     pg, redis = winner.settings.pg_port, winner.settings.redis_port
-    servers = winner._pids()
+    servers = winner.pids()
     assert str(error).startswith(
         f"port {pg} is held by the E2E services of another checkout "
         f"(state dir {winner.state_dir}, pid {servers['postgres']}): run `make down` in "
@@ -122,13 +123,13 @@ def test_a_server_that_lost_the_bind_is_caught_and_cleaned_up(
     real_spawn = native.spawn
     monkeypatch.setattr(native, "spawn", spawn)
     with pytest.raises(PortConflict) as info:
-        second.ensure()
+        second.ensure(new_lease(USER, None))
     pg = second.settings.pg_port
     assert str(info.value).startswith(
         f"the PostgreSQL answering on port {pg} is not the one we started (data directory "
         f"{first.state_dir / 'pg' / 'data'}): we stopped ours. Port {pg} is held by the "
         f"E2E services of another checkout (state dir {first.state_dir}, "
-        f"pid {first._pids()['postgres']})"
+        f"pid {first.pids()['postgres']})"
     ), str(info.value)
     assert not second.state_dir.exists()
     assert first.running() is not None  # the other checkout's services are untouched

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from testbed.config import load_settings
 from testbed.errors import ForeignTarget, UsageError
-from testbed.services import Endpoints, ServiceStatus, choose, ensure_up
+from testbed.services import Endpoints, ServiceStatus, acquire, choose
 from testbed.services import docker as docker_mod
+from testbed.services.ownership import Lease, Record, StateDir, Store
 
 PG = "postgresql://opsdesk_e2e@127.0.0.1:15433/opsdesk_e2e"
 REDIS = "redis://127.0.0.1:16380/0"
 
 
 @pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Controls whether a fake Docker engine answers."""
+def engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[bool]:
+    """Controls whether a fake Docker engine answers; default settings get an empty state dir
+    (this checkout's real one may hold a recorded instance, which selection honours)."""
     answer = [False]
     monkeypatch.setattr(docker_mod, "engine_answers", lambda *a, **k: answer[0])
+    monkeypatch.setattr("testbed.config.default_state_root", lambda: tmp_path)
     return answer
 
 
@@ -58,47 +63,54 @@ def test_external_guards_before_connecting(engine: list[bool]) -> None:
 EPS = Endpoints("native", PG, REDIS, "16.15", "8.1.8", 64)
 
 
+def test_the_recorded_instance_wins_over_its_own_urls(engine: list[bool], tmp_path: Path) -> None:
+    # After `eval "$(make env)"` the environment holds this checkout's own URLs: down, status
+    # and the next run must still find the native services, not an "external" backend.
+    state = tmp_path / "state"
+    StateDir(state).prepare(project="p")
+    record = Record(backend="native", database_url=PG, redis_url=REDIS)
+    Store(state, tmp_path / "lock").write(record)
+    env = {"E2E_STATE_DIR": str(state), "E2E_DATABASE_URL": PG, "E2E_REDIS_URL": REDIS}
+    assert choose(load_settings(env)).name == "native"
+    assert choose(load_settings({**env, "DATABASE_URL": PG})).name == "native"
+    # Other URLs, even another database on the same server, are the user's choice: external.
+    other = {**env, "E2E_REDIS_URL": "redis://127.0.0.1:16999/0"}
+    assert choose(load_settings(other)).name == "external"
+    other_db = {**env, "E2E_DATABASE_URL": PG.rsplit("/", 1)[0] + "/other_e2e"}
+    assert choose(load_settings(other_db)).name == "external"
+    # `down` stops this checkout's services whatever the shell says.
+    explicit = load_settings({**other, "E2E_BACKEND": "external"})
+    assert choose(explicit).name == "external"
+    assert choose(explicit, recorded_first=True).name == "native"
+
+
 class FakeBackend:
-    """Records calls; `healthy` decides what running() answers."""
+    """Records the leases it is handed; `healthy` decides whether ensure() starts."""
 
     name = "native"
 
     def __init__(self, healthy: bool) -> None:
         self.healthy = healthy
-        self.calls: list[str] = []
+        self.leases: list[Lease] = []
 
-    def up(self) -> Endpoints:
-        self.calls.append("up")
-        return EPS
-
-    def down(self) -> None:
-        self.calls.append("down")
-
-    def running(self) -> Endpoints | None:
-        self.calls.append("running")
-        return EPS if self.healthy else None
-
-    def status(self) -> ServiceStatus:
-        return ServiceStatus(self.name, EPS)
-
-    def reap(self) -> list[str]:
-        return []
+    def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
+        self.leases.append(lease)
+        return EPS, not self.healthy
 
 
-@pytest.mark.parametrize(
-    ("healthy", "started", "calls"),
-    [
-        (True, False, ["running"]),
-        (False, True, ["running", "up"]),
-    ],
-)
-def test_ensure_up_reuses_or_starts(
-    monkeypatch: pytest.MonkeyPatch, healthy: bool, started: bool, calls: list[str]
-) -> None:
+@pytest.mark.parametrize("healthy", [True, False])
+def test_acquire_hands_the_backend_a_lease(monkeypatch: pytest.MonkeyPatch, healthy: bool) -> None:
     fake = FakeBackend(healthy)
     monkeypatch.setattr("testbed.services.choose", lambda settings: fake)
-    assert ensure_up(load_settings({})) == (EPS, started)
-    assert fake.calls == calls
+    hold = acquire(load_settings({}))
+    assert (hold.endpoints, hold.started) == (EPS, not healthy)
+    assert [lease.kind for lease in fake.leases] == ["run"]
+    assert hold.lease.holder is not None
+    assert hold.lease.holder.alive()
+    acquire(load_settings({}), kind="user")
+    assert fake.leases[-1].holder is None
+    with pytest.raises(UsageError):
+        acquire(load_settings({}), kind="user", holder_pid=1)
 
 
 def test_status_render_redacts_and_reports_health() -> None:

@@ -39,7 +39,7 @@ def test_unknown_backend_is_exit_2_listing_valid_ones(capsys: pytest.CaptureFixt
 def test_env_prints_quoted_assignments(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "_backend", lambda settings, command: Running())
+    monkeypatch.setattr(cli, "choose", lambda settings: Running())
     assert cli.main(["env"]) == 0
     lines = capsys.readouterr().out.splitlines()
     parsed = dict(shlex.split(line)[1].split("=", 1) for line in lines)

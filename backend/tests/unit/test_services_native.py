@@ -10,7 +10,8 @@ from testbed.binaries import PgBinaries
 from testbed.config import load_settings
 from testbed.services import pgdata
 from testbed.services.native import NativeBackend, valkey_argv
-from testbed.services.procs import is_alive, is_ours, read_pid, stop
+from testbed.services.ownership import ProcessIdentity, Record, StateDir
+from testbed.services.procs import is_alive, stop
 
 
 def test_postgres_flags() -> None:
@@ -69,69 +70,58 @@ def test_nothing_running_without_state(tmp_path: Path) -> None:
     assert status.processes == ()
 
 
-def test_down_is_idempotent_and_removes_only_our_files(tmp_path: Path) -> None:
+def test_down_is_idempotent_and_never_deletes_unmarked_files(tmp_path: Path) -> None:
     b = _backend(tmp_path)
-    b.down()  # nothing there: no error
+    assert b.down() == "no services of this checkout"
     state = b.state_dir
     (state / "pg" / "data").mkdir(parents=True)
     (state / "postgres.pid").write_text(f"{_dead_pid()}\n")
     (state / "postgres.log").write_text("log")
-    (state / "precious.txt").write_text("not ours")
-    b.down()
-    b.down()
-    assert sorted(p.name for p in state.iterdir()) == ["precious.txt"]
-
-
-def test_reap_removes_state_of_dead_runs(tmp_path: Path) -> None:
-    b = _backend(tmp_path)
-    state = b.state_dir
-    (state / "valkey").mkdir(parents=True)
-    (state / "valkey.pid").write_text(f"{_dead_pid()}\n")
-    (state / "postgres.pid").write_text(f"{_dead_pid()}\n")
     (state / "state.json").write_text("{}")
+    assert "was not made by testbed: left alone" in b.down()
+    b.reap()
+    assert sorted(p.name for p in state.iterdir()) == [
+        "pg",
+        "postgres.log",
+        "postgres.pid",
+        "state.json",
+    ]
+
+
+def test_reap_removes_a_marked_dir_whose_servers_are_gone(tmp_path: Path) -> None:
+    b = _backend(tmp_path)
+    StateDir(b.state_dir).prepare(project=b.settings.project)
+    (b.state_dir / "valkey").mkdir()
+    record = Record(backend="native", project=b.settings.project, checkout=str(tmp_path))
+    record.set_process("valkey", ProcessIdentity(_dead_pid(), 1.0, ("valkey-server",)))
+    b.store.write(record)
     removed = b.reap()
-    assert any(r.endswith("valkey.pid") for r in removed)
-    assert not state.exists()
+    assert any(r.endswith("valkey") for r in removed)
+    assert not b.state_dir.exists()
     assert b.reap() == []
 
 
-def test_status_reports_stale_pid_files(tmp_path: Path) -> None:
-    b = _backend(tmp_path)
-    b.state_dir.mkdir(parents=True)
-    (b.state_dir / "postgres.pid").write_text(f"{_dead_pid()}\n")
-    assert "stale pid file(s) for postgres" in b.status().problems[0]
-
-
-def test_process_helpers(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
-    )
+def test_stop_only_the_recorded_process(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        assert is_alive(proc.pid)
-        # Right after exec /proc/<pid>/cmdline may read empty; comm is the executable's name.
-        assert is_ours(proc.pid, Path(sys.executable).name)
-        assert not is_ours(proc.pid, "valkey-server")
-        assert stop(proc.pid, timeout=5) is False  # SIGTERM was enough
+        ident = ProcessIdentity.of(proc.pid)
+        assert ident is not None
+        assert stop(ProcessIdentity(proc.pid, ident.started + 5, ident.titles)) is False
+        assert is_alive(proc.pid)  # a mismatched identity is never signalled
+        assert stop(ident, timeout=5) is False  # SIGTERM was enough
+        proc.wait(5)
         assert not is_alive(proc.pid)
     finally:
         proc.kill()
     stubborn = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-            " print('ready', flush=True); time.sleep(30)",
-        ],
+        ["sh", "-c", "trap '' TERM; echo ready; sleep 30 & wait"],
         start_new_session=True,
         stdout=subprocess.PIPE,
     )
     assert stubborn.stdout is not None
     assert stubborn.stdout.readline() == b"ready\n"
-    assert stop(stubborn.pid, timeout=0.2) is True  # had to SIGKILL
+    ident = ProcessIdentity.of(stubborn.pid)
+    assert ident is not None
+    assert stop(ident, timeout=0.2) is True  # had to SIGKILL
+    stubborn.wait(5)
     assert not is_alive(stubborn.pid)
-    pidfile = tmp_path / "x.pid"
-    assert read_pid(pidfile) is None
-    pidfile.write_text("garbage")
-    assert read_pid(pidfile) is None
-    pidfile.write_text("123\n")
-    assert read_pid(pidfile) == 123

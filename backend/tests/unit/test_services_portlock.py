@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +18,14 @@ from testbed.config import Settings, load_settings
 from testbed.errors import PortConflict
 from testbed.services import Endpoints, identity, portlock
 from testbed.services.native import NativeBackend
+from testbed.services.ownership import (
+    USER,
+    ProcessIdentity,
+    Record,
+    StateDir,
+    holder_identity,
+    new_lease,
+)
 from testbed.services.procs import is_alive
 
 
@@ -46,8 +51,10 @@ def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_lock_file_is_world_usable(lock_dir: Path) -> None:
     with portlock.port_lock([24001], timeout=1, say=print):
         pass
-    mode = stat.S_IMODE((lock_dir / "testbed-port-24001.lock").stat().st_mode)
+        mode = stat.S_IMODE((lock_dir / "testbed-port-24001.lock").stat().st_mode)
     assert mode == 0o666
+    assert list(lock_dir.iterdir()) == []  # removed on release: lock files do not pile up
+    (lock_dir / "testbed-port-24001.lock").touch(0o644)
     with portlock.port_lock([24001], timeout=1, say=print):  # an existing file opens too
         pass
 
@@ -95,7 +102,7 @@ class FakeBackend(NativeBackend):
     def _prepare(self) -> Any:
         return None
 
-    def _start(self, prepared: Any, record: Any = None) -> Endpoints:
+    def _start(self, prepared: Any, leases: Any = ()) -> Endpoints:
         time.sleep(0.3)  # a real start takes ~1 s: the other caller arrives meanwhile
         s = self.settings
         for port in (s.pg_port, s.redis_port):
@@ -103,33 +110,34 @@ class FakeBackend(NativeBackend):
             sock.bind(("127.0.0.1", port))  # fails like a real server if the lock were absent
             sock.listen()
             self.sockets.append(sock)
-        self.state_dir.mkdir(parents=True)
+        StateDir(self.state_dir).prepare(project=s.project)
+        record = Record(
+            backend="native",
+            project=s.project,
+            checkout=str(s.checkout),
+            pg_port=s.pg_port,
+            redis_port=s.redis_port,
+            pg_version="16.15",
+            redis_version="8.1.8",
+        )
         for name in ("postgres", "valkey"):
-            (self.state_dir / f"{name}.pid").write_text(f"{os.getpid()}\n")
-        state = {
-            "project": s.project,
-            "checkout": str(s.checkout),
-            "pg_port": s.pg_port,
-            "redis_port": s.redis_port,
-            "pg_version": "16.15",
-            "redis_version": "8.1.8",
-        }
-        (self.state_dir / "state.json").write_text(json.dumps(state))
-        return self._endpoints(state)
+            record.set_process(name, holder_identity())
+        record.set_leases(list(leases))
+        self.store.write(record)
+        return self._endpoints(record)
 
-    def running(self) -> Endpoints | None:
-        state = self._state()
-        if state is None or (state["pg_port"], state["redis_port"]) != self._ports():
-            return None
-        return self._endpoints(state)
+    def _healthy(self, record: Record) -> Endpoints | None:
+        return self._endpoints(record) if record.get("pg_port") else None
 
-    def down(self) -> None:
+    def down(self) -> str:
         for sock in self.sockets:
             sock.close()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        StateDir(self.state_dir).remove()
+        return "down"
 
 
 def _settings(tmp_path: Path, name: str, pg: int, redis: int) -> Settings:
+    (tmp_path / name).mkdir(exist_ok=True)  # the checkout exists (else the fix is `make reap`)
     return load_settings(
         {},
         backend="native",
@@ -149,7 +157,7 @@ def _race(backends: list[FakeBackend]) -> list[tuple[Endpoints, bool] | BaseExce
     def run(i: int) -> None:
         barrier.wait()
         try:
-            results[i] = backends[i].ensure()
+            results[i] = backends[i].ensure(new_lease(USER, None))
         except BaseException as exc:  # collected for the assertions
             results[i] = exc
 
@@ -274,19 +282,22 @@ def test_not_ours_stops_what_we_spawned_and_cleans_up(
         def _prepare(self) -> Any:
             return None
 
-        def _start(self, prepared: Any, record: Any = None) -> Endpoints:
-            self.state_dir.mkdir(parents=True)
-            # "postgres" in its argv: is_ours() takes it for our server.
-            argv = [sys.executable, "-c", "import time; time.sleep(30)", "postgres"]
+        def _start(self, prepared: Any, leases: Any = ()) -> Endpoints:
+            StateDir(self.state_dir).prepare(project=self.settings.project)
+            argv = ["sleep", "30"]
             self.spawned = subprocess.Popen(argv, start_new_session=True)
-            (self.state_dir / "postgres.pid").write_text(f"{self.spawned.pid}\n")
+            record = Record(backend="native", project=self.settings.project)
+            ident = ProcessIdentity.of(self.spawned.pid)
+            assert ident is not None
+            record.set_process("postgres", ident)
+            self.store.write(record)
             self._verify_ours(_eps(self), self.state_dir / "pg" / "data", 1)
             raise AssertionError("verification should have failed")
 
     monkeypatch.setattr(identity, "postgres_data_dir", lambda url: "/elsewhere/pg/data")
     b = Loser(_settings(tmp_path, "clone-b", free_port(), free_port()), say=lambda m: None)
     with pytest.raises(PortConflict, match="is not the one we started"):
-        b.ensure()
+        b.ensure(new_lease(USER, None))
     b.spawned.wait(5)
     assert not is_alive(b.spawned.pid)
     assert not b.state_dir.exists()

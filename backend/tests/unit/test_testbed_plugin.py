@@ -16,20 +16,20 @@ def test_plain():
 
 
 def _fake(pytester: pytest.Pytester, body: str) -> None:
-    # The fake replaces testbed.services.ensure_up for the inner run and puts it back after.
+    # The fake replaces testbed.services.acquire for the inner run and puts it back after.
     pytester.makeconftest(f"""
 import testbed.services as services
 from testbed import errors
 
-REAL = services.ensure_up
+REAL = services.acquire
 
 def pytest_configure(config):
-    def ensure_up(settings):
+    def acquire(settings):
 {body}
-    services.ensure_up = ensure_up
+    services.acquire = acquire
 
 def pytest_unconfigure(config):
-    services.ensure_up = REAL
+    services.acquire = REAL
 """)
     pytester.mkdir("e2e")
     (pytester.path / "e2e" / "test_one.py").write_text(E2E_TEST)
@@ -70,6 +70,12 @@ def test_unavailable_services_fail_under_ci_or_when_required(
     result = _run(pytester, *(["--e2e-require-services"] if how == "flag" else []), ci=how == "ci")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*E2E services unavailable: port 5433*(required: CI=true*"])
+
+
+def test_required_services_missing_is_exit_3(pytester: pytest.Pytester) -> None:
+    _fake(pytester, UNAVAILABLE)
+    result = _run(pytester, "--e2e-require-services")
+    assert result.ret == 3  # make e2e: "the services could not start", not "a test failed"
 
 
 @pytest.mark.parametrize(

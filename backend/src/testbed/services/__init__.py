@@ -1,8 +1,10 @@
-"""Service backends behind one interface; choose() picks one, ensure_up() starts or reuses it."""
+"""Service backends behind one interface; choose() picks one, acquire() starts or reuses them
+under a lease: the one owner of the lifecycle, used by the pytest plugin and the CLI."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from testbed.config import Settings
@@ -10,7 +12,7 @@ from testbed.errors import UsageError
 from testbed.guard import redact
 
 if TYPE_CHECKING:
-    from testbed.services.owner import OwnerKind
+    from testbed.services.ownership import Lease
 
 
 @dataclass(frozen=True)
@@ -59,37 +61,67 @@ class ServiceStatus:
 
 
 class ServiceBackend(Protocol):
-    """One way to get PostgreSQL 16 + Valkey 8: native processes, compose, or given URLs."""
+    """One way to get PostgreSQL 16 + Valkey 8: native processes, compose, or given URLs.
+
+    Every backend that starts something records who started it and which runs use it
+    (testbed.services.ownership), so it stops only what it started, when nobody uses it.
+    """
 
     name: str
 
-    def up(self) -> Endpoints:
-        """Start the services (idempotent: reuses healthy services of ours) and wait for health."""
+    def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
+        """Reuse healthy services of ours or start them, registering the lease; the bool is
+        True when this call started them. Decided under the backend's lock."""
         ...
 
-    def down(self) -> None:
-        """Remove everything up() made: processes, data dirs, containers, volumes."""
+    def release(self, lease_id: str, *, keep: bool = False) -> bool:
+        """End a lease (keep: hand the services to the user); stop them when it was the last
+        one. True if they stopped."""
         ...
 
-    def status(self) -> ServiceStatus:
-        """Report backend, versions, ports, processes and health."""
+    def down(self) -> str:
+        """`make down`: end the user's lease and stop the services unless a live run uses
+        them; one line saying what happened."""
         ...
 
     def running(self) -> Endpoints | None:
         """Healthy services of ours, or None."""
         ...
 
+    def status(self) -> ServiceStatus:
+        """Report backend, versions, ports, processes, leases and health."""
+        ...
+
     def reap(self) -> list[str]:
         """Remove what dead runs left behind; return what was removed."""
         ...
 
+    def logs(self) -> dict[str, Path]:
+        """Server logs by service name (their tails are shown, and they are kept, when a
+        service dies); empty when the backend has none."""
+        ...
 
-def resolve_backend_name(settings: Settings) -> str:
-    """The concrete backend for these settings (resolves auto)."""
+
+def resolve_backend_name(settings: Settings, *, recorded_first: bool = False) -> str:
+    """The one backend selection: explicit, else this checkout's recorded instance (whatever
+    URLs the environment holds for it, e.g. after `eval "$(make env)"`), else external if URLs
+    are set, docker if an engine answers, else native. recorded_first (`down`): this checkout's
+    recorded instance wins even over an explicit E2E_BACKEND."""
     from testbed.services import docker
+    from testbed.services.ownership import read_record
 
+    record = read_record(settings.state_dir)
+    recorded = record.get("backend")
+    if recorded_first and recorded in ("native", "docker"):
+        return str(recorded)
     if settings.backend != "auto":
         return settings.backend
+    if recorded in ("native", "docker"):
+        # Only its own URLs (what `make env` prints) mean "this instance"; any other URL, even
+        # at the same port (another database), is the user's explicit external target.
+        urls = ((settings.database_url, "database_url"), (settings.redis_url, "redis_url"))
+        if all(url is None or url == record.get(key) for url, key in urls):
+            return str(recorded)
     if settings.database_url or settings.redis_url:
         return "external"
     if docker.engine_answers():
@@ -97,9 +129,9 @@ def resolve_backend_name(settings: Settings) -> str:
     return "native"
 
 
-def choose(settings: Settings) -> ServiceBackend:
-    """The backend for these settings; auto: external if URLs, docker if an engine, else native."""
-    name = resolve_backend_name(settings)
+def choose(settings: Settings, *, recorded_first: bool = False) -> ServiceBackend:
+    """The backend for these settings (see resolve_backend_name)."""
+    name = resolve_backend_name(settings, recorded_first=recorded_first)
     if name == "external":
         from testbed.services.external import ExternalBackend
 
@@ -115,39 +147,51 @@ def choose(settings: Settings) -> ServiceBackend:
     raise UsageError(f"unknown backend {name!r}; valid: auto, native, docker, external")
 
 
-def ensure_up(
-    settings: Settings, *, owner: OwnerKind = "run", owner_pid: int | None = None
-) -> tuple[Endpoints, bool]:
-    """Reuse healthy services of ours or start them; the bool is True if THIS call started them
-    (or adopted the services of a killed run, which this caller must then take down).
+@dataclass
+class Hold:
+    """A lease this process holds on the services: release() ends it (and stops them when it
+    was the last one)."""
 
-    owner "run" (a test run): the services belong to owner_pid (default: this process) and are
-    reaped once it is gone; "user" (`python -m testbed up`): kept until `make down`.
-    """
-    from testbed.services.native import NativeBackend
-    from testbed.services.owner import USER, make_owner
+    backend: ServiceBackend
+    lease: Lease
+    endpoints: Endpoints
+    started: bool
 
+    def release(self, *, keep: bool = False) -> bool:
+        """End the lease; True if that stopped the services."""
+        return self.backend.release(self.lease.id, keep=keep)
+
+
+def acquire(settings: Settings, *, kind: str = "run", holder_pid: int | None = None) -> Hold:
+    """The one entry to the services (plugin and CLI): choose the backend, then start or reuse
+    them under a lease. kind "run": held while holder_pid (default: this process) lives;
+    "user" (`make up`): kept until `make down`."""
+    from testbed.services.ownership import USER, holder_identity, new_lease
+
+    if kind == USER and holder_pid is not None:
+        raise UsageError("an owner pid only makes sense for a run's services, not the user's")
+    holder = holder_identity(holder_pid) if kind != USER else None
+    lease = new_lease(kind, holder)
     backend = choose(settings)
-    if isinstance(backend, NativeBackend):
-        record = make_owner(owner, owner_pid)
-        if settings.keep and owner == "run":
-            record = USER  # --e2e-keep: the run leaves them running on purpose
-        return backend.ensure(owner=record)
-    ensure = getattr(backend, "ensure", None)
-    if ensure is not None:
-        # Decided under the backend's lock: of two racing callers, exactly one gets True.
-        result: tuple[Endpoints, bool] = ensure()
-        return result
-    found = backend.running()
-    if found is not None:
-        return found, False
-    return backend.up(), True
+    endpoints, started = backend.ensure(lease)
+    return Hold(backend, lease, endpoints, started)
+
+
+def ensure_up(
+    settings: Settings, *, owner: str = "run", owner_pid: int | None = None
+) -> tuple[Endpoints, bool]:
+    """acquire() for callers that only need the endpoints: the lease ends with the holder
+    process (a run) or at `make down` (owner "user")."""
+    hold = acquire(settings, kind=owner, holder_pid=owner_pid)
+    return hold.endpoints, hold.started
 
 
 __all__ = [
     "Endpoints",
+    "Hold",
     "ServiceBackend",
     "ServiceStatus",
+    "acquire",
     "choose",
     "ensure_up",
     "resolve_backend_name",

@@ -8,13 +8,16 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed import guard, health
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
 from testbed.services import Endpoints, ServiceStatus
 from testbed.services.ports import check_free
+
+if TYPE_CHECKING:
+    from testbed.services.ownership import Lease
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 LABEL = "dev.testbed.project"  # its value: the settings' docker_label
@@ -85,6 +88,7 @@ class DockerBackend:
         self.settings = settings
         self.runner = runner
         self._compose_cmd = list(compose) if compose is not None else None
+        self._started_by: str | None = None
         # Never publish containers on the developer's ports.
         guard.check_postgres_url(self.database_url)
         guard.check_redis_url(self.redis_url)
@@ -185,10 +189,31 @@ class DockerBackend:
 
     def up(self) -> Endpoints:
         """`compose up -d --wait`, then real health gates; reuses healthy containers."""
-        return self.ensure()[0]
+        return self._ensure()[0]
 
-    def ensure(self) -> tuple[Endpoints, bool]:
-        """Like up(); the bool says whether this call started the containers."""
+    def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
+        """Like up(); the bool says whether this call started the containers.
+
+        Leases are not recorded for compose yet: the caller that started the containers is
+        the one whose release() takes them down.
+        """
+        found, started = self._ensure()
+        if started:
+            self._started_by = lease.id
+        return found, started
+
+    def release(self, lease_id: str, *, keep: bool = False) -> bool:
+        """Take the containers down if this lease started them (and keep is off)."""
+        if lease_id != self._started_by or keep:
+            return False
+        self._run_compose(self.down_argv(), "docker compose down", 120)
+        return True
+
+    def logs(self) -> dict[str, Path]:
+        """No log files: `docker compose logs` holds the containers' output."""
+        return {}
+
+    def _ensure(self) -> tuple[Endpoints, bool]:
         self._require_engine()
         found = self.running()
         if found is not None:
@@ -202,10 +227,11 @@ class DockerBackend:
             health.wait_postgres(self.database_url, t), health.wait_redis(self.redis_url, t)
         ), True
 
-    def down(self) -> None:
+    def down(self) -> str:
         """`compose down -v --remove-orphans` (idempotent)."""
         self._require_engine()
         self._run_compose(self.down_argv(), "docker compose down", 120)
+        return f"compose project {self.settings.project} down"
 
     def running(self) -> Endpoints | None:
         """Endpoints if this project's containers run and answer, else None."""

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from testbed import guard, health
 from testbed.config import Settings
 from testbed.errors import UsageError
 from testbed.services import Endpoints, ServiceStatus
+
+if TYPE_CHECKING:
+    from testbed.services.ownership import Lease
 
 
 class ExternalBackend:
@@ -50,12 +56,21 @@ class ExternalBackend:
         """Wait (bounded) until both external services answer."""
         return self._probe(self.settings.wait_timeout)
 
-    def ensure(self) -> tuple[Endpoints, bool]:
+    def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
         """Like up(); never "started by us", so nobody takes these services down."""
         return self.up(), False
 
-    def down(self) -> None:
+    def release(self, lease_id: str, *, keep: bool = False) -> bool:
+        """Nothing to release: testbed does not manage these services."""
+        return False
+
+    def down(self) -> str:
         """Nothing to stop: these services are not ours."""
+        return "not managed by testbed (external URLs): nothing to stop"
+
+    def logs(self) -> dict[str, Path]:
+        """No server logs: the servers are someone else's."""
+        return {}
 
     def running(self) -> Endpoints | None:
         """The endpoints if both answer right now, else None."""

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.config import STATE_DIR_GLOB
 from testbed.errors import PortConflict
+from testbed.services import Endpoints
+from testbed.services.ownership import read_record
 from testbed.services.ports import holder, is_free
-from testbed.services.procs import is_ours, read_pid
 
-_STATE = "state.json"
-_SERVERS = (("postgres", "pg_port", "postgres"), ("valkey", "redis_port", "valkey-server"))
+_SERVERS = (("postgres", "pg_port"), ("valkey", "redis_port"))
 _DEV_PORTS = frozenset({5432, 6379})  # a developer's own databases: never suggest these
 
 
@@ -76,16 +75,8 @@ def _dirs_from_holder(pid: int, command: str) -> list[Path]:
     return found
 
 
-def _read_state(state_dir: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads((state_dir / _STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def other_checkout(port: int, roots: Iterable[Path], *, exclude: Path) -> OtherCheckout | None:
-    """The live testbed services of another checkout on port, if any (by state files)."""
+    """The live testbed services of another checkout on port, if any (by their records)."""
     seen = holder(port)
     candidates: list[Path] = _dirs_from_holder(*seen) if seen else []
     for root in dict.fromkeys(roots):
@@ -94,17 +85,16 @@ def other_checkout(port: int, roots: Iterable[Path], *, exclude: Path) -> OtherC
     for state_dir in dict.fromkeys(candidates):
         if state_dir == exclude:
             continue
-        state = _read_state(state_dir)
-        if state is None:
-            continue
-        for name, key, marker in _SERVERS:
-            if state.get(key) != port:
+        record = read_record(state_dir)
+        procs = record.processes()
+        for name, key in _SERVERS:
+            proc = procs.get(name)
+            if record.get(key) != port or proc is None:
                 continue
-            pid = read_pid(state_dir / f"{name}.pid")
-            # The visible listener must be that pid; when we cannot see it, the pid must live.
-            if pid is not None and (seen[0] == pid if seen else is_ours(pid, marker)):
-                checkout = state.get("checkout")
-                return OtherCheckout(state_dir, pid, str(checkout) if checkout else None)
+            # The visible listener must be that process; when we cannot see it, it must live.
+            if (seen[0] == proc.pid and proc.alive()) if seen else proc.alive():
+                checkout = record.get("checkout")
+                return OtherCheckout(state_dir, proc.pid, str(checkout) if checkout else None)
     return None
 
 
@@ -127,11 +117,13 @@ def suggest_ports(pg_port: int, redis_port: int) -> str:
 
 def held_by_other(port: int, other: OtherCheckout, ports: tuple[int, int]) -> PortConflict:
     """PortConflict for a port that another checkout's testbed services hold."""
-    where = f"in {other.checkout}" if other.checkout else "there"
+    if other.checkout and not Path(other.checkout).exists():
+        fix = f"its checkout {other.checkout} is gone: run `make reap` here"
+    else:
+        fix = f"run `make down` {f'in {other.checkout}' if other.checkout else 'there'}"
     return PortConflict(
         f"port {port} is held by the E2E services of another checkout "
-        f"({other.describe()}): run `make down` {where}, or use other ports: "
-        f"{suggest_ports(*ports)}",
+        f"({other.describe()}): {fix}, or use other ports: {suggest_ports(*ports)}",
         port=port,
         holder=other.describe(),
     )
@@ -154,3 +146,26 @@ def lost_race(
         port=port,
         holder=seen,
     )
+
+
+def verify_ours(
+    eps: Endpoints,
+    pg_data: Path,
+    vk_pid: int,
+    ports: tuple[int, int],
+    other: Callable[[int], OtherCheckout | None],
+) -> None:
+    """Raise PortConflict if a server that passed its health gate is not the one we spawned.
+
+    Same role, database and trust auth everywhere: a server that lost the bind race would
+    otherwise pass its health gate through the winner's server.
+    """
+    seen_dir = postgres_data_dir(eps.database_url)
+    if Path(seen_dir).resolve() != pg_data.resolve():
+        other_dir = state_dir_of_data_dir(seen_dir)
+        found = other(ports[0]) or (OtherCheckout(other_dir) if other_dir else None)
+        raise lost_race(ports[0], "PostgreSQL", f"data directory {seen_dir}", found, ports)
+    seen_pid = valkey_pid(eps.redis_url)
+    if seen_pid != vk_pid:
+        seen = f"pid {seen_pid}, ours is {vk_pid}"
+        raise lost_race(ports[1], "Valkey", seen, other(ports[1]), ports)

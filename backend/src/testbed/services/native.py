@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from testbed import guard, health
 from testbed.binaries import (
@@ -24,31 +17,34 @@ from testbed.binaries import (
     find_valkey,
     make_cache_dir,
 )
-from testbed.config import STATE_DIR_GLOB, Settings, default_state_root
-from testbed.errors import ServicesUnavailable
-from testbed.services import Endpoints, ServiceStatus, extensions, identity, pgdata
-from testbed.services import owner as _owner
+from testbed.config import Settings, default_state_root
+from testbed.errors import InUse, ServicesUnavailable
+from testbed.services import Endpoints, ServiceStatus, extensions, identity, legacy, pgdata
+from testbed.services.ownership import (
+    USER,
+    ProcessIdentity,
+    Record,
+    StateDir,
+    Store,
+    new_lease,
+    release_lease,
+    request_down,
+)
+from testbed.services.ownership import Lease as Lease
 from testbed.services.portlock import port_lock
 from testbed.services.ports import check_free, is_free
 from testbed.services.procs import (
     RunAs,
+    blocked_for,
     chown,
-    is_ours,
-    read_pid,
+    is_alive,
     server_user,
     spawn,
     stop,
 )
 
-REDIS_DATABASES = 64  # one logical database per xdist worker, with headroom
-STATE = "state.json"
-# Everything we create inside a state dir; down/reap delete only these, never the dir's other
-# contents, so a mistaken E2E_STATE_DIR cannot wipe someone's files.
-_OURS = (
-    *("pg", "valkey", "postgres.pid", "valkey.pid", "postgres.log", "valkey.log"),
-    *(STATE, f"{STATE}.tmp"),
-)
-_SERVERS = {"postgres": "postgres", "valkey": "valkey-server"}  # pid file → cmdline marker
+REDIS_DATABASES = 64  # one logical database per xdist worker (of every run), with headroom
+SERVERS = ("postgres", "valkey")
 
 
 class _Prepared(NamedTuple):
@@ -66,27 +62,19 @@ def valkey_argv(binary: Path, port: int, workdir: Path) -> list[str]:
     """valkey-server command line: 127.0.0.1 only, 64 databases, no persistence."""
     return [
         str(binary),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--databases",
-        str(REDIS_DATABASES),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-        "--daemonize",
-        "no",
-        "--protected-mode",
-        "yes",
+        *("--bind", "127.0.0.1", "--port", str(port), "--databases", str(REDIS_DATABASES)),
+        *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
+        *("--daemonize", "no", "--protected-mode", "yes"),
     ]
 
 
+def lock_file(settings: Settings, project: str | None = None) -> Path:
+    """The project's lock (in the cache, so `down` may delete the state dir while holding it)."""
+    return settings.cache_dir / "locks" / f"{project or settings.project}.lock"
+
+
 class NativeBackend:
-    """Local PostgreSQL 16 + Valkey 8 processes, detached, with pid files in the state dir."""
+    """Local PostgreSQL 16 + Valkey 8 processes, detached, recorded in a marked state dir."""
 
     name = "native"
 
@@ -94,65 +82,30 @@ class NativeBackend:
         self.settings = settings
         self.say = say
         self.state_dir = settings.state_dir
+        self.store = Store(self.state_dir, lock_file(settings))
         # Never start (or reap) anything on the developer's ports.
         guard.check_postgres_url(pgdata.database_url(settings.pg_port, settings.pg_role))
         guard.check_redis_url(f"redis://127.0.0.1:{settings.redis_port}/0")
 
-    # -- state -----------------------------------------------------------------------------
-    @contextmanager
-    def _lock(self, project: str | None = None, *, wait: bool = True) -> Iterator[bool]:
-        # The lock lives in the cache so `down` can delete the whole state dir while holding it.
-        locks = self.settings.cache_dir / "locks"
-        make_cache_dir(self.settings.cache_dir)
-        locks.mkdir(exist_ok=True)
-        with (locks / f"{project or self.settings.project}.lock").open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False  # someone else is busy with that project: leave it alone
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _state(self) -> dict[str, Any] | None:
-        return _read_state(self.state_dir) or None
-
-    def _pids(self, state_dir: Path | None = None) -> dict[str, int]:
-        base = state_dir or self.state_dir
-        found = {}
-        for name in _SERVERS:
-            pid = read_pid(base / f"{name}.pid")
-            if pid is not None:
-                found[name] = pid
-        return found
-
-    def _live_pids(self, state_dir: Path | None = None) -> dict[str, int]:
-        return {n: p for n, p in self._pids(state_dir).items() if is_ours(p, _SERVERS[n])}
-
-    def _endpoints(self, state: dict[str, Any]) -> Endpoints:
+    # -- reading the record ---------------------------------------------------------------
+    def _endpoints(self, record: Record) -> Endpoints:
         return Endpoints(
             backend=self.name,
-            database_url=pgdata.database_url(int(state["pg_port"]), self.settings.pg_role),
-            redis_url=f"redis://127.0.0.1:{int(state['redis_port'])}/0",
-            pg_version=str(state["pg_version"]),
-            redis_version=str(state["redis_version"]),
+            database_url=pgdata.database_url(int(record["pg_port"]), self.settings.pg_role),
+            redis_url=f"redis://127.0.0.1:{int(record['redis_port'])}/0",
+            pg_version=str(record.get("pg_version")),
+            redis_version=str(record.get("redis_version")),
             redis_databases=REDIS_DATABASES,
         )
 
-    # -- lifecycle -------------------------------------------------------------------------
-    def running(self) -> Endpoints | None:
-        """Healthy services of ours on the configured ports, or None."""
-        state = self._state()
-        if state is None or len(self._live_pids()) != len(_SERVERS):
+    @staticmethod
+    def _alive(record: Record) -> dict[str, ProcessIdentity]:
+        return {name: p for name, p in record.processes().items() if p.alive()}
+
+    def _healthy(self, record: Record) -> Endpoints | None:
+        if len(self._alive(record)) != len(SERVERS) or "redis_version" not in record:
             return None
-        if (state.get("pg_port"), state.get("redis_port")) != (
-            self.settings.pg_port,
-            self.settings.redis_port,
-        ):
-            return None
-        eps = self._endpoints(state)
+        eps = self._endpoints(record)
         try:
             health.wait_postgres(eps.database_url, 2.0)
             health.wait_redis(eps.redis_url, 2.0)
@@ -160,56 +113,107 @@ class NativeBackend:
             return None
         return eps
 
-    def up(self) -> Endpoints:
-        """Start PostgreSQL and Valkey (or reuse healthy ones of ours) and wait for health."""
-        return self.ensure()[0]
+    def _ports(self) -> tuple[int, int]:
+        return self.settings.pg_port, self.settings.redis_port
 
-    def ensure(self, *, owner: _owner.Owner | None = None) -> tuple[Endpoints, bool]:
-        """Like up(); the bool says whether this call started (or adopted) them, decided under
-        the lock. owner: who they belong to (default: this process, as a test run)."""
-        record = owner if owner is not None else _owner.run_owner()
-        with self._lock():
-            found = self.running()
-            if found is not None:
-                return found, self._adopt(record)
-            self._stop_and_clean(self.state_dir, quiet=True)  # partial or unhealthy leftovers
-            s = self.settings
+    def running(self) -> Endpoints | None:
+        """Healthy services of ours on the configured ports, or None."""
+        record = self.store.read()
+        if (record.get("pg_port"), record.get("redis_port")) != self._ports():
+            return None
+        return self._healthy(record)
+
+    def pids(self) -> dict[str, int]:
+        """Pids of the recorded servers that are still the processes we started."""
+        return {name: p.pid for name, p in self._alive(self.store.read()).items()}
+
+    def up(self) -> Endpoints:
+        """Start (or reuse) the services for the user, as `make up` does; `down()` stops them."""
+        return self.ensure(new_lease(USER, None))[0]
+
+    def logs(self) -> dict[str, Path]:
+        """The server logs, by service (shown and kept when a service dies)."""
+        return {name: self.state_dir / f"{name}.log" for name in SERVERS}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def adopt_legacy(self) -> None:
+        """Under the project lock: a state dir an older testbed made becomes a marked one."""
+        legacy.adopt(self.state_dir, self.settings.project, self.store, self._endpoints)
+
+    def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
+        """Reuse healthy services of ours or start them, and register the lease; the bool says
+        whether this call started them (decided under the project lock)."""
+        with self.store.locked():
+            self.adopt_legacy()
+            record = self.store.read()
+            record.reap_leases()
+            alive = self._alive(record)
+            if alive:
+                self._refuse_other_ports(record)
+                eps = self._healthy(record)
+                if eps is not None:
+                    record.add_lease(lease)
+                    self.store.write(record)
+                    return eps, False
+                users = [x for x in record.leases() if x.kind != "user"]
+                if users:
+                    raise InUse(
+                        f"this checkout's services (state dir {self.state_dir}) do not answer, "
+                        f"and {users[0].describe()} still uses them; wait for it or stop it, "
+                        "then run `make down`"
+                    )
+            kept = [x for x in record.leases() if x.kind == "user"]  # a crashed `make up`
+            self._stop_and_clean(record, quiet=True)
             try:
                 prepared = self._prepare()  # may download once: outside the machine-wide lock
                 # The project lock only covers this checkout; another checkout may be starting
                 # servers on the same ports right now. Hold the ports until ours answer.
-                with port_lock(
-                    (s.pg_port, s.redis_port),
-                    timeout=2 * s.wait_timeout + 30,  # its health gates, plus stopping on failure
-                    say=self.say,
-                ):
+                s = self.settings
+                with port_lock(self._ports(), timeout=2 * s.wait_timeout + 30, say=self.say):
                     self._check_port(s.pg_port, "PostgreSQL", "E2E_PG_PORT")
                     self._check_port(s.redis_port, "Valkey", "E2E_REDIS_PORT")
-                    eps = self._start(prepared, record)
+                    return self._start(prepared, [*kept, lease]), True
             except BaseException:
-                self._stop_and_clean(self.state_dir, quiet=True)
+                self._stop_and_clean(self.store.read(), quiet=True)
                 raise
-        return eps, True
 
-    def _adopt(self, record: _owner.Owner) -> bool:
-        """Take over healthy services whose run was killed; True if this caller now owns them."""
-        # Adopt rather than restart: the servers are healthy and verified ours, the harness
-        # reaps a dead run's schemas at start anyway, and a restart only costs time. Services
-        # of the user or of a live run are reused without taking them over.
-        state = self._state() or {}
-        dead = _owner.dead_run(state.get("owner"))
-        if dead is None:
-            return False
-        state["owner"] = record
-        self._write_state(state)
-        self.say(f"adopted services left by a killed run (pid {dead})")
-        return True
+    def _refuse_other_ports(self, record: Record) -> None:
+        ports = (record.get("pg_port"), record.get("redis_port"))
+        if ports == self._ports():
+            return
+        raise InUse(
+            f"this checkout's services already run on ports {ports[0]} (PostgreSQL) and "
+            f"{ports[1]} (Valkey), not {self._ports()[0]} and {self._ports()[1]}: use those "
+            "ports, or run `make down` first to move them (it removes their data)"
+        )
 
-    def _write_state(self, state: dict[str, Any]) -> None:
-        # Atomic: reap and status read it without the lock.
-        tmp = self.state_dir / f"{STATE}.tmp"
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.state_dir / STATE)
+    def release(self, lease_id: str, *, keep: bool = False) -> bool:
+        """End a lease; stop the services when it was the last one. True if they stopped."""
+        with self.store.locked():
+            record = self.store.read()
+            if not record:
+                return False
+            if not release_lease(record, lease_id, keep=keep):
+                self.store.write(record)
+                return False
+            self._stop_and_clean(record)
+            return True
+
+    def down(self) -> str:
+        """`make down`: end the user's lease; stop the services unless a live run uses them."""
+        with self.store.locked():
+            self.adopt_legacy()
+            record = self.store.read()
+            if not StateDir(self.state_dir).is_ours():
+                if self.state_dir.exists():
+                    return f"{self.state_dir} was not made by testbed: left alone"
+                return "no services of this checkout"
+            if runs := request_down(record):
+                self.store.write(record)
+                who = ", ".join(x.describe() for x in runs)
+                return f"left running: in use by {who}; they stop when it ends"
+            self._stop_and_clean(record)
+            return "stopped and their data removed"
 
     def _check_port(self, port: int, service: str, env: str) -> None:
         if is_free(port):
@@ -224,9 +228,6 @@ class NativeBackend:
         roots = (self.state_dir.parent, default_state_root())
         return identity.other_checkout(port, roots, exclude=self.state_dir)
 
-    def _ports(self) -> tuple[int, int]:
-        return self.settings.pg_port, self.settings.redis_port
-
     def _prepare(self) -> _Prepared:
         s = self.settings
         pg = find_postgres(s, self.say)
@@ -237,63 +238,76 @@ class NativeBackend:
                 f"running the servers as user {run_as.name!r} (uid {run_as.uid}): "
                 "PostgreSQL refuses to run as root"
             )
+            for needed in (self.state_dir, s.cache_dir):
+                if (blocked := blocked_for(needed, run_as)) is not None:
+                    raise ServicesUnavailable(
+                        f"the servers run as user {run_as.name!r}, which cannot enter {blocked} "
+                        f"(needed for {needed}); choose a directory it can reach (E2E_STATE_DIR "
+                        "or E2E_CACHE_DIR, e.g. under /dev/shm) or make it traversable"
+                    )
+        make_cache_dir(s.cache_dir)
         template = pgdata.ensure_template(s.cache_dir, pg, run_as, self.say, s.pg_role)
         return _Prepared(pg, valkey, run_as, template)
 
-    def _start(self, prepared: _Prepared, record: _owner.Owner) -> Endpoints:
+    def _start(self, prepared: _Prepared, leases: list[Lease]) -> Endpoints:
         s = self.settings
         pg, valkey, run_as = prepared.pg, prepared.valkey, prepared.run_as
-        pg_dir, vk_dir = self._make_dirs(run_as)
+        StateDir(self.state_dir).prepare(project=s.project)
+        pg_dir, vk_dir = self.state_dir / "pg", self.state_dir / "valkey"
+        for path in (pg_dir, pg_dir / "sock", vk_dir):
+            path.mkdir(mode=0o755)
+            chown(path, run_as)
         pgdata.copy_template(prepared.template, pg_dir / "data")
-        state = {
-            "backend": self.name,
-            "project": s.project,
-            "checkout": str(s.checkout),
-            "pg_port": s.pg_port,
-            "redis_port": s.redis_port,
-            "pg_version": pg.version,
-            "redis_version": valkey.version,
-            "pg_source": pg.source,
-            "valkey_source": valkey.source,
-            "user": run_as.name if run_as else None,
-            "started_at": time.time(),
-            "owner": record,
+        record = Record(
+            backend=self.name,
+            project=s.project,
+            checkout=str(s.checkout),
+            state_dir=str(self.state_dir),
+            pg_port=s.pg_port,
+            redis_port=s.redis_port,
+            pg_source=pg.source,
+            valkey_source=valkey.source,
+            user=run_as.name if run_as else None,
+            started_at=time.time(),
+        )
+        record.set_leases(leases)
+        # Written before the servers exist, and after each: a holder killed meanwhile leaves
+        # a record from which reap (or the next run) can stop exactly what was started.
+        self.store.write(record)
+        servers = {
+            "valkey": (valkey_argv(valkey.path, s.redis_port, vk_dir), vk_dir),
+            "postgres": (
+                pgdata.server_argv(pg, pg_dir / "data", s.pg_port, pg_dir / "sock"),
+                pg_dir,
+            ),
         }
-        # Written before the servers exist: an owner killed while they start leaves a record.
-        self._write_state(state)
-        vk_pid = spawn(
-            valkey_argv(valkey.path, s.redis_port, vk_dir),
-            log=self.state_dir / "valkey.log",
-            run_as=run_as,
-            cwd=vk_dir,
+        for name, (argv, cwd) in servers.items():
+            lib = pgdata.bundled_library_dir(pg) if name == "postgres" else None
+            pid = spawn(
+                argv, log=self.state_dir / f"{name}.log", run_as=run_as, cwd=cwd, library_dir=lib
+            )
+            found = ProcessIdentity.of(pid)
+            record.set_process(name, found or ProcessIdentity(pid, 0.0, (" ".join(argv),)))
+            (self.state_dir / f"{name}.pid").write_text(f"{pid}\n")  # for humans; never trusted
+            self.store.write(record)
+        procs = record.processes()
+        eps = self._endpoints(record)
+        record["redis_version"] = health.wait_redis(
+            eps.redis_url, s.wait_timeout, log=self.logs()["valkey"], alive=procs["valkey"].alive
         )
-        (self.state_dir / "valkey.pid").write_text(f"{vk_pid}\n")
-        pg_pid = spawn(
-            pgdata.server_argv(pg, pg_dir / "data", s.pg_port, pg_dir / "sock"),
-            log=self.state_dir / "postgres.log",
-            run_as=run_as,
-            cwd=pg_dir,
-            library_dir=pgdata.bundled_library_dir(pg),
-        )
-        (self.state_dir / "postgres.pid").write_text(f"{pg_pid}\n")
-        eps = self._endpoints(state)
-        redis_version = health.wait_redis(
-            eps.redis_url,
-            s.wait_timeout,
-            log=self.state_dir / "valkey.log",
-            alive=lambda: is_ours(vk_pid, "valkey-server"),
-        )
-        pg_version = health.wait_postgres(
+        record["pg_version"] = health.wait_postgres(
             eps.database_url,
             s.wait_timeout,
-            log=self.state_dir / "postgres.log",
-            alive=lambda: is_ours(pg_pid, "postgres"),
+            log=self.logs()["postgres"],
+            alive=procs["postgres"].alive,
         )
-        self._verify_ours(eps, pg_dir / "data", vk_pid)
+        self._verify_ours(eps, pg_dir / "data", procs["valkey"].pid)
+        record.update(database_url=eps.database_url, redis_url=eps.redis_url)
         self._refuse_unloadable_extensions(pg, eps.database_url)
-        state.update(pg_version=pg_version, redis_version=redis_version)
-        self._write_state(state)
-        return self._endpoints(state)
+        for name, proc in procs.items():  # Valkey has rewritten its title by now
+            record.set_process(name, proc.with_current_title())
+        self.store.write(record)
+        return self._endpoints(record)
 
     def _refuse_unloadable_extensions(self, pg: PgBinaries, database_url: str) -> None:
         """Say which bundled extensions cannot load here; make CREATE EXTENSION say the fix."""
@@ -310,89 +324,63 @@ class NativeBackend:
 
     def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:
         """Raise PortConflict if a server that passed its health gate is not the one we spawned."""
-        # Same role, database and trust auth everywhere: a server that lost the bind race
-        # would otherwise pass its health gate through the winner's server.
-        s = self.settings
-        seen_dir = identity.postgres_data_dir(eps.database_url)
-        if os.path.normpath(seen_dir) != os.path.normpath(pg_data):
-            other_dir = identity.state_dir_of_data_dir(seen_dir)
-            other = self._other(s.pg_port) or (
-                identity.OtherCheckout(other_dir) if other_dir else None
-            )
-            seen = f"data directory {seen_dir}"
-            raise identity.lost_race(s.pg_port, "PostgreSQL", seen, other, self._ports())
-        seen_pid = identity.valkey_pid(eps.redis_url)
-        if seen_pid != vk_pid:
-            other = self._other(s.redis_port)
-            seen = f"pid {seen_pid}, ours is {vk_pid}"
-            raise identity.lost_race(s.redis_port, "Valkey", seen, other, self._ports())
+        identity.verify_ours(eps, pg_data, vk_pid, self._ports(), self._other)
 
-    def _make_dirs(self, run_as: RunAs | None) -> tuple[Path, Path]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.state_dir.chmod(0o755)  # the server account must traverse it
-        pg_dir, vk_dir = self.state_dir / "pg", self.state_dir / "valkey"
-        for path in (pg_dir, pg_dir / "sock", vk_dir):
-            path.mkdir(mode=0o755)
-            chown(path, run_as)
-        return pg_dir, vk_dir
-
-    def _stop_and_clean(self, state_dir: Path, *, quiet: bool = False) -> list[str]:
+    def _stop_and_clean(
+        self, record: Record, *, quiet: bool = False, state_dir: Path | None = None
+    ) -> list[str]:
+        """Stop the recorded servers that are still the processes we started; remove the state
+        dir if it is ours. Anything else (a reused pid, a forged file) is left alone."""
+        state_dir = state_dir or self.state_dir
         removed: list[str] = []
-        pids = self._pids(state_dir)
-        for name, pid in pids.items():
-            if is_ours(pid, _SERVERS[name]):
-                # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for clients.
-                sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
-                killed = stop(pid, sig, timeout=10.0)
-                removed.append(f"{name} pid {pid}" + (" (SIGKILL)" if killed else ""))
-                if not quiet:
-                    self.say(f"stopped {name} (pid {pid})" + (" with SIGKILL" if killed else ""))
-        if not self._live_pids(state_dir):
+        for name, proc in record.processes().items():
+            if not proc.alive():
+                if is_alive(proc.pid):
+                    self.say(
+                        f"left pid {proc.pid} alone: it is not the {name} we started "
+                        "(its start time or command line differ)"
+                    )
+                continue
+            # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for clients.
+            sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
+            killed = stop(proc, sig, timeout=10.0)
+            removed.append(f"{name} pid {proc.pid}" + (" (SIGKILL)" if killed else ""))
+            if not quiet:
+                self.say(f"stopped {name} (pid {proc.pid})" + (" with SIGKILL" if killed else ""))
+        if not any(p.alive() for p in record.processes().values()):
             released = pgdata.release_shared_memory(state_dir / "pg" / "data")
             removed += [released] if released else []
-        for entry in _OURS:
-            path = state_dir / entry
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(str(path))
-            elif path.exists() or path.is_symlink():
-                path.unlink(missing_ok=True)
-                removed.append(str(path))
-        with contextlib.suppress(OSError):
-            state_dir.rmdir()  # only when empty: never delete files we did not make
+            removed += StateDir(state_dir).remove()
         return removed
 
-    def down(self) -> None:
-        """Stop our servers (bounded) and remove their data dirs, logs and pid files."""
-        with self._lock():
-            if not self.state_dir.exists():
-                return
-            self._stop_and_clean(self.state_dir)
-
     def status(self) -> ServiceStatus:
-        """Backend, versions, ports, pids and health of the native services."""
-        state = self._state() or {}
-        live = self._live_pids()
-        procs = tuple(f"{name} pid {pid}" for name, pid in live.items())
+        """Backend, versions, ports, processes, leases and health of the native services."""
+        record = self.store.read()
+        alive = self._alive(record)
+        procs = tuple(f"{name} pid {p.pid}" for name, p in alive.items())
         details = [f"state dir {self.state_dir}"]
-        if state:
-            details += [
-                f"postgres binaries: {state.get('pg_source')}",
-                f"valkey binary:     {state.get('valkey_source')}",
-            ]
-            if state.get("user"):
-                details.append(f"servers run as user {state['user']!r} (not root)")
-            details.append(f"owner: {_owner.describe(state.get('owner'))}")
         problems = []
-        dead = set(self._pids()) - set(live)
-        if dead:
-            problems.append(f"stale pid file(s) for {', '.join(sorted(dead))}: run `make reap`")
-        eps = self.running()
-        if eps is None and live:
+        if record:
+            details += [
+                f"ports: PostgreSQL {record.get('pg_port')}, Valkey {record.get('redis_port')}",
+                f"postgres binaries: {record.get('pg_source')}",
+                f"valkey binary:     {record.get('valkey_source')}",
+            ]
+            if record.get("user"):
+                details.append(f"servers run as user {record['user']!r} (not root)")
+            live = [x for x in record.leases() if x.alive()]
+            details += [f"used by: {x.describe()}" for x in live] or ["used by: nobody"]
+        elif self.state_dir.exists() and not StateDir(self.state_dir).is_ours():
+            problems.append(f"{self.state_dir} was not made by testbed: left alone")
+        for name, p in record.processes().items():
+            if name not in alive:
+                problems.append(f"{name} (pid {p.pid}) is no longer the process we started")
+        eps = self._healthy(record) if alive else None
+        if eps is None and alive:
             problems.append("processes are up but do not answer: `make down && make up`")
-        orphaned = bool(live) and (dead_run := _owner.dead_run(state.get("owner"))) is not None
+        orphaned = bool(alive) and not any(x.alive() for x in record.leases())
         if orphaned:
-            problems.append(f"the run that started them (pid {dead_run}) is gone: `make reap`")
+            problems.append("no run or `make up` uses them any more: `make reap` removes them")
         return ServiceStatus(
             backend=self.name,
             endpoints=eps,
@@ -402,37 +390,18 @@ class NativeBackend:
             orphaned=orphaned,
         )
 
+    # -- reaping --------------------------------------------------------------------------
     def reap(self) -> list[str]:
-        """Remove state of dead runs: this checkout's, and other checkouts' next to it."""
-        removed: list[str] = []
-        candidates = [self.state_dir]
-        root = self.state_dir.parent
-        if root.is_dir():
-            candidates += sorted(p for p in root.glob(STATE_DIR_GLOB) if p != self.state_dir)
-        for state_dir in candidates:
-            mine = state_dir == self.state_dir
-            with self._lock(None if mine else state_dir.name, wait=mine) as locked:
-                if locked and state_dir.is_dir():
-                    removed += self._reap_dir(state_dir, mine)
-        return removed
+        """Remove what dead runs left: this checkout's services nobody uses any more, and other
+        checkouts' next to it whose runs died or whose checkout was deleted."""
+        from testbed.services.reaping import reap_native
 
-    def _reap_dir(self, state_dir: Path, mine: bool) -> list[str]:
-        pids, live = self._pids(state_dir), self._live_pids(state_dir)
-        if not live and any((state_dir / e).exists() for e in _OURS):
-            return self._stop_and_clean(state_dir, quiet=True)
-        if mine and pids and len(live) < len(_SERVERS):
-            # Half a service set is useless: take the survivor down too.
-            return self._stop_and_clean(state_dir, quiet=True)
-        if live and (dead := _owner.dead_run(_read_state(state_dir).get("owner"))) is not None:
-            # A SIGKILLed run cannot stop its (detached) servers; nobody else will.
-            removed = self._stop_and_clean(state_dir, quiet=True)
-            return [f"orphans of a dead run (pid {dead}) in {state_dir}", *removed]
-        return []
+        return reap_native(self)
 
+    def alive(self, record: Record) -> dict[str, ProcessIdentity]:
+        """The recorded servers that are still the processes we started."""
+        return self._alive(record)
 
-def _read_state(state_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((state_dir / STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    def stop_and_clean(self, record: Record, state_dir: Path) -> list[str]:
+        """Stop the recorded servers of state_dir (verified) and remove it if it is ours."""
+        return self._stop_and_clean(record, quiet=True, state_dir=state_dir)

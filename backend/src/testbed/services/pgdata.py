@@ -95,16 +95,37 @@ def _create_database(
         raise ServicesUnavailable(f"creating database {role} failed:\n{proc.stderr[-2000:]}")
 
 
+# Files without which a copied data dir cannot start; a cache damaged by a full disk, a crash
+# or a hand edit is rebuilt instead of failing every start with the same error.
+_TEMPLATE_FILES = ("PG_VERSION", "global/pg_control", "global/pg_filenode.map", "pg_hba.conf")
+
+
+def template_problem(template: Path) -> str | None:
+    """Why the cached template cannot be used (a missing file), or None when it looks whole."""
+    if not template.is_dir():
+        return "missing"
+    for name in _TEMPLATE_FILES:
+        if not (template / name).is_file():
+            return f"{name} is missing"
+    if not any((template / "base").glob("*/PG_VERSION")):
+        return "base/ holds no database"
+    return None
+
+
 def ensure_template(
     cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, say: Say, role: str
 ) -> Path:
-    """The initialised template data dir (role and database `role`); initdb only the first time."""
+    """The initialised template data dir (role and database `role`); initdb only the first time,
+    and again when the cached one is damaged."""
     final = template_dir(cache_dir, pg, run_as, role)
-    if (final / "PG_VERSION").is_file():
+    if template_problem(final) is None:
         return final
     with cache_lock(cache_dir):
-        if (final / "PG_VERSION").is_file():
+        problem = template_problem(final)
+        if problem is None:
             return final
+        if problem != "missing":
+            say(f"the cached PostgreSQL template {final} is damaged ({problem}): rebuilding it")
         started = time.monotonic()
         say(f"initialising a PostgreSQL {pg.version} template data dir (once per version)…")
         work = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".initdb-"))
@@ -124,13 +145,37 @@ def ensure_template(
 
 def copy_template(template: Path, data: Path) -> None:
     """Copy the template to a fresh data dir, keeping owner and 0700 (cp -a is ~2x copytree)."""
+    try:
+        _copy(template, data)
+    except (OSError, shutil.Error, subprocess.SubprocessError) as exc:
+        shutil.rmtree(data, ignore_errors=True)
+        size = sum(f.stat().st_size for f in template.rglob("*") if f.is_file()) // 2**20
+        raise ServicesUnavailable(
+            f"copying the PostgreSQL template ({size} MB) to {data} failed: {_why(exc)}; "
+            "free space there or set E2E_STATE_DIR to a directory with room"
+        ) from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        errors = exc.args[0]
+        return str(errors[0][2]) if errors and len(errors[0]) == 3 else "copy failed"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _copy(template: Path, data: Path) -> None:
     if shutil.which("cp"):
         proc = subprocess.run(
             ["cp", "-a", str(template), str(data)], capture_output=True, text=True, check=False
         )
-        if proc.returncode == 0:
-            return
-        shutil.rmtree(data, ignore_errors=True)
+        if proc.returncode != 0:
+            # cp's last line: "cp: error writing '...': No space left on device"
+            reason = (proc.stderr.strip().splitlines() or ["cp failed"])[-1].rsplit(": ", 1)[-1]
+            raise OSError(0, reason)
+        return
     shutil.copytree(template, data, symlinks=True)
     st = template.stat()
     if os.geteuid() == 0:

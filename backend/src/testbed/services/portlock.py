@@ -36,6 +36,16 @@ def _open(path: Path) -> int:
     return fd
 
 
+def _current(fd: int, path: Path) -> bool:
+    """True when path still names the file fd has open (a releaser may have unlinked it)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
 def _acquire(port: int, path: Path, deadline: float, say: Callable[[str], None]) -> int:
     fd = _open(path)
     waited = False
@@ -44,7 +54,13 @@ def _acquire(port: int, path: Path, deadline: float, say: Callable[[str], None])
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
+                if _current(fd, path):
+                    return fd
+                # The holder unlinked it on release: lock the file that is there now.
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                fd = _open(path)
+                continue
             except BlockingIOError:
                 pass
             if not waited:
@@ -73,12 +89,17 @@ def port_lock(
 ) -> Iterator[None]:
     """Hold the machine-wide lock of every port (ascending, so two callers cannot deadlock)."""
     deadline = time.monotonic() + timeout
-    held: list[int] = []
+    held: list[tuple[Path, int]] = []
     try:
         for port in sorted(set(ports)):
-            held.append(_acquire(port, lock_path(port, lock_dir), deadline, say))
+            path = lock_path(port, lock_dir)
+            held.append((path, _acquire(port, path, deadline, say)))
         yield
     finally:
-        # The files stay: unlinking a lock file lets a third caller lock a fresh inode.
-        for fd in reversed(held):
+        # Unlinked while still locked, so lock files do not pile up in /tmp; a waiter that
+        # then gets the old inode notices (_current) and locks the new file instead.
+        for path, fd in reversed(held):
+            with contextlib.suppress(OSError):
+                if _current(fd, path):
+                    os.unlink(path)
             os.close(fd)  # closing the last descriptor releases the flock

@@ -1,4 +1,5 @@
-"""Process helpers for the native backend: who runs the servers, spawn detached, stop bounded."""
+"""Process helpers for the native backend: who runs the servers, spawn detached, stop bounded
+(only a process whose recorded identity still matches)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import contextlib
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
+
+from testbed.services.ownership import ProcessIdentity
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,26 @@ def server_env(library_dir: Path | None = None) -> dict[str, str]:
     return env
 
 
+def blocked_for(path: Path, run_as: RunAs) -> Path | None:
+    """The first existing directory on the way to path that run_as cannot enter, if any."""
+    for directory in reversed([path, *path.parents]):
+        try:
+            st = directory.stat()
+        except OSError:
+            continue  # not there yet: we create it (0755)
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        if st.st_uid == run_as.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == run_as.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return directory
+    return None
+
+
 def run_as_kwargs(run_as: RunAs | None) -> dict[str, object]:
     """subprocess keyword arguments that drop root privileges (and supplementary groups)."""
     if run_as is None:
@@ -88,57 +114,30 @@ def spawn(
 
 def _reap_child(pid: int) -> None:
     # If the server is our own child (foreground mode, tests), collect it so it is no zombie.
-    with contextlib.suppress(ChildProcessError):
+    with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def cmdline(pid: int) -> str:
-    """The process's command line ('' when it is gone or not visible)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
 def is_alive(pid: int) -> bool:
     """True if pid is a live (non-zombie) process."""
     _reap_child(pid)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): kill(0) is all we have
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def is_ours(pid: int, marker: str) -> bool:
-    """True if pid is alive and its command line contains marker (guards against pid reuse)."""
-    if not is_alive(pid):
+def stop(identity: ProcessIdentity, sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
+    """Stop the recorded process (only if it still is that process): sig, then SIGCONT so a
+    frozen one handles it, wait up to timeout, then SIGKILL its group. True if it had to kill."""
+    if not identity.alive():
         return False
-    if not Path("/proc/self").exists():
-        return True  # no /proc (macOS): the pid file is all we have
-    if marker in cmdline(pid):
-        return True
-    # cmdline can read empty for a moment around exec; comm (15 chars max) does not.
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return False
-    return bool(comm) and comm == marker[:15]
-
-
-def stop(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
-    """Send sig, wait up to timeout, then SIGKILL the process group; True if it had to kill."""
-    if not is_alive(pid):
-        return False
+    pid = identity.pid
     try:
         os.kill(pid, sig)
+        # A SIGSTOPped server (and its children: it leads its own group) would never act on sig.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGCONT)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
@@ -146,20 +145,15 @@ def stop(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
         if not is_alive(pid):
             return False
         time.sleep(0.01)
+    if not identity.alive():
+        return False
     try:
         os.killpg(pid, signal.SIGKILL)  # start_new_session made pid its group leader
     except (ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for _ in range(500):
         if not is_alive(pid):
             break
         time.sleep(0.01)
     return True
-
-
-def read_pid(path: Path) -> int | None:
-    """The pid in a pid file, or None if missing/garbled."""
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
