@@ -1,6 +1,6 @@
 """Services ready: native cold (initdb), native from the cached template, reuse of running services.
 
-Every figure is testbed's own code path (`choose(settings).up()` / `ensure_up(settings)`) timed
+Every figure is testbed's own code path (`ensure_up(settings, owner="user")` / `ensure_up(settings)`) timed
 until it returns, which is after the real `SELECT 1` and `PING` health gates. Binaries come from
 testbed's cache in every case (downloading them is a once-per-machine cost, not a start cost).
 """
@@ -39,10 +39,10 @@ def _fresh_cache(parent: Path) -> Path:
 
 
 def _timed_up(settings: Any) -> float:
-    from testbed.services import choose
+    from testbed.services import ensure_up
 
     t0 = time.perf_counter()
-    choose(settings).up()
+    ensure_up(settings, owner="user")  # as `make up`: kept until _down()
     return time.perf_counter() - t0
 
 
@@ -117,7 +117,7 @@ def run(ctx: Context) -> list[Figure]:
             cold,
             reference="ready.cold",
             targets=[Target("value", "<=", 2.0, "≤ 2 s")],
-            note=f"choose(settings).up() with an empty cache: initdb + CREATE DATABASE into "
+            note=f"ensure_up() (as make up) with an empty cache: initdb + CREATE DATABASE into "
             f"the template, copy, start both servers, health gates. {storage_note}",
             why="initdb dominates; it runs once per PostgreSQL version and machine, so only "
             "the first ever `make up` pays it.",
@@ -130,7 +130,7 @@ def run(ctx: Context) -> list[Figure]:
             template,
             reference="ready.cold",
             targets=[Target("value", "<=", 0.5, "≤ 0.5 s")],
-            note="choose(settings).up() with the template cached: cp -a of the template data "
+            note="ensure_up() (as make up) with the template cached: cp -a of the template data "
             "dir, start both servers, health gates (the normal `make up`/`make e2e`).",
             why="start-up is copy + postmaster start + first TCP SELECT 1; a smaller template "
             "(fewer databases) or starting Valkey and PostgreSQL concurrently would cut it.",
