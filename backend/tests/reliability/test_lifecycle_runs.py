@@ -85,7 +85,8 @@ def test_case04_two_runs_at_once_in_one_checkout_both_pass(
 
 # 7 ------------------------------------------------------------------------------------------
 def _freeze_mid_suite(box: Sandbox, tmp: Path, service: str) -> str:
-    run, progress = _payload_run(box, tmp, f"steady-{service}", tests=60, sleep=0.3)
+    # 400 tests (2 minutes of them): however late the freeze lands, most still need the service.
+    run, progress = _payload_run(box, tmp, f"steady-{service}", tests=400, sleep=0.3)
     if not wait_for(_started(progress, 4), 120):
         return f"{service}: the run did not start:\n{run.output()[-2000:]}"
     pid = server_pids(box.state_dir)[service]
@@ -131,7 +132,7 @@ def test_case07_a_frozen_service_ends_the_run_within_a_minute(
 # 8 ------------------------------------------------------------------------------------------
 @pytest.mark.timeout(300)
 def test_case08_a_dead_service_shows_its_log_and_keeps_it(sandbox: Sandbox, tmp_path: Path) -> None:
-    run, progress = _payload_run(sandbox, tmp_path, "steady-kill", tests=60, sleep=0.3)
+    run, progress = _payload_run(sandbox, tmp_path, "steady-kill", tests=400, sleep=0.3)
     assert wait_for(_started(progress, 4), 120), run.output()
     pid = server_pids(sandbox.state_dir)["postgres"]
     os.kill(pid, signal.SIGKILL)  # the postmaster alone, as the OOM killer would
