@@ -1,7 +1,7 @@
 """Services ready: native cold (initdb), native from the cached template, reuse of running services.
 
-Every figure is testbed's own code path (`ensure_up(settings, owner="user")` / `ensure_up(settings)`) timed
-until it returns, which is after the real `SELECT 1` and `PING` health gates. Binaries come from
+Every figure is testbed's own code path (`ensure_up(settings, owner="user")` /
+`ensure_up(settings)`) timed until it returns, which is after the real `SELECT 1` and `PING` health gates. Binaries come from
 testbed's cache in every case (downloading them is a once-per-machine cost, not a start cost).
 """
 
