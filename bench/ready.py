@@ -2,7 +2,8 @@
 
 Every figure is testbed's own code path (`ensure_up(settings, owner="user")` /
 `ensure_up(settings)`) timed until it returns, which is after the real `SELECT 1` and `PING`
-health gates. Binaries come from testbed's cache in every case (downloading them is a once-per-machine cost, not a start cost).
+health gates. Binaries come from testbed's cache in every case (downloading them is a
+once-per-machine cost, not a start cost).
 """
 
 from __future__ import annotations
@@ -97,9 +98,7 @@ def run(ctx: Context) -> list[Figure]:
             reuse.append((time.perf_counter() - t0) * 1e3)
             if started:
                 raise RuntimeError("ensure_up started services it should have reused")
-        log(
-            f"  reuse (ensure_up, healthy): median {sorted(reuse)[len(reuse) // 2]:.2f} ms"
-        )
+        log(f"  reuse (ensure_up, healthy): median {sorted(reuse)[len(reuse) // 2]:.2f} ms")
     finally:
         if settings is not None:
             _down(settings)
@@ -157,7 +156,6 @@ def run(ctx: Context) -> list[Figure]:
             "s",
             [],
             reference="ready.cold",
-            skipped="docker compose can't run here"
-            + (f" ({docker})" if docker else ""),
+            skipped="docker compose can't run here" + (f" ({docker})" if docker else ""),
         ),
     ]

@@ -26,9 +26,7 @@ def state_root() -> Path:
     return default_state_root()
 
 
-def bench_settings(
-    *, state_dir: Path, cache_dir: Path | None = None, **overrides: Any
-) -> Any:
+def bench_settings(*, state_dir: Path, cache_dir: Path | None = None, **overrides: Any) -> Any:
     """testbed Settings for a native backend of the bench's own (ports, state dir, cache)."""
     from testbed.config import load_settings
 
@@ -54,10 +52,7 @@ def running_services(state_dir: Path) -> Iterator[tuple[Any, Any]]:
     """
     from bench.context import log
 
-    db_url, redis_url = (
-        os.environ.get("BENCH_DATABASE_URL"),
-        os.environ.get("BENCH_REDIS_URL"),
-    )
+    db_url, redis_url = os.environ.get("BENCH_DATABASE_URL"), os.environ.get("BENCH_REDIS_URL")
     if db_url and redis_url:
         yield _external(db_url, redis_url), None
         return
