@@ -2,28 +2,43 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# PYTHON: the interpreter `make deps` builds .venv on (default python3). Set it and .venv is
+# rebuilt on it when the venv was built on another one; leave it unset and .venv stays as it is.
+PYTHON ?=
 VENV ?= .venv
 N ?= auto
 SHARD ?=
+# Extra pytest arguments, split like shell words: PYTEST_ARGS='-k "crm or tasks" -x'.
+# Exported, never re-quoted: scripts/e2e.sh reads it from the environment.
 PYTEST_ARGS ?=
+export PYTEST_ARGS
+# JUNIT_DIR=reports: every pytest stage writes DIR/<stage>.xml (what CI uploads).
+JUNIT_DIR ?=
 export E2E_VENV := $(abspath $(VENV))
 # `python -m testbed` reads opsdesk's e2e_* settings (project name, ports) from pytest's ini file.
 export E2E_INIFILE := $(abspath backend/pyproject.toml)
 
 BIN := $(VENV)/bin
 TESTBED := $(BIN)/python -m testbed
+# $(call junit,NAME): pytest's --junitxml option for JUNIT_DIR/NAME.xml, or nothing.
+junit = $(if $(JUNIT_DIR),'--junitxml=$(abspath $(JUNIT_DIR))/$(1).xml')
 
 .PHONY: help  ## Show this list
 help:
-	@grep -E '^\.PHONY: [a-z-]+ +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) +## (.*)/  make \1\t\2/' | expand -t 20
+	@grep -E '^\.PHONY: [a-z0-9][a-z0-9-]* +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z0-9-]+) +## (.*)/  make \1\t\2/' | expand -t 20
 
 .PHONY: deps  ## Create .venv with the pinned dependencies (backend/uv.lock)
 deps: $(VENV)/.deps-stamp
 
-# One stamp per lock: a changed lock or pyproject re-syncs, nothing else does.
+# One stamp per lock: a changed lock or pyproject re-syncs. So does a PYTHON that is not the one
+# .venv was built with (scripts/deps.sh records it in .deps-python), e.g. on entering `nix develop`.
 $(VENV)/.deps-stamp: backend/pyproject.toml backend/uv.lock scripts/deps.sh
-	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/deps.sh
+	@PYTHON='$(PYTHON)' VENV='$(VENV)' scripts/deps.sh
+ifneq ($(PYTHON),)
+ifneq ($(PYTHON),$(strip $(file < $(VENV)/.deps-python)))
+.PHONY: $(VENV)/.deps-stamp
+endif
+endif
 
 .PHONY: up  ## Start PostgreSQL 16 (5433) and Valkey 8 (6380) and leave them running
 up: deps
@@ -47,7 +62,7 @@ reap: deps
 
 .PHONY: e2e  ## Run the E2E suite in parallel (N=auto workers, SHARD=i/k for one CI shard)
 e2e: deps system-libs
-	@N=$(N) SHARD=$(SHARD) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/e2e.sh
+	@N='$(N)' SHARD='$(SHARD)' PYTEST_ARGS="$(call junit,e2e) $$PYTEST_ARGS" scripts/e2e.sh
 
 .PHONY: example  ## Run the example apps' suites (examples/*: testbed adopted by configuration only)
 example: deps
@@ -55,13 +70,13 @@ example: deps
 
 .PHONY: unit  ## Run the unit tests (no services)
 unit: deps
-	@$(BIN)/pytest backend/tests/unit -q -p no:randomly $(PYTEST_ARGS)
+	@$(BIN)/pytest backend/tests/unit -q -p no:randomly $(call junit,unit) $(PYTEST_ARGS)
 
-.PHONY: integration  ## Start and stop the native backend for real (lifecycle tests)
+.PHONY: integration  ## Tests that start services or run tools for real (lifecycle, shards, lint)
 integration: deps
-	@$(BIN)/pytest backend/tests/integration -q -p no:randomly $(PYTEST_ARGS)
+	@$(BIN)/pytest backend/tests/integration -q -p no:randomly $(call junit,integration) $(PYTEST_ARGS)
 
-.PHONY: lint  ## ruff, mypy, actionlint, compose and workflow schemas, flake parse, make -n
+.PHONY: lint  ## ruff, mypy, actionlint, schemas, flake checks, make -n (CI=true: installs nix-bin if missing)
 lint: deps nix-tools
 	@scripts/lint.sh
 
@@ -70,14 +85,15 @@ lint: deps nix-tools
 system-libs:
 	@scripts/system-libs.sh
 
-# Under CI=true only: install nix-bin when missing, so the flake checks run instead of skipping.
+# Under CI=true only: install Debian's nix-bin when nix is missing, so the flake checks run
+# instead of skipping. Elsewhere lint installs nothing and skips the flake checks with a note.
 .PHONY: nix-tools
 nix-tools:
 	@scripts/nix-tools.sh
 
 .PHONY: reliability  ## Interrupts, dying services, foreign targets, hostile input (fast subset)
 reliability: deps
-	@$(BIN)/pytest backend/tests/reliability -q -p no:randomly -m "not soak" $(PYTEST_ARGS)
+	@$(BIN)/pytest backend/tests/reliability -q -p no:randomly -m "not soak" $(call junit,reliability) $(PYTEST_ARGS)
 
 .PHONY: test  ## Everything CI runs: lint + unit + integration + e2e + example + reliability
 test: nix-tools lint unit integration e2e example reliability

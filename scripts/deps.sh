@@ -1,20 +1,99 @@
 #!/bin/sh -e
 # Create the virtualenv and install exactly what backend/uv.lock pins.
+#   PYTHON  interpreter to build $VENV on. When set and $VENV was built on another interpreter,
+#           $VENV is rebuilt on PYTHON (said, never silent). When unset, an existing working
+#           $VENV is kept and a new one is built on python3.
+#   VENV    the virtualenv (default .venv)
+# uv is always pinned to $VENV's own interpreter: it never replaces it or downloads another one.
+requested=${PYTHON:-}
 : "${PYTHON:=python3}" "${VENV:=.venv}"
 UV_VERSION=0.13.8
+root=$(cd "$(dirname "$0")/.." && pwd)
+pyproject="$root/backend/pyproject.toml"
 start=$(date +%s)
+
+# Prints "VERSION REALPATH" of the interpreter running it; exits 3 when VERSION fails
+# requires-python (argv[1]), 2 when requires-python cannot be read. Python 2 syntax-compatible,
+# so that an old interpreter gets the clear message below rather than a traceback.
+IDENTIFY='
+import os, re, sys
+text = open(sys.argv[1]).read()
+found = re.search(r"^requires-python\s*=\s*\"([^\"]*)\"", text, re.M)
+if not found:
+    sys.stderr.write("no requires-python in %s\n" % sys.argv[1]); sys.exit(2)
+have = tuple(sys.version_info[:3])
+ok = True
+for clause in found.group(1).split(","):
+    m = re.match(r"\s*(>=|<=|==|!=|>|<)\s*([0-9]+(?:\.[0-9]+)*)\s*$", clause)
+    if not m:
+        sys.stderr.write("cannot read requires-python clause %r\n" % clause); sys.exit(2)
+    want = tuple(int(x) for x in m.group(2).split("."))
+    mine = have[:len(want)]
+    ok = ok and {">=": mine >= want, "<=": mine <= want, ">": mine > want, "<": mine < want,
+                 "==": mine == want, "!=": mine != want}[m.group(1)]
+print("%d.%d.%d %s" % (have + (os.path.realpath(sys.executable),)))
+sys.exit(0 if ok else 3)
+'
+requires() { sed -n 's/^requires-python *= *"\(.*\)"/\1/p' "$pyproject"; }
+
+# identify INTERPRETER: "VERSION REALPATH" on stdout; the exit code says whether it is usable.
+identify() { "$1" -c "$IDENTIFY" "$pyproject" 2>/dev/null; }
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "deps: PYTHON=$PYTHON is not an interpreter on PATH; set PYTHON to a Python $(requires) (requires-python in backend/pyproject.toml)" >&2
+  exit 2
+fi
+rc=0 && want=$(identify "$PYTHON") || rc=$?
+if [ "$rc" = 3 ]; then
+  echo "deps: PYTHON=$PYTHON is Python ${want%% *}, but backend/pyproject.toml requires Python $(requires); set PYTHON to one that does (e.g. PYTHON=python3.12)" >&2
+  exit 2
+elif [ "$rc" != 0 ]; then
+  why=$("$PYTHON" -c "$IDENTIFY" "$pyproject" 2>&1 >/dev/null | grep -m 1 .) || true
+  echo "deps: PYTHON=$PYTHON does not run as a Python interpreter (${why:-exit $rc}); set PYTHON to a Python $(requires)" >&2
+  exit 2
+fi
+
+# Rebuild deliberately, never as a side effect of uv: when PYTHON was asked for and $VENV is on
+# another interpreter, or when $VENV's interpreter no longer runs or no longer satisfies the project.
+if [ -e "$VENV" ]; then
+  reason=""
+  rc=0 && have=$(identify "$VENV/bin/python") || rc=$?
+  if [ "$rc" = 3 ]; then
+    reason="it is on Python ${have%% *}, which fails requires-python $(requires)"
+  elif [ "$rc" != 0 ]; then
+    reason="its interpreter $VENV/bin/python does not run"
+  elif [ -n "$requested" ] && [ "$have" != "$want" ]; then
+    reason="it is on Python $have and PYTHON=$requested is Python $want"
+  fi
+  if [ -n "$reason" ]; then
+    if [ ! -f "$VENV/pyvenv.cfg" ]; then
+      echo "deps: $VENV is not a virtualenv (no pyvenv.cfg), so it is not removed; move it away or set VENV=<dir>" >&2
+      exit 2
+    fi
+    echo "deps: rebuilding $VENV: $reason"
+    rm -rf "$VENV"
+  fi
+fi
+pinned_uv_on_path() { command -v uv >/dev/null 2>&1 && uv --version | grep -q "uv $UV_VERSION"; }
 if [ ! -x "$VENV/bin/python" ]; then
-  echo "deps: creating $VENV with $($PYTHON --version 2>&1)"
-  "$PYTHON" -m venv "$VENV"
+  echo "deps: creating $VENV with Python ${want%% *} (${want#* })"
+  # pip is only needed to install uv; with the pinned uv at hand, skip its ~3 s bootstrap.
+  if pinned_uv_on_path; then "$PYTHON" -m venv --without-pip "$VENV"; else "$PYTHON" -m venv "$VENV"; fi
 fi
 if ! "$VENV/bin/uv" --version 2>/dev/null | grep -q "uv $UV_VERSION"; then
-  if command -v uv >/dev/null 2>&1 && uv --version | grep -q "uv $UV_VERSION"; then
+  if pinned_uv_on_path; then
     ln -sf "$(command -v uv)" "$VENV/bin/uv"
   else
+    # A venv made by uv has no pip; the standard library can add it.
+    "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --default-pip >/dev/null
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
   fi
 fi
-# --inexact keeps pip in the venv; --frozen refuses a lock that is out of date.
-UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" "$VENV/bin/uv" sync --quiet --frozen --inexact --project backend
+# --python: the venv's own interpreter, whatever UV_PYTHON says (Nix sets it), so uv never
+# swaps it; --inexact keeps pip in the venv; --frozen refuses a lock that is out of date.
+UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" UV_PYTHON_DOWNLOADS=never \
+  "$VENV/bin/uv" sync --quiet --frozen --inexact --project "$root/backend" --python "$VENV/bin/python"
+# The Makefile compares PYTHON with this to decide whether deps must run again.
+printf '%s\n' "$PYTHON" >"$VENV/.deps-python"
 touch "$VENV/.deps-stamp"
-echo "deps: $VENV ready in $(( $(date +%s) - start ))s"
+echo "deps: $VENV ready in $(($(date +%s) - start))s"
