@@ -2,9 +2,12 @@
 # flake may use, and checks flake.lock against flake.nix. nixpkgs itself cannot be fetched
 # everywhere (this is what `make lint` runs offline); a typo in an attribute name, a
 # missing system, a wrong env var or a lock that does not match the inputs fails here.
-#   nix-instantiate --eval --strict --json scripts/flake-stub.nix --arg dir ./.
+#   nix-instantiate --eval --strict --json scripts/flake-stub.nix --arg dir ./. [--argstr valkeyVersion 8.1.8]
+# Package versions below are stub labels; valkeyVersion picks which side of the flake's
+# "is nixpkgs' valkey a Valkey 8?" branch is evaluated (scripts/nix-check.sh checks both).
 {
   dir ? ../.,
+  valkeyVersion ? "9.1.1",
 }:
 let
   flake = import (dir + "/flake.nix");
@@ -37,6 +40,8 @@ let
   lib = {
     inherit genAttrs;
     optionalAttrs = cond: attrs: if cond then attrs else { };
+    optional = cond: x: if cond then [ x ] else [ ];
+    versions.major = v: builtins.head (builtins.splitVersion v);
     makeLibraryPath = ps: builtins.concatStringsSep ":" (map (p: "${p}/lib") ps);
     systems.flakeExposed = systems ++ [ "armv6l-linux" "riscv64-linux" ];
   };
@@ -51,8 +56,8 @@ let
       mkShell = args: args // { stubShell = true; inherit system; };
       python312 = p "python3" "3.12.11";
       uv = p "uv" "0.8.4";
-      postgresql_16 = p "postgresql" "16.9";
-      valkey = p "valkey" "8.1.3";
+      postgresql_16 = p "postgresql" "16.15";
+      valkey = p "valkey" valkeyVersion;
       docker-compose = p "docker-compose" "2.39.1";
       gnumake = p "gnumake" "4.4.1";
       git = p "git" "2.50.1";
@@ -74,7 +79,8 @@ let
     inherit nixpkgs;
   };
 
-  wanted = [ "python3" "uv" "postgresql" "valkey" "docker-compose" "gnumake" ];
+  valkey8 = builtins.head (builtins.splitVersion valkeyVersion) == "8";
+  wanted = [ "python3" "uv" "postgresql" "docker-compose" "gnumake" ] ++ (if valkey8 then [ "valkey" ] else [ ]);
   checkShell =
     system:
     let
@@ -91,14 +97,26 @@ let
     assert expect (missing == [ ]) "devShells.${system}.default lacks packages: ${toString missing}";
     assert expect ((env.E2E_PG_BIN or "") == "${pkgs.postgresql_16}/bin")
       "E2E_PG_BIN must be \"\${pkgs.postgresql_16}/bin\" (got \"${env.E2E_PG_BIN or "unset"}\")";
-    assert expect ((env.E2E_VALKEY_BIN or "") == "${pkgs.valkey}/bin/valkey-server")
-      "E2E_VALKEY_BIN must be \"\${pkgs.valkey}/bin/valkey-server\" (got \"${env.E2E_VALKEY_BIN or "unset"}\")";
+    assert expect (
+      if valkey8 then
+        (env.E2E_VALKEY_BIN or "") == "${pkgs.valkey}/bin/valkey-server"
+      else
+        !(env ? E2E_VALKEY_BIN) && !(builtins.elem "valkey" names)
+    ) (
+      if valkey8 then
+        "E2E_VALKEY_BIN must be \"\${pkgs.valkey}/bin/valkey-server\" when nixpkgs' valkey is 8.x (got \"${env.E2E_VALKEY_BIN or "unset"}\")"
+      else
+        "with nixpkgs' valkey at ${valkeyVersion}, the shell must neither set E2E_VALKEY_BIN nor ship valkey (the pinned Valkey 8 wheel is used)"
+    );
+    assert expect (builtins.match ".*\\.venv/bin.*" (shell.shellHook or "") != null)
+      "the shellHook must put .venv/bin on PATH";
     assert expect ((env.UV_PYTHON or "") == "${pkgs.python312}/bin/python3")
       "UV_PYTHON must point at the shell's python312";
     assert expect ((env.UV_PYTHON_DOWNLOADS or "") == "never") "UV_PYTHON_DOWNLOADS must be \"never\"";
     {
       packages = names;
-      inherit (env) E2E_PG_BIN E2E_VALKEY_BIN UV_PYTHON;
+      inherit (env) E2E_PG_BIN UV_PYTHON;
+      E2E_VALKEY_BIN = env.E2E_VALKEY_BIN or null;
       shellHook = builtins.stringLength (shell.shellHook or "") > 0;
     };
 

@@ -66,7 +66,9 @@ run_check() {
     workflow-schema)
       local files; files="$(workflows)" || return 1
       # shellcheck disable=SC2086
-      check-jsonschema --builtin-schema vendor.github-workflows $files ;;
+      check-jsonschema --builtin-schema vendor.github-workflows $files || return 1
+      local dependabot="$target/.github/dependabot.yml"
+      if [ -f "$dependabot" ]; then check-jsonschema --builtin-schema vendor.dependabot "$dependabot"; fi ;;
     compose-schema)
       local f; f="$(compose_file)" || return 1
       check-jsonschema --builtin-schema vendor.compose-spec "$f" ;;
@@ -76,7 +78,7 @@ run_check() {
       "$b" --project-name opsdesk-e2e-lint -f "$f" config -q ;;
     shellcheck)
       local f files=()
-      for f in "$target"/scripts/*.sh "$target"/.ci/run; do [ -f "$f" ] && files+=("$f"); done
+      for f in "$target"/scripts/*.sh "$target"/.github/scripts/*.sh "$target"/.ci/run; do [ -f "$f" ] && files+=("$f"); done
       shellcheck "${files[@]}" ;;
     nix)
       if ! command -v nix-instantiate >/dev/null 2>&1; then

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Offline checks of flake.nix/flake.lock in DIR (default: the checkout):
 #   1. nix-instantiate --parse flake.nix
-#   2. evaluate devShells for all four systems against the stub nixpkgs (scripts/flake-stub.nix)
+#   2. evaluate devShells for all four systems against the stub nixpkgs (scripts/flake-stub.nix),
+#      once with nixpkgs' valkey at 8.x and once at a later major
 #   3. nix flake metadata --offline --no-update-lock-file (the lock matches the inputs)
-# nixpkgs itself is never fetched. Needs nix on PATH; installing it is an explicit step
-# (apt-get install nix-bin, or cachix/install-nix-action in CI), never a side effect of lint.
+# nixpkgs itself is never fetched. Needs nix on PATH: `make lint` skips this without it, except
+# under CI=true, where `make lint` first installs Debian's nix-bin (scripts/nix-tools.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="$(cd "${1:-$here/..}" && pwd)"
@@ -20,7 +21,10 @@ done
 nix-instantiate --parse "$dir/flake.nix" >/dev/null
 
 # --readonly-mode: evaluation needs no store; a syntax or attribute error names file:line.
-nix-instantiate --readonly-mode --eval --strict --json "$here/flake-stub.nix" --arg dir "$dir" >/dev/null
+for valkey in 8.1.8 9.1.1; do
+  nix-instantiate --readonly-mode --eval --strict --json "$here/flake-stub.nix" --arg dir "$dir" \
+    --argstr valkeyVersion "$valkey" >/dev/null
+done
 
 # Copy only the flake files: `path:` would otherwise copy the whole checkout (.venv) into the store.
 tmp="$(mktemp -d)"

@@ -74,7 +74,7 @@ def test_workflow_validators_pass_the_real_workflow(tmp_path: Path, check: str) 
 def test_actionlint_catches_a_needs_on_a_missing_job(tmp_path: Path) -> None:
     """A typo in the all-green job's needs would silently drop a job from the required check."""
     root = copy_into(tmp_path, WORKFLOW)
-    edit(root / WORKFLOW, "needs: [lint, e2e, nix]", "needs: [lint, e2e, nix, docs]")
+    edit(root / WORKFLOW, "needs: [lint, integration, e2e, nix]", "needs: [lint, e2e, nix, docs]")
     assert_fails("actionlint", root, "ci.yml:", '"docs" which does not exist')
 
 
@@ -97,6 +97,16 @@ def test_workflow_schema_catches_an_invalid_permission(tmp_path: Path) -> None:
     root = copy_into(tmp_path, WORKFLOW)
     edit(root / WORKFLOW, "contents: read", "contents: readwrite")
     assert_fails("workflow-schema", root, "'readwrite' is not one of")
+
+
+def test_workflow_schema_checks_dependabot_too(tmp_path: Path) -> None:
+    """The Dependabot config passes as committed and fails with an ecosystem it lacks."""
+    dependabot = ".github/dependabot.yml"
+    root = copy_into(tmp_path, WORKFLOW, dependabot)
+    rc, out = run_lint("workflow-schema", root)
+    assert rc == 0, out
+    edit(root / dependabot, "package-ecosystem: uv", "package-ecosystem: uvv")
+    assert_fails("workflow-schema", root, "dependabot.yml", "'uvv'")
 
 
 def test_workflow_checks_fail_when_there_is_no_workflow(tmp_path: Path) -> None:
@@ -178,6 +188,13 @@ def test_nix_check_passes_the_real_flake(tmp_path: Path) -> None:
         pytest.param('DOWNLOADS = "never"', 'DOWNLOADS = "auto"', "UV_PYTHON_DOWNLOADS", id="env"),
         pytest.param("/bin/valkey-server", "/bin/redis-server", "E2E_VALKEY_BIN", id="valkey"),
         pytest.param("nixos-unstable", "nixos-25.05", "run `nix flake lock`", id="lock-stale"),
+        pytest.param(
+            "++ lib.optional valkey8 pkgs.valkey;",
+            "++ [ pkgs.valkey ];",
+            "neither set E2E_VALKEY_BIN nor ship valkey",
+            id="valkey-9-shipped",
+        ),
+        pytest.param('$PWD/.venv/bin:$PATH"', '$PATH"', ".venv/bin on PATH", id="venv-path"),
     ],
 )
 def test_nix_check_catches_a_broken_flake(tmp_path: Path, old: str, new: str, needle: str) -> None:

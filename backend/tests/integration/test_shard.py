@@ -87,18 +87,24 @@ def collect_many(target: Path, *arglists: list[str]) -> list[tuple[int, list[str
     return results
 
 
-def assert_partitions(
-    target: Path, splits_list: list[int], durations: Path, seed: str, *extra: str
-) -> None:
-    """For each N, the N shards of target are disjoint and cover it; empty shards exit 5."""
-    arglists = [
+def shard_arglists(
+    splits_list: list[int], durations: Path, seed: str, *extra: str
+) -> list[list[str]]:
+    """Argument lists of every shard of every N in splits_list, in order."""
+    return [
         [*extra, *split_flags(group, splits, durations, seed)]
         for splits in splits_list
         for group in range(1, splits + 1)
     ]
-    (_, full), *shards = collect_many(target, [*extra], *arglists)
-    assert full, f"{target} collected no tests"
+
+
+def assert_partitions(
+    full: list[str], splits_list: list[int], shards: list[tuple[int, list[str]]]
+) -> None:
+    """For each N, the N shards (in shard_arglists order) are disjoint and cover full."""
+    assert full, "the suite collected no tests"
     assert len(full) == len(set(full)), "the suite itself has duplicate node ids"
+    assert len(shards) == sum(splits_list)
     for splits in splits_list:
         mine, shards = shards[:splits], shards[splits:]
         seen: dict[str, int] = {}
@@ -113,9 +119,22 @@ def assert_partitions(
         )
 
 
-def test_shards_partition_the_e2e_suite() -> None:
-    """The real suite with the committed durations, N = 1, 2, 3, 5: each test in one shard."""
-    assert_partitions(E2E, [1, 2, 3, 5], DURATIONS, seed="20251125")
+# The real suite: collected once in one child process (a collection imports the whole app),
+# in full and as every shard of N = 2 and 3 (CI runs 3).
+E2E_SPLITS = [2, 3]
+E2E_SEED = "20251125"
+
+
+@pytest.fixture(scope="module")
+def e2e_runs() -> list[tuple[int, list[str]]]:
+    """(exit code, node ids) of the full E2E collection, then of each shard."""
+    return collect_many(E2E, [], *shard_arglists(E2E_SPLITS, DURATIONS, E2E_SEED))
+
+
+def test_shards_partition_the_e2e_suite(e2e_runs: list[tuple[int, list[str]]]) -> None:
+    """The real suite with the committed durations, N = 2 and 3: each test in one shard."""
+    (_, full), *shards = e2e_runs
+    assert_partitions(full, E2E_SPLITS, shards)
 
 
 # The dummy suite tests pytest-split + pytest-randomly alone; the real suite above covers testbed.
@@ -138,53 +157,74 @@ DUMMY_FILES = {
         def test_slow(): pass
     """,
 }
+DUMMY_SPLITS = [2, 9]
+DUMMY_SEEDS = ["1", "987654"]
 
 
 @pytest.fixture(scope="module")
-def dummy_suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 7-test suite with name ties and partial timings; returns (suite dir, durations file)."""
+def dummy_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[int, list[str]]]]:
+    """A 7-test suite with name ties and partial timings, collected in one child process.
+
+    Keys: "full"; each seed (its shards of DUMMY_SPLITS); "mixed" (the two halves of a split
+    whose shards were shuffled with different seeds, pytest-split's default algorithm).
+    """
     tmp_path = tmp_path_factory.mktemp("shard")
     suite = tmp_path / "suite"
     for name, body in DUMMY_FILES.items():
         (suite / name).parent.mkdir(parents=True, exist_ok=True)
         (suite / name).write_text(textwrap.dedent(body))
-    [(_, ids)] = collect_many(suite, [*NO_HARNESS])
     durations = tmp_path / "durations.json"
-    durations.write_text(json.dumps({i: 3.0 if "slow" in i else 0.5 for i in ids[:5]}))
-    return suite, durations
+    # Timings for the first five tests in file order only: the rest are unknown to pytest-split.
+    names = ["test_alpha.py::test_create", "test_alpha.py::test_update"]
+    names += [f"test_alpha.py::test_many[{n}]" for n in range(2)] + ["test_beta.py::test_create"]
+    durations.write_text(json.dumps(dict.fromkeys(names, 0.5)))
+    mixed = [*NO_HARNESS, "--splits=2", f"--durations-path={durations}"]
+    arglists = [list(NO_HARNESS)]
+    for seed in DUMMY_SEEDS:
+        arglists += shard_arglists(DUMMY_SPLITS, durations, seed, *NO_HARNESS)
+    arglists += [
+        [*mixed, "--group=1", "--randomly-seed=1"],
+        [*mixed, "--group=2", "--randomly-seed=2"],
+    ]
+    results = collect_many(suite, *arglists)
+    out = {"full": results[:1]}
+    rest = results[1:]
+    for seed in DUMMY_SEEDS:
+        out[seed], rest = rest[: sum(DUMMY_SPLITS)], rest[sum(DUMMY_SPLITS) :]
+    out["mixed"] = rest
+    return out
 
 
-@pytest.mark.parametrize("seed", ["1", "987654"])
-def test_shards_partition_a_suite_with_name_ties(dummy_suite: tuple[Path, Path], seed: str) -> None:
+@pytest.mark.parametrize("seed", DUMMY_SEEDS)
+def test_shards_partition_a_suite_with_name_ties(
+    dummy_runs: dict[str, list[tuple[int, list[str]]]], seed: str
+) -> None:
     """Shuffled order, name ties, unknown timings, more shards than tests: still a partition."""
-    suite, durations = dummy_suite
-    assert_partitions(suite, [2, 3, 9], durations, seed, *NO_HARNESS)
+    [(_, full)] = dummy_runs["full"]
+    assert len(full) == 7
+    assert_partitions(full, DUMMY_SPLITS, dummy_runs[seed])
 
 
-def test_shards_that_shuffle_differently_do_not_partition(dummy_suite: tuple[Path, Path]) -> None:
+def test_shards_that_shuffle_differently_do_not_partition(
+    dummy_runs: dict[str, list[tuple[int, list[str]]]],
+) -> None:
     """Negative control: why e2e.sh must give every shard the same seed.
 
     With pytest-split's default algorithm and a different pytest-randomly seed per shard,
     the two halves of this suite overlap and miss tests, so the check above has teeth.
     """
-    suite, durations = dummy_suite
-    common = [*NO_HARNESS, "--splits=2", f"--durations-path={durations}"]
-    (_, full), (_, first), (_, second) = collect_many(
-        suite,
-        [*NO_HARNESS],
-        [*common, "--group=1", "--randomly-seed=1"],
-        [*common, "--group=2", "--randomly-seed=2"],
-    )
+    [(_, full)] = dummy_runs["full"]
+    (_, first), (_, second) = dummy_runs["mixed"]
     assert set(first) & set(second) or set(full) - set(first) - set(second)
 
 
-def test_committed_durations_match_the_suite() -> None:
+def test_committed_durations_match_the_suite(e2e_runs: list[tuple[int, list[str]]]) -> None:
     """backend/.test_durations is {nodeid: seconds} in the ids pytest uses for the E2E suite."""
     data = json.loads(DURATIONS.read_text())
     assert isinstance(data, dict)
     assert data, "backend/.test_durations is empty; regenerate it with --store-durations"
     assert all(isinstance(v, int | float) and v >= 0 for v in data.values())
-    [(_, full)] = collect_many(E2E, [])
+    (_, full), *_ = e2e_runs
     known = set(data) & set(full)
     assert len(known) >= len(full) // 2, (
         f"only {len(known)} of {len(full)} E2E tests have a timing; regenerate with "
@@ -196,7 +236,7 @@ def run_e2e_sh(shard: str, pytest_args: str) -> subprocess.CompletedProcess[str]
     """Run scripts/e2e.sh as `make e2e` would, with SHARD and PYTEST_ARGS set."""
     script = ROOT / "scripts" / "e2e.sh"
     if not script.is_file():
-        pytest.fail("scripts/e2e.sh is missing (harness, issue 4)")
+        pytest.fail("scripts/e2e.sh is missing")
     env = clean_env() | {
         "N": "0",
         "SHARD": shard,
