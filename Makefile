@@ -6,6 +6,7 @@ SHELL := /bin/bash
 # rebuilt on it when the venv was built on another one; leave it unset and .venv stays as it is.
 PYTHON ?=
 VENV ?= .venv
+BENCH_VENV ?= .venv-bench
 N ?= auto
 SHARD ?=
 # Extra pytest arguments, split like shell words: PYTEST_ARGS='-k "crm or tasks" -x'.
@@ -99,8 +100,13 @@ reliability: deps
 test: nix-tools lint unit integration e2e example reliability
 
 .PHONY: bench  ## Benchmarks side by side; writes bench/results.json and bench/RESULTS.md
-bench: deps
-	@$(BIN)/python -m bench $(BENCH_ARGS)
+bench: deps $(BENCH_VENV)/.deps-stamp
+	@$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# The bench's own venv: the test venv plus the bench group (factory-boy, pytest-postgresql),
+# which would otherwise slow every pytest run down (see default-groups in backend/pyproject.toml).
+$(BENCH_VENV)/.deps-stamp: backend/pyproject.toml backend/uv.lock scripts/deps.sh
+	@PYTHON='$(PYTHON)' VENV='$(BENCH_VENV)' DEPS_GROUPS=bench scripts/deps.sh
 
 .PHONY: soak  ## Flake hunt and long reliability checks (E2E suite 20x at -n 2 and -n 4, 10x each signal)
 soak: deps
@@ -109,4 +115,4 @@ soak: deps
 .PHONY: clean  ## Stop services, reap leftovers, remove .venv and caches
 clean:
 	@if [ -x $(BIN)/python ]; then $(TESTBED) down || true; $(TESTBED) reap || true; fi
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache backend/.ruff_cache backend/.mypy_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache .mypy_cache backend/.ruff_cache backend/.mypy_cache

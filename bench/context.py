@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,15 @@ class Context:
     @property
     def python(self) -> str:
         """The venv interpreter running the bench (subprocesses use the same one)."""
+        return sys.executable
+
+    @property
+    def suite_python(self) -> str:
+        """The test venv's interpreter (E2E_VENV, as make sets it): runs of the E2E suite use it,
+        so they load the plugins a user's run loads, not the bench venv's extra ones."""
+        venv = os.environ.get("E2E_VENV")
+        if venv and (Path(venv) / "bin" / "python").exists():
+            return str(Path(venv) / "bin" / "python")
         return sys.executable
 
 

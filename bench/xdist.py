@@ -35,7 +35,17 @@ def suite_env(ctx: Context) -> dict[str, str]:
 
 def run_suite(ctx: Context, workers: int) -> tuple[float, str]:
     """One run of the real E2E suite at -n workers; returns (wall seconds, pytest's summary)."""
-    cmd = [ctx.python, "-m", "pytest", "tests/e2e", "-q", "-p", "no:randomly", "-n", str(workers)]
+    cmd = [
+        ctx.suite_python,
+        "-m",
+        "pytest",
+        "tests/e2e",
+        "-q",
+        "-p",
+        "no:randomly",
+        "-n",
+        str(workers),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(
         cmd, cwd=ctx.backend_dir, env=suite_env(ctx), capture_output=True, text=True, timeout=600
@@ -82,7 +92,7 @@ def run(ctx: Context) -> list[Figure]:
     summary = ""
     # Warm-up: a collection-only run compiles every module, so no measured run pays for it.
     subprocess.run(
-        [ctx.python, "-m", "pytest", "tests/e2e", "-q", "--collect-only"],
+        [ctx.suite_python, "-m", "pytest", "tests/e2e", "-q", "--collect-only"],
         cwd=ctx.backend_dir,
         env=suite_env(ctx),
         capture_output=True,

@@ -4,6 +4,7 @@
 #           $VENV is rebuilt on PYTHON (said, never silent). When unset, an existing working
 #           $VENV is kept and a new one is built on python3.
 #   VENV    the virtualenv (default .venv)
+#   DEPS_GROUPS  extra dependency groups of backend/pyproject.toml (e.g. DEPS_GROUPS=bench)
 # uv is always pinned to $VENV's own interpreter: it never replaces it or downloads another one.
 requested=${PYTHON:-}
 : "${PYTHON:=python3}" "${VENV:=.venv}"
@@ -91,8 +92,30 @@ if ! "$VENV/bin/uv" --version 2>/dev/null | grep -q "uv $UV_VERSION"; then
 fi
 # --python: the venv's own interpreter, whatever UV_PYTHON says (Nix sets it), so uv never
 # swaps it; --inexact keeps pip in the venv; --frozen refuses a lock that is out of date.
+set --
+for group in ${DEPS_GROUPS:-}; do set -- "$@" --group "$group"; done
 UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" UV_PYTHON_DOWNLOADS=never \
-  "$VENV/bin/uv" sync --quiet --frozen --inexact --project "$root/backend" --python "$VENV/bin/python"
+  "$VENV/bin/uv" sync --quiet --frozen --inexact --project "$root/backend" --python "$VENV/bin/python" "$@"
+# The lock, exactly, for these groups: remove what it does not list (a leftover pytest plugin
+# would still load in every run). The venv's bootstrap (pip, setuptools, wheel, uv) and the
+# project itself stay: they are not in the export.
+export_lock() {
+  UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" "$VENV/bin/uv" export --quiet --frozen --no-hashes \
+    --no-header --no-annotate --no-emit-project --project "$root/backend" "$@"
+}
+stale=$({ export_lock "$@" && echo @@ && "$VENV/bin/uv" pip list --quiet --python "$VENV/bin/python" --format freeze; } |
+  awk 'function norm(n) { n = tolower(n); gsub(/[-_.]+/, "-", n); return n }
+    $0 == "@@" { installed = 1; next }
+    /^-/ || NF == 0 { next }
+    { split($0, part, /[=<>!~; @]/); name = norm(part[1]) }
+    !installed { wanted[name] = 1; next }
+    !(name in wanted) && name !~ /^(pip|setuptools|wheel|uv)$/ && name != project { print name }' \
+    project="$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$pyproject" | head -n 1)")
+if [ -n "$stale" ]; then
+  echo "deps: removing from $VENV what backend/uv.lock does not list for it: $(echo "$stale" | tr '\n' ' ')"
+  # shellcheck disable=SC2086  # one package name per word
+  "$VENV/bin/uv" pip uninstall --quiet --python "$VENV/bin/python" $stale
+fi
 # The Makefile compares PYTHON with this to decide whether deps must run again.
 printf '%s\n' "$PYTHON" >"$VENV/.deps-python"
 touch "$VENV/.deps-stamp"

@@ -20,6 +20,10 @@ UV_VERSION = "0.13.8"
 FAKE_UV = """#!/bin/sh
 if [ "$1" = --version ]; then echo "uv {version}"; exit 0; fi
 echo "$* UV_PYTHON_DOWNLOADS=$UV_PYTHON_DOWNLOADS" >> "{log}"
+case "$1 $2" in
+  "export "*) cat "{log}.export" 2>/dev/null ;;
+  "pip list") cat "{log}.installed" 2>/dev/null ;;
+esac
 """
 
 
@@ -80,8 +84,7 @@ def test_uv_is_pinned_to_the_venv_interpreter_and_never_downloads(
     venv = tmp_path / "venv"
     proc = run_deps(uv_log, venv, PYTHON=base_python(), UV_PYTHON="/nonexistent/python3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [call] = uv_log.read_text().splitlines()
-    assert call.startswith("sync ")
+    [call] = [line for line in uv_log.read_text().splitlines() if line.startswith("sync ")]
     assert f"--python {venv}/bin/python" in call
     assert "--frozen" in call
     assert call.endswith("UV_PYTHON_DOWNLOADS=never")
@@ -132,3 +135,25 @@ def test_another_python_rebuilds_the_venv_on_it(tmp_path: Path, uv_log: Path) ->
         check=True,
     ).stdout
     assert version.strip() != str(sys.version_info[:2])
+
+
+def test_what_the_lock_does_not_list_is_removed_but_the_bootstrap_stays(
+    tmp_path: Path, uv_log: Path
+) -> None:
+    """A package left from another group (a pytest plugin would still load) is uninstalled."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(base_python()).parent}\n")
+    (venv / "bin" / "python").symlink_to(base_python())
+    uv_log.with_name("uv.log.export").write_text("-e .\npytest==8.4.2\nfaker==37.12.0 ; x\n")
+    uv_log.with_name("uv.log.installed").write_text(
+        "pytest==8.4.2\nFaker==37.12.0\npytest-postgresql==7.0.2\npip==25.0\nuv==0.13.8\n"
+        "opsdesk-e2e==0.1.0\nfactory_boy==3.3.3\n"
+    )
+    proc = run_deps(uv_log, venv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [removal] = [
+        line for line in uv_log.read_text().splitlines() if line.startswith("pip uninstall")
+    ]
+    assert removal.split()[-3:-1] == ["pytest-postgresql", "factory-boy"]
+    assert "removing" in proc.stdout

@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 TARGET = re.compile(r"[a-z0-9][a-z0-9-]*")
+COMMAND = re.compile(r"(?:^|&&|\|\||;|\||\$\(|\()\s*(?:[A-Z_][A-Z0-9_]*=\S*\s+)*make\s", re.M)
 # The stand-in pytest: writes its argv (one JSON list per call) where ARGV_LOG says.
 RECORDER = """#!{python}
 import json, os, sys
@@ -68,12 +69,12 @@ def code_of(markdown: str) -> list[str]:
 def targets_named_in(markdown: str) -> set[str]:
     """First target of every `make ...` command in the code of a Markdown text.
 
-    Options (-s) and variables (N=4) are skipped; only the first target counts, because code
-    spans also quote messages such as `run make down in <path>`.
+    A command is `make` where a shell command starts (line start, after `&&`, `;`, `|`, `$(`,
+    or after VAR=value assignments); options (-s) and variables (N=4) are skipped.
     """
     found = set()
     for code in code_of(markdown):
-        for match in re.finditer(r"(?:^|(?<=[\s;&|(\"']))make\s", code):
+        for match in re.finditer(COMMAND, code):
             for token in code[match.end() :].split():
                 if token.startswith("-") or "=" in token:
                     continue
@@ -101,12 +102,13 @@ def test_help_lists_every_described_phony_target() -> None:
     assert help_targets() == described
 
 
-def test_the_doc_scanner_finds_targets_and_skips_flags_and_messages() -> None:
-    """Control for the test above: targets after options and variables count, prose does not."""
+def test_the_doc_scanner_finds_commands_and_skips_flags_and_prose() -> None:
+    """Control for the test above: commands count after options and variables; prose does not."""
     text = (
         "Run `make e2e N=4`, `E2E_KEEP=1 make -s up2` or\n"
-        '```\nmake up && eval "$(make -s env)"\n```\n'
-        "and `run make down in <path>`; make sure nothing else counts."
+        '```\nmake up && eval "$(make -s env)"\ncd x; make down\n'
+        ".github/   CI: the same make targets\n```\n"
+        "and `run make them in <path>`; make sure nothing else counts."
     )
     assert targets_named_in(text) == {"e2e", "up2", "up", "env", "down"}
 

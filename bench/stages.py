@@ -1,0 +1,95 @@
+"""`make test` by stage: each stage timed as `make test` runs it, so the slowest is visible.
+
+The stages run one after another, each as its own `make <stage>`, in `make test`'s order. The
+E2E stage gets ports and a state dir of the bench's own (bench.fastloop.make_e2e_env), so a
+developer's `make up` is neither reused nor stopped. A failing stage is timed and reported,
+not retried.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from bench.context import Context, log
+from bench.fastloop import make_e2e_env
+from bench.report import Figure, Target
+
+NAME = "stages"
+# `make test`'s prerequisites in order (nix-tools does nothing outside CI=true).
+STAGES = ("lint", "unit", "integration", "e2e", "reliability")
+TOTAL_TARGET_S = 600.0  # make test under 10 minutes on this 2-core machine
+UNIT_TARGET_S = 15.0
+
+
+def run_stage(ctx: Context, stage: str, env: dict[str, str]) -> tuple[float, int, str]:
+    """`make <stage>`: (wall seconds, exit code, last output line)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        ["make", "-s", "--no-print-directory", stage],
+        cwd=ctx.repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    return wall, proc.returncode, lines[-1] if lines else ""
+
+
+def run(ctx: Context) -> list[Figure]:
+    """Time every stage once (a full `make test` takes minutes); figures per stage and total."""
+    if ctx.quick:
+        return [
+            Figure(
+                "stages.total",
+                NAME,
+                "make test, total",
+                "s",
+                [],
+                skipped="a quick run does not run make test; a full `make bench` does",
+            )
+        ]
+    env = make_e2e_env(ctx)
+    results: dict[str, tuple[float, int, str]] = {}
+    for stage in STAGES:
+        results[stage] = run_stage(ctx, stage, env)
+        wall, code, tail = results[stage]
+        log(f"  make {stage}: {wall:.1f} s (exit {code}) {tail[:120]}")
+    total = sum(wall for wall, _, _ in results.values())
+    slowest = max(results, key=lambda s: results[s][0])
+    figures = []
+    for stage, (wall, code, tail) in results.items():
+        status = "passed" if code == 0 else f"FAILED (exit {code})"
+        fig = Figure(
+            f"stages.{stage}",
+            NAME,
+            f"make test stage: {stage}" + (" (slowest)" if stage == slowest else ""),
+            "s",
+            [wall],
+            note=f"`make {stage}`, {status}; {wall / total:.0%} of make test. Last line: {tail[:200]}",
+        )
+        figures.append(fig)
+    unit = figures[STAGES.index("unit")]
+    unit.targets = [Target("value", "<=", UNIT_TARGET_S, "≤ 15 s")]
+    unit.why = (
+        "pytest's start-up with every installed plugin and the app's imports are paid before "
+        "the first unit test; the remaining slow unit tests run validators as subprocesses "
+        "(compose schema, docs build) or wait on real timeouts. Moving those to integration, "
+        "or making them in-process, would close it."
+    )
+    figures.append(
+        Figure(
+            "stages.total",
+            NAME,
+            "make test, total of the stages",
+            "s",
+            [total],
+            targets=[Target("value", "<=", TOTAL_TARGET_S, "≤ 600 s")],
+            note=f"Sum of the stages above, run one after another; slowest: {slowest} "
+            f"({results[slowest][0]:.0f} s).",
+            why=f"{slowest} dominates; see its note.",
+        )
+    )
+    return figures
