@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -179,3 +180,23 @@ def test_a_new_python_forces_deps_and_the_same_one_does_not(tmp_path: Path) -> N
     assert "deps.sh" not in unset.stdout, unset.stdout
     other = make("-n", "deps", f"VENV={venv}", "PYTHON=/opt/python3.13/bin/python3")
     assert "scripts/deps.sh" in other.stdout, other.stdout
+
+
+def test_lint_installs_nix_only_under_ci(tmp_path: Path) -> None:
+    """scripts/nix-tools.sh (run before lint): a no-op outside CI; under CI=true it installs
+    nix-bin, or fails saying what is missing when it cannot (here: no apt-get on PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "id"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    script = str(ROOT / "scripts" / "nix-tools.sh")
+    env = {"PATH": str(bin_dir)}
+    outside = subprocess.run([script], capture_output=True, text=True, env=env, check=False)
+    assert (outside.returncode, outside.stdout, outside.stderr) == (0, "", "")
+    ci = subprocess.run(
+        [script], capture_output=True, text=True, env=env | {"CI": "true"}, check=False
+    )
+    assert ci.returncode != 0
+    assert "install Nix first" in ci.stderr
