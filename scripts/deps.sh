@@ -6,6 +6,12 @@
 #   VENV    the virtualenv (default .venv)
 #   DEPS_GROUPS  extra dependency groups of backend/pyproject.toml (e.g. DEPS_GROUPS=bench)
 # uv is always pinned to $VENV's own interpreter: it never replaces it or downloads another one.
+# One deps run per venv at a time (two terminals after a lock change, or a rebuild racing a
+# sync): re-run this script under flock(1) where it exists, before any default is set. The lock
+# dies with its holder.
+if [ -z "${DEPS_LOCKED:-}" ] && command -v flock >/dev/null 2>&1; then
+  DEPS_LOCKED=1 exec flock "${VENV:-.venv}.lock" "$0" "$@"
+fi
 requested=${PYTHON:-}
 : "${PYTHON:=python3}" "${VENV:=.venv}"
 UV_VERSION=0.13.8

@@ -157,3 +157,26 @@ def test_what_the_lock_does_not_list_is_removed_but_the_bootstrap_stays(
     ]
     assert removal.split()[-3:-1] == ["pytest-postgresql", "factory-boy"]
     assert "removing" in proc.stdout
+
+
+def test_two_runs_at_once_rebuild_once(tmp_path: Path, uv_log: Path) -> None:
+    """Two `make deps` at once on a venv that needs a rebuild: one rebuilds, the other waits."""
+    if shutil.which("flock") is None:
+        pytest.skip("flock(1) is not installed: deps.sh runs unlocked here")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /nix/store/gone/bin\n")
+    (venv / "bin" / "python").symlink_to("/nix/store/gone/bin/python3")
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV", "UV_PYTHON")}
+    env = base | {"PATH": f"{uv_log.parent / 'uvbin'}:{base['PATH']}", "VENV": str(venv)}
+    script = str(ROOT / "scripts" / "deps.sh")
+    runs = [
+        subprocess.Popen(
+            [script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=300)[0] for proc in runs]
+    assert [proc.returncode for proc in runs] == [0, 0], outputs
+    assert sum("rebuilding" in out for out in outputs) == 1, outputs
+    assert subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], check=False).returncode == 0
