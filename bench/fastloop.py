@@ -60,21 +60,25 @@ def make_e2e_env(ctx: Context) -> dict[str, str]:
     return env
 
 
-def run_make_e2e(ctx: Context, env: dict[str, str]) -> tuple[float, dict[str, float]]:
-    """One `make e2e`; returns (wall seconds, the phases it printed)."""
+def run_make(ctx: Context, target: str, env: dict[str, str]) -> tuple[float, int, str]:
+    """`make <target>` in the checkout: (wall seconds, exit code, its output)."""
     t0 = time.perf_counter()
     proc = subprocess.run(
-        ["make", "-s", "--no-print-directory", "e2e"],
+        ["make", "-s", "--no-print-directory", target],
         cwd=ctx.repo,
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
-    wall = time.perf_counter() - t0
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise RuntimeError(f"make e2e exited {proc.returncode}:\n{out[-3000:]}")
+    return time.perf_counter() - t0, proc.returncode, proc.stdout + proc.stderr
+
+
+def run_make_e2e(ctx: Context, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """One `make e2e`; returns (wall seconds, the phases it printed)."""
+    wall, code, out = run_make(ctx, "e2e", env)
+    if code != 0:
+        raise RuntimeError(f"make e2e exited {code}:\n{out[-3000:]}")
     phases = {k: float(m.group(1)) for k, rx in _PHASES.items() if (m := rx.search(out))}
     return wall, phases
 

@@ -8,11 +8,8 @@ not retried.
 
 from __future__ import annotations
 
-import subprocess
-import time
-
 from bench.context import Context, log
-from bench.fastloop import make_e2e_env
+from bench.fastloop import make_e2e_env, run_make
 from bench.report import Figure, Target
 
 NAME = "stages"
@@ -24,18 +21,9 @@ UNIT_TARGET_S = 15.0
 
 def run_stage(ctx: Context, stage: str, env: dict[str, str]) -> tuple[float, int, str]:
     """`make <stage>`: (wall seconds, exit code, last output line)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        ["make", "-s", "--no-print-directory", stage],
-        cwd=ctx.repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    wall = time.perf_counter() - t0
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    return wall, proc.returncode, lines[-1] if lines else ""
+    wall, code, out = run_make(ctx, stage, env)
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    return wall, code, lines[-1] if lines else ""
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -68,7 +56,8 @@ def run(ctx: Context) -> list[Figure]:
             f"make test stage: {stage}" + (" (slowest)" if stage == slowest else ""),
             "s",
             [wall],
-            note=f"`make {stage}`, {status}; {wall / total:.0%} of make test. Last line: {tail[:200]}",
+            note=f"`make {stage}`, {status}; {wall / total:.0%} of make test. "
+            f"Last line: {tail[:200]}",
         )
         figures.append(fig)
     unit = figures[STAGES.index("unit")]
