@@ -18,6 +18,12 @@ JUNIT_DIR ?=
 export E2E_VENV := $(abspath $(VENV))
 # `python -m testbed` reads opsdesk's e2e_* settings (project name, ports) from pytest's ini file.
 export E2E_INIFILE := $(abspath backend/pyproject.toml)
+# Python caches compiled modules only where it may write bytecode; without that cache every
+# process compiles every module it imports again (pytest's rewritten plugins and tests too),
+# which was over half of a pytest process's start-up where PYTHONDONTWRITEBYTECODE=1 is set.
+# The cache goes under the venv, never into the source tree, so a clean tree stays clean.
+unexport PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX ?= $(abspath $(VENV))/pycache
 
 BIN := $(VENV)/bin
 TESTBED := $(BIN)/python -m testbed

@@ -27,6 +27,8 @@ RECORDER = """#!{python}
 import json, os, sys
 with open(os.environ["ARGV_LOG"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
+with open(os.environ["ARGV_LOG"] + ".env", "w") as f:
+    json.dump(dict(os.environ), f)
 """
 
 
@@ -34,7 +36,7 @@ def make(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run make in the checkout without the outer run's PYTEST_*/E2E_* settings."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "E2E_"))}
     # CI unset: under CI=true, e2e's system-libs step would install packages.
-    for name in ("PYTHON", "VENV", "JUNIT_DIR", "MAKEFLAGS", "MFLAGS", "CI"):
+    for name in ("PYTHON", "VENV", "JUNIT_DIR", "MAKEFLAGS", "MFLAGS", "CI", "PYTHONPYCACHEPREFIX"):
         base.pop(name, None)
     return subprocess.run(
         ["make", "-s", "--no-print-directory", "-C", str(ROOT), *args],
@@ -200,3 +202,22 @@ def test_lint_installs_nix_only_under_ci(tmp_path: Path) -> None:
     )
     assert ci.returncode != 0
     assert "install Nix first" in ci.stderr
+
+
+@pytest.mark.parametrize("target", ["e2e", "unit"])
+def test_pytest_runs_may_cache_bytecode_outside_the_tree(
+    fake_venv: tuple[Path, Path], target: str
+) -> None:
+    """PYTHONDONTWRITEBYTECODE=1 would make every process compile every import again: the
+    front door lifts it and sends the cache under the venv instead (a user's prefix wins)."""
+    venv, log = fake_venv
+    args = (target, f"VENV={venv}", "PYTEST_ARGS=--collect-only")
+    proc = make(*args, ARGV_LOG=str(log), PYTHONDONTWRITEBYTECODE="1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    env = json.loads(Path(f"{log}.env").read_text())
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["PYTHONPYCACHEPREFIX"] == f"{venv}/pycache"
+    mine = str(venv.parent / "my-cache")
+    proc = make(*args, ARGV_LOG=str(log), PYTHONPYCACHEPREFIX=mine)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(Path(f"{log}.env").read_text())["PYTHONPYCACHEPREFIX"] == mine
