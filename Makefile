@@ -73,7 +73,7 @@ e2e: deps system-libs
 
 .PHONY: example  ## Run the example apps' suites (examples/*: testbed adopted by configuration only)
 example: deps
-	@N=$(if $(filter auto,$(N)),2,$(N)) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/examples.sh
+	@N='$(if $(filter auto,$(N)),2,$(N))' scripts/examples.sh
 
 .PHONY: unit  ## Run the unit tests (no services)
 unit: deps

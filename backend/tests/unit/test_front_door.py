@@ -121,7 +121,10 @@ def fake_venv(tmp_path: Path) -> tuple[Path, Path]:
     """A venv stand-in whose deps are up to date and whose pytest records argv; (venv, log)."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "python").symlink_to(sys.executable)
+    # A wrapper, not a symlink: the interpreter keeps this venv's packages (scripts import testbed).
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     pytest_bin = venv / "bin" / "pytest"
     pytest_bin.write_text(RECORDER.format(python=sys.executable))
     pytest_bin.chmod(0o755)
@@ -138,7 +141,7 @@ def recorded(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("target", ["e2e", "unit"])
+@pytest.mark.parametrize("target", ["e2e", "unit", "example"])
 def test_pytest_args_reach_pytest_as_written(fake_venv: tuple[Path, Path], target: str) -> None:
     """`PYTEST_ARGS='-k "a or b"'` arrives as two arguments, the quoted one intact."""
     venv, log = fake_venv
@@ -146,8 +149,10 @@ def test_pytest_args_reach_pytest_as_written(fake_venv: tuple[Path, Path], targe
     args = "--collect-only -k \"crm or tasks\" -m 'not slow'"
     proc = make(target, f"VENV={venv}", f"PYTEST_ARGS={args}", ARGV_LOG=str(log))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [argv] = recorded(log)
-    assert argv[-5:] == ["--collect-only", "-k", "crm or tasks", "-m", "not slow"]
+    runs = recorded(log)  # make example runs one suite per example app
+    assert runs
+    for argv in runs:
+        assert argv[-5:] == ["--collect-only", "-k", "crm or tasks", "-m", "not slow"]
 
 
 @pytest.mark.parametrize("target", ["e2e", "unit"])
