@@ -12,7 +12,7 @@ venv="${E2E_VENV:-$root/.venv}"
 # actionlint runs shellcheck on every `run:` block; both come pinned from backend/uv.lock.
 export PATH="$venv/bin:$PATH"
 
-ALL_CHECKS="ruff ruff-format mypy boundary actionlint workflow-schema compose-schema compose-config shellcheck nix make docs readme"
+ALL_CHECKS="ruff ruff-format mypy lock boundary actionlint workflow-schema compose-schema compose-config shellcheck nix make docs readme"
 
 now() {
   if [ -n "${EPOCHREALTIME:-}" ]; then echo "${EPOCHREALTIME/,/.}"; else python3 -c 'import time; print(time.time())'; fi
@@ -51,6 +51,11 @@ run_check() {
       for extra in ../.github/scripts ../bench ../examples; do [ -d "$extra" ] && paths+=("$extra"); done
       if [ "$1" = ruff ]; then ruff check --no-cache "${paths[@]}"; else ruff format --no-cache --check "${paths[@]}"; fi ;;
     mypy) cd "$target/backend" && mypy ;;
+    lock)
+      # backend/uv.lock must match backend/pyproject.toml (pins and default groups): make deps
+      # syncs with --frozen, which would install a stale lock without a word.
+      uv lock --check --offline --project "$target/backend" 2>&1 | tail -n 3
+      [ "${PIPESTATUS[0]}" = 0 ] || { echo "backend/uv.lock is out of date: run .venv/bin/uv lock --project backend"; return 1; } ;;
     boundary)
       # testbed knows nothing of the app under test: it imports none of it (the import-linter
       # contract in backend/pyproject.toml) and names none of it; nor do the example apps.

@@ -236,3 +236,17 @@ def test_nix_check_refuses_to_skip_in_ci(tmp_path: Path) -> None:
 def test_lint_rejects_an_unknown_check(tmp_path: Path) -> None:
     """A typo in a check name is a failure that lists the valid names."""
     assert_fails("rufff", tmp_path, "unknown check 'rufff'", "compose-config")
+
+
+# --- backend/uv.lock against backend/pyproject.toml -------------------------------------------
+
+LOCKED = ("backend/pyproject.toml", "backend/uv.lock")
+
+
+def test_lock_check_passes_the_real_lock_and_catches_a_stale_one(tmp_path: Path) -> None:
+    """A pin changed in pyproject.toml without `uv lock` fails, naming the command to run."""
+    root = copy_into(tmp_path, *LOCKED)
+    rc, out = run_lint("lock", root)
+    assert rc == 0, out
+    edit(root / "backend" / "pyproject.toml", '"pytest-timeout==2.4.0"', '"pytest-timeout==2.3.1"')
+    assert_fails("lock", root, "uv.lock is out of date", "uv lock --project backend")
