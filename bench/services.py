@@ -16,7 +16,10 @@ from typing import Any
 PG_PORT = int(os.environ.get("BENCH_PG_PORT", "55443"))
 REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "56390"))
 # Environment settings the bench honours (where binaries and caches are); everything else is ours.
-PASSTHROUGH = ("E2E_PG_BIN", "E2E_VALKEY_BIN", "E2E_CACHE_DIR", "E2E_WAIT_TIMEOUT")
+PASSTHROUGH = (
+    *("E2E_PG_BIN", "E2E_VALKEY_BIN", "E2E_CACHE_DIR", "E2E_WAIT_TIMEOUT"),
+    *("E2E_PG_IMAGE", "E2E_REDIS_IMAGE"),
+)
 
 
 def state_root() -> Path:
@@ -27,19 +30,20 @@ def state_root() -> Path:
 
 
 def bench_settings(*, state_dir: Path, cache_dir: Path | None = None, **overrides: Any) -> Any:
-    """testbed Settings for a native backend of the bench's own (ports, state dir, cache)."""
+    """testbed Settings of the bench's own (ports, state dir, cache): native unless overridden
+    (backend="docker" with a compose project of its own)."""
     from testbed.config import load_settings
 
     env = {k: v for k, v in os.environ.items() if k in PASSTHROUGH}
+    # testbed's lock and reaper key on the project: keep it ours.
+    values: dict[str, Any] = {"backend": "native", "project": state_dir.name, **overrides}
     return load_settings(
         env,
-        backend="native",
         pg_port=PG_PORT,
         redis_port=REDIS_PORT,
         state_dir=state_dir,
         cache_dir=cache_dir,
-        project=state_dir.name,  # testbed's lock and reaper key on it: keep it ours
-        **overrides,
+        **values,
     )
 
 

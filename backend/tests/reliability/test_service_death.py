@@ -11,24 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from rel_sandbox import PYTEST, Sandbox, payload_suite, server_pids, wait_for
+from rel_sandbox import Sandbox, server_pids, start_payload
 
 FAIL_WITHIN = 60.0  # seconds from the kill to the end of the run, teardown included
 
 
 def _start_payload(sandbox: Sandbox, tmp_path: Path, tests: int = 16) -> tuple[object, Path]:
-    progress = tmp_path / "progress"
-    progress.mkdir(parents=True)
-    suite = payload_suite(tmp_path)
-    env = sandbox.env(REL_PROGRESS=str(progress), REL_TESTS=str(tests), REL_SLEEP="0.2")
-    run = sandbox.start(
-        [str(PYTEST), str(suite), "-n", "2", "-p", "no:randomly", "-q", "--timeout", "600"],
-        env=env,
-        cwd=tmp_path,
-        name="payload",
-    )
-    assert wait_for(lambda: len(list(progress.iterdir())) >= 4, 90), run.output()
-    return run, progress
+    return start_payload(sandbox, tmp_path, tests)
 
 
 def _kill_mid_suite(sandbox: Sandbox, tmp_path: Path, service: str) -> str:

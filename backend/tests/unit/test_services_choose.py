@@ -22,6 +22,7 @@ def engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[bool]:
     (this checkout's real one may hold a recorded instance, which selection honours)."""
     answer = [False]
     monkeypatch.setattr(docker_mod, "engine_answers", lambda *a, **k: answer[0])
+    monkeypatch.setattr(docker_mod, "unavailable", lambda *a, **k: None)
     monkeypatch.setattr("testbed.config.default_state_root", lambda: tmp_path)
     return answer
 
@@ -101,7 +102,7 @@ class FakeBackend:
 @pytest.mark.parametrize("healthy", [True, False])
 def test_acquire_hands_the_backend_a_lease(monkeypatch: pytest.MonkeyPatch, healthy: bool) -> None:
     fake = FakeBackend(healthy)
-    monkeypatch.setattr("testbed.services.choose", lambda settings: fake)
+    monkeypatch.setattr("testbed.services.choose", lambda settings, **kw: fake)
     hold = acquire(load_settings({}))
     assert (hold.endpoints, hold.started) == (EPS, not healthy)
     assert [lease.kind for lease in fake.leases] == ["run"]

