@@ -63,7 +63,7 @@ def measure(state_dir: Path, quick: bool) -> tuple[list[float], list[float], str
 def figures(state_dir: Path, quick: bool) -> list[Figure]:
     """The two docker figures, referenced to the native ones of the same run."""
     up, reuse, why = measure(state_dir, quick)
-    skipped = f"docker compose can't run here ({why})" if why else None
+    skipped = f"docker compose can't run here ({why})" if why else ""
     return [
         Figure(
             "ready.docker",

@@ -204,9 +204,7 @@ def test_two_checkouts_same_ports_refused_own_ports_side_by_side(
     with pytest.raises(PortConflict) as caught:
         second.ensure(owner="user")
     text = str(caught.value)
-    assert (
-        f"port {overrides['pg_port']} for PostgreSQL is held by the testbed containers" in text
-    )
+    assert f"port {overrides['pg_port']} for PostgreSQL is held by the testbed containers" in text
     assert f"compose project {first.settings.project}" in text
     assert f"run `make down` in {first.settings.checkout}" in text
     assert engine_objects(other_name) == []

@@ -372,7 +372,7 @@ def test_e2e_project_names_the_compose_project_and_is_checked() -> None:
     b = backend(Runner({}), E2E_PROJECT="ci-job-7")
     assert b.compose_argv("ps")[5] == "ci-job-7"
     assert b.settings.state_dir.name == "ci-job-7"
-    with pytest.raises(UsageError, match=r"E2E_PROJECT='Bad Name': a project name is 1-63"):
+    with pytest.raises(UsageError, match=r"E2E_PROJECT='Bad Name': a project is 1-63"):
         load_settings({"E2E_PROJECT": "Bad Name"})
 
 
