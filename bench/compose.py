@@ -29,7 +29,7 @@ def measure(state_dir: Path, quick: bool) -> tuple[list[float], list[float], str
     """(up seconds, reuse milliseconds, skip reason): the reason is set when docker can't run."""
     from testbed.services import ensure_up
     from testbed.services.docker import DockerBackend, unavailable
-    from testbed.services.owner import USER
+    from testbed.services.ownership import USER, new_lease
 
     settings = _settings(state_dir)
     why = unavailable(settings, fetch=True)
@@ -42,7 +42,7 @@ def measure(state_dir: Path, quick: bool) -> tuple[list[float], list[float], str
     try:
         for rep in range(up_reps):
             t0 = time.perf_counter()
-            _eps, started = backend.ensure(owner=USER)
+            _eps, started = backend.ensure(new_lease(USER, None))
             up.append(time.perf_counter() - t0)
             assert started, "compose up reused containers it should have started"
             log(f"  docker compose up to healthy {rep + 1}: {up[-1]:.3f} s")

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from testbed.config import load_settings
-from testbed.errors import ForeignTarget, UsageError
+from testbed.errors import ForeignTarget, InUse, UsageError
 from testbed.services import Endpoints, ServiceStatus, acquire, choose
 from testbed.services import docker as docker_mod
-from testbed.services.ownership import Lease, Record, StateDir, Store
+from testbed.services.ownership import (
+    RUN,
+    Lease,
+    ProcessIdentity,
+    Record,
+    StateDir,
+    Store,
+    new_lease,
+)
 
 PG = "postgresql://opsdesk_e2e@127.0.0.1:15433/opsdesk_e2e"
 REDIS = "redis://127.0.0.1:16380/0"
@@ -139,3 +148,26 @@ def test_own_services_never_use_the_dev_ports(
 ) -> None:
     with pytest.raises(ForeignTarget, match=f"port {port}"):
         choose(load_settings({"E2E_BACKEND": backend, var: port}))
+
+
+def test_services_in_use_on_one_backend_are_not_replaced_by_the_other(
+    engine: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings({"E2E_BACKEND": "docker"})
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        holder = ProcessIdentity.of(sleeper.pid)
+        assert holder is not None
+        StateDir(settings.state_dir).prepare(project=settings.project)
+        record = Record(backend="native", project=settings.project)
+        record.set_leases([new_lease(RUN, holder)])
+        Store(settings.state_dir, settings.cache_dir / "x.lock").write(record)
+        monkeypatch.setattr(
+            "testbed.services.docker.DockerBackend.ensure",
+            lambda self, lease: pytest.fail("the docker backend must not start"),
+        )
+        with pytest.raises(InUse, match=r"native services are in use by run pid \d+"):
+            acquire(settings)
+    finally:
+        sleeper.kill()
+        sleeper.wait()

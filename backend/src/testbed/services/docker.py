@@ -274,9 +274,7 @@ class DockerBackend:
             self.store.write(record)
             try:
                 eps = self._start(images)
-            except BaseException:  # Ctrl-C included: leave no half-started containers
-                with contextlib.suppress(Exception):
-                    self._take_down(self.containers(), "", quiet=True)
+            except BaseException:
                 StateDir(self.state_dir).remove()
                 raise
             record.update(pg_version=eps.pg_version, redis_version=eps.redis_version)
@@ -308,11 +306,16 @@ class DockerBackend:
         with port_lock((s.pg_port, s.redis_port), timeout=2 * s.wait_timeout + 30, say=self.say):
             self._check_port(s.pg_port, "PostgreSQL", "E2E_PG_PORT")
             self._check_port(s.redis_port, "Valkey", "E2E_REDIS_PORT")
-            self._compose(self.up_argv(), "docker compose up", s.wait_timeout + 120, images)
-            t = s.wait_timeout
-            pg = health.wait_postgres(self.database_url, t)
-            eps = self._endpoints(pg, health.wait_redis(self.redis_url, t))
-        _check_majors(eps, images)
+            try:
+                self._compose(self.up_argv(), "docker compose up", s.wait_timeout + 120, images)
+                t = s.wait_timeout
+                pg = health.wait_postgres(self.database_url, t)
+                eps = self._endpoints(pg, health.wait_redis(self.redis_url, t))
+                _check_majors(eps, images)
+            except BaseException:  # Ctrl-C included: leave no half-started containers
+                with contextlib.suppress(Exception):
+                    self._take_down(self.containers(), "", quiet=True)
+                raise
         return eps
 
     def _refuse_other_ports(self, rows: list[Container]) -> None:
