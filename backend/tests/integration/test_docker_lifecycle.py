@@ -26,11 +26,12 @@ from conftest import RESERVED
 
 from testbed.config import Settings, default_state_root, load_settings
 from testbed.errors import PortConflict, ServicesUnavailable
-from testbed.services import ensure_up, resolve_backend_name
+from testbed.services import acquire, resolve_backend_name
 from testbed.services.containers import engine_objects
 from testbed.services.docker import DockerBackend, unavailable
 from testbed.services.engine import engine_problem
 from testbed.services.images import PG_VERSION, VALKEY_VERSION
+from testbed.services.ownership import USER, new_lease
 from testbed.services.ports import is_free
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -104,9 +105,10 @@ def assert_nothing_left(settings: Settings) -> None:
     assert is_free(settings.redis_port)
 
 
-def test_up_reuse_down(docker: DockerBackend) -> None:
+def test_up_reuse_release(docker: DockerBackend) -> None:
     s = docker.settings
-    eps, started = ensure_up(s)
+    first = acquire(s)
+    eps, started = first.endpoints, first.started
     assert started is True
     # Docker and native run the same server versions.
     assert (eps.backend, eps.pg_version, eps.redis_version) == (
@@ -116,23 +118,28 @@ def test_up_reuse_down(docker: DockerBackend) -> None:
     )
     rows = docker.containers()
     assert {r.service for r in rows} == {"postgres-e2e", "redis-e2e"}
-    assert all(r.owner.startswith(f"run {socket.gethostname()} {os.getpid()} ") for r in rows)
-    assert all(r.checkout == str(s.checkout) for r in rows)
-    # The network is labelled too: reap finds one a killed run left without containers.
-    fmt = '{{index .Labels "dev.testbed.owner"}}'
+    # The labels name the checkout and the state dir whose record says who uses them.
+    assert all((r.checkout, r.state_dir) == (str(s.checkout), str(s.state_dir)) for r in rows)
+    record = docker.store.read()
+    assert [x.holder.pid for x in record.leases() if x.holder] == [os.getpid()]
+    fmt = '{{index .Labels "dev.testbed.state-dir"}}'
     net = subprocess.run(
         ["docker", "network", "inspect", "--format", fmt, f"{s.project}_default"],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert net.stdout.strip() == rows[0].owner
+    assert net.stdout.strip() == str(s.state_dir)  # reap finds a network left bare
     assert docker.status().healthy
-    assert ensure_up(s) == (eps, False)  # healthy containers of a live run: reused
-    assert docker.reap() == []  # nor are they reaped
-    docker.down()
+    second = acquire(s)  # another run: reuses them
+    assert (second.endpoints, second.started) == (eps, False)
+    assert docker.reap() == []  # in use: not reaped
+    assert first.release() is False  # the other run still uses them
+    assert docker.running() is not None
+    assert second.release() is True  # the last lease takes them down
     assert_nothing_left(s)
-    docker.down()  # idempotent
+    assert not s.state_dir.exists()
+    assert docker.down() == "no services of this checkout"  # idempotent
 
 
 def run_and_kill(overrides: dict[str, Any], docker: DockerBackend) -> list[str]:
@@ -151,7 +158,7 @@ def run_and_kill(overrides: dict[str, Any], docker: DockerBackend) -> list[str]:
         child.wait()
     rows = docker.containers()
     assert [r.state for r in rows] == ["running", "running"], "containers outlive a killed run"
-    assert all(r.owner.split()[2] == str(child.pid) for r in rows)
+    assert [x.holder.pid for x in docker.store.read().leases() if x.holder] == [child.pid]
     return [r.id for r in rows]
 
 
@@ -165,17 +172,15 @@ def test_reap_removes_a_killed_runs_containers_and_network(
     assert_nothing_left(docker.settings)
 
 
-def test_next_run_replaces_a_killed_runs_containers(
+def test_next_run_takes_over_a_killed_runs_containers(
     overrides: dict[str, Any], docker: DockerBackend
 ) -> None:
     old = run_and_kill(overrides, docker)
-    said: list[str] = []
-    backend = DockerBackend(docker.settings, say=said.append)
-    _, started = backend.ensure()
-    assert started is True  # so this run's teardown removes them
-    assert said[0].startswith("removing the containers of a killed run")
-    assert not set(old) & {r.id for r in docker.containers()}
-    backend.down()
+    hold = acquire(docker.settings)
+    assert hold.started is False  # healthy: reused, not restarted
+    assert {r.id for r in docker.containers()} == set(old)
+    assert [x.id for x in docker.store.read().leases()] == [hold.lease.id]  # the dead one went
+    assert hold.release() is True  # and this run's end takes them down
     assert_nothing_left(docker.settings)
 
 
@@ -185,7 +190,7 @@ def test_port_conflict_names_the_holder_and_leaves_nothing(docker: DockerBackend
         holder.bind(("127.0.0.1", s.redis_port))
         holder.listen()
         with pytest.raises(PortConflict) as caught:
-            docker.ensure(owner="user")
+            docker.up()
     text = str(caught.value)
     assert f"port {s.redis_port} for Valkey is held by pid {os.getpid()}" in text, text
     assert "E2E_REDIS_PORT" in text
@@ -196,13 +201,13 @@ def test_two_checkouts_same_ports_refused_own_ports_side_by_side(
     overrides: dict[str, Any], docker: DockerBackend, tmp_path: Path
 ) -> None:
     first = docker
-    first.ensure(owner="user")
+    first.up()
     other_name = f"it-e2e-{uuid.uuid4().hex[:8]}"
     shutil.copy(first.settings.compose_file, tmp_path / first.settings.compose_file.name)
     same_ports = {**overrides, "project": other_name, "checkout": str(tmp_path)}
     second = DockerBackend(load_settings(clean_env(), **same_ports), say=lambda m: None)
     with pytest.raises(PortConflict) as caught:
-        second.ensure(owner="user")
+        second.up()
     text = str(caught.value)
     assert f"port {overrides['pg_port']} for PostgreSQL is held by the testbed containers" in text
     assert f"compose project {first.settings.project}" in text
@@ -213,7 +218,7 @@ def test_two_checkouts_same_ports_refused_own_ports_side_by_side(
     own = {**same_ports, "pg_port": low_free_port(taken), "redis_port": low_free_port(taken)}
     second = DockerBackend(load_settings(clean_env(), **own), say=lambda m: None)
     try:
-        assert second.ensure(owner="user")[1] is True
+        assert second.ensure(new_lease(USER, None))[1] is True
         assert first.running() is not None
         assert second.running() is not None
     finally:
@@ -233,5 +238,5 @@ def test_auto_falls_back_when_the_engine_cannot_provide(
     assert line.count("\n") == 1
     explicit = load_settings(env, **overrides)
     with pytest.raises(ServicesUnavailable, match=f"image {missing} is missing"):
-        DockerBackend(explicit, say=lambda m: None).ensure(owner="user")
+        DockerBackend(explicit, say=lambda m: None).up()
     assert engine_objects(explicit.project) == []
