@@ -12,7 +12,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from testbed.services.ownership import (
     StateDir,
     Store,
     new_lease,
+    new_record,
     release_lease,
     request_down,
 )
@@ -283,17 +283,12 @@ class DockerBackend:
             return eps, True
 
     def _record(self, images: Images | None, eps: Endpoints | None) -> Record:
-        s = self.settings
-        record = Record(
-            backend=self.name,
-            project=s.project,
-            checkout=str(s.checkout),
-            state_dir=str(self.state_dir),
-            pg_port=s.pg_port,
-            redis_port=s.redis_port,
+        record = new_record(
+            self.name,
+            self.settings,
+            self.state_dir,
             database_url=self.database_url,
             redis_url=self.redis_url,
-            started_at=time.time(),
         )
         if images is not None:
             record["images"] = {"postgres": images.postgres, "redis": images.redis}

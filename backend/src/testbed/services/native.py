@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +26,7 @@ from testbed.services.ownership import (
     StateDir,
     Store,
     new_lease,
+    new_record,
     release_lease,
     request_down,
 )
@@ -258,17 +258,13 @@ class NativeBackend:
             path.mkdir(mode=0o755)
             chown(path, run_as)
         pgdata.copy_template(prepared.template, pg_dir / "data")
-        record = Record(
-            backend=self.name,
-            project=s.project,
-            checkout=str(s.checkout),
-            state_dir=str(self.state_dir),
-            pg_port=s.pg_port,
-            redis_port=s.redis_port,
+        record = new_record(
+            self.name,
+            s,
+            self.state_dir,
             pg_source=pg.source,
             valkey_source=valkey.source,
             user=run_as.name if run_as else None,
-            started_at=time.time(),
         )
         record.set_leases(leases)
         # Written before the servers exist, and after each: a holder killed meanwhile leaves

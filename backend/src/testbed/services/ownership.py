@@ -15,11 +15,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from testbed.errors import ServicesUnavailable, UsageError
+
+if TYPE_CHECKING:
+    from testbed.config import Settings
 
 MARKER = ".testbed-state"  # in every state dir testbed made (or adopted while empty)
 RECORD = "state.json"
@@ -342,6 +345,20 @@ class Store:
         tmp = self.dir.path / f"{RECORD}.tmp"
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         tmp.replace(self.dir.path / RECORD)
+
+
+def new_record(backend: str, settings: Settings, state_dir: Path, **extra: Any) -> Record:
+    """The record of an instance about to start: backend, project, checkout, state dir, ports."""
+    return Record(
+        backend=backend,
+        project=settings.project,
+        checkout=str(settings.checkout),
+        state_dir=str(state_dir),
+        pg_port=settings.pg_port,
+        redis_port=settings.redis_port,
+        started_at=time.time(),
+        **extra,
+    )
 
 
 def read_record(state_dir: Path) -> Record:
