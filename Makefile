@@ -139,4 +139,4 @@ soak: deps
 .PHONY: clean  ## Stop services, reap leftovers, remove .venv and caches
 clean:
 	@if [ -x $(BIN)/python ]; then $(TESTBED) down || true; $(TESTBED) reap || true; fi
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache .mypy_cache backend/.ruff_cache backend/.mypy_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(VENV).lock $(BENCH_VENV).lock .pytest_cache .ruff_cache .mypy_cache backend/.ruff_cache backend/.mypy_cache
