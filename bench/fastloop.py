@@ -174,12 +174,13 @@ def run(ctx: Context) -> list[Figure]:
             targets=[Target("value", "<=", 8.0, "≤ 8 s")],
             note="`make e2e` end to end with dependencies installed, binaries and template "
             f"cached, services down; own ports and state dir; median of {reps}.{phase_note}",
-            why="The fixed costs add up before a test runs: the controller and each worker "
-            "start Python and import pytest's installed plugins, the app (SQLAlchemy, mcp) and "
-            "the suite; services start; the workers create their schemas. The tests then "
-            "take about 9 s of CPU on 2 cores, two of them spawning processes of their own (the "
-            "stdio MCP server, a nested pytest run). Fewer plugins loaded per process, lighter "
-            "imports in the app and cheaper subprocess tests would close it; see "
+            why="Two parts: the suite's own test time (its tests' durations summed, halved "
+            "at best by two workers, and a few tests start Python processes of their own: the "
+            "stdio MCP server, a nested pytest run), and the fixed cost around it: services "
+            "up and down, the controller, then each worker starting Python, loading the plugins "
+            "and collecting the suite before its first test (compare the time-to-first-test "
+            "figures at -n 0 and -n 2). Cheaper subprocess tests, lighter app imports at "
+            "collection and starting the services while pytest starts would cut it; see "
             "docs/benchmarks.md for the profile.",
         ),
         Figure(
