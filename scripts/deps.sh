@@ -12,6 +12,9 @@
 if [ -z "${DEPS_LOCKED:-}" ] && command -v flock >/dev/null 2>&1; then
   DEPS_LOCKED=1 exec flock "${VENV:-.venv}.lock" "$0" "$@"
 fi
+# make exports PYTHONPYCACHEPREFIX=$VENV/pycache: the interpreter checks below would write bytecode
+# there and so create $VENV before it is a virtualenv, which this script then refuses to touch.
+unset PYTHONPYCACHEPREFIX
 requested=${PYTHON:-}
 : "${PYTHON:=python3}" "${VENV:=.venv}"
 UV_VERSION=0.13.8
