@@ -14,7 +14,7 @@ import pytest
 from fake_docker import COMPOSE_F, PS, Runner, backend, engine_ok, pair, row
 
 from testbed.errors import InUse, PortConflict, ServicesUnavailable
-from testbed.services import docker
+from testbed.services import containers, docker
 from testbed.services.docker import DockerBackend
 from testbed.services.images import LOCAL_PG, LOCAL_REDIS
 from testbed.services.ownership import (
@@ -34,7 +34,7 @@ def healthy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("testbed.health.wait_postgres", lambda url, t, **k: "16.15")
     monkeypatch.setattr("testbed.health.wait_redis", lambda url, t, **k: "8.1.8")
     monkeypatch.setattr(docker, "port_lock", lambda *a, **k: nullcontext())
-    monkeypatch.setattr(docker, "is_free", lambda port: True)
+    monkeypatch.setattr(containers, "is_free", lambda port: True)
 
 
 class Engine:
@@ -194,7 +194,7 @@ def test_a_server_of_another_major_is_refused_and_taken_down(
 def test_port_held_by_another_checkouts_container_names_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(docker, "is_free", lambda port: port != 15433)
+    monkeypatch.setattr(containers, "is_free", lambda port: port != 15433)
     theirs = row("postgres-e2e", 15433, project="shop-e2e-0badc0de", checkout="/src/theirs")
 
     def ps(argv: list[str]) -> tuple[int, str, str]:

@@ -7,12 +7,18 @@ in a label (testbed.services.ownership), as for native services.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from testbed.binaries import Say
+from testbed.errors import PortConflict
 from testbed.services.engine import ENGINE_TIMEOUT, Runner, run
+from testbed.services.identity import suggest_ports
 from testbed.services.ownership import Record, Store, read_record
+from testbed.services.ports import check_free, is_free
 
 if TYPE_CHECKING:
     from testbed.services.docker import DockerBackend
@@ -144,3 +150,49 @@ def reap_networks(backend: DockerBackend) -> list[str]:
         if backend.runner(["docker", "network", "rm", name], timeout=30).returncode == 0:
             removed.append(f"network {name}")
     return removed
+
+
+def report_dead(runner: Runner, rows: list[Container], say: Say) -> None:
+    """Print the log tail of containers that died, before `down` removes them and it."""
+    for row in rows:
+        if row.state in ("running", "created"):
+            continue
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            logs = runner(["docker", "logs", "--tail", "20", row.id], timeout=15)
+            tail = (logs.stdout + logs.stderr).strip().splitlines()[-20:]
+            text = "\n".join(f"    {line}" for line in tail) or "    (empty log)"
+            say(f"container {row.name} is {row.status.lower()}; its log ends with:\n{text}")
+
+
+def check_port(backend: DockerBackend, port: int, service: str, env: str) -> None:
+    """Raise PortConflict unless 127.0.0.1:port is free, naming the holder: another checkout's
+    containers (their project and checkout), else the process (pid and command line)."""
+    if is_free(port):
+        return
+    holders = [r for r in backend.containers(every=True) if r.publishes(port)]
+    if not holders:
+        check_free(port, service=service, env=env)  # not a container of ours: name it
+        return
+    other = holders[0]
+    where = f"in {other.checkout}" if other.checkout else "in that checkout"
+    s = backend.settings
+    raise PortConflict(
+        f"port {port} for {service} is held by the testbed containers of another checkout "
+        f"(container {other.name}, compose project {other.project}): run `make down` {where}, "
+        f"or use other ports: {suggest_ports(s.pg_port, s.redis_port)}",
+        port=port,
+        holder=f"container {other.name}",
+    )
+
+
+def write_logs(runner: Runner, rows: list[Container], state_dir: Path) -> dict[str, Path]:
+    """Write each container's output to <state_dir>/postgres.log and valkey.log; return them."""
+    found: dict[str, Path] = {}
+    for row in rows:
+        name = SERVICE_LOGS.get(row.service)
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            proc = runner(["docker", "logs", "--timestamps", row.id], timeout=30)
+            if name is not None and proc.returncode == 0:
+                found[name] = state_dir / f"{name}.log"
+                found[name].write_text(proc.stdout + proc.stderr)
+    return found

@@ -16,30 +16,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from testbed import guard, health
-from testbed.binaries import PG_MAJOR, VALKEY_MAJOR, Say
+from testbed.binaries import Say
 from testbed.config import Settings
-from testbed.errors import InUse, PortConflict, ServicesUnavailable
+from testbed.errors import InUse, ServicesUnavailable
 from testbed.services import Endpoints, ServiceStatus
 from testbed.services.containers import (
     COMPOSE_PROJECT,
     LABEL,
     PS_FORMAT,
-    SERVICE_LOGS,
     Container,
+    check_port,
     reap_projects,
+    report_dead,
+    write_logs,
 )
 from testbed.services.engine import (
     ENGINE_TIMEOUT,
     INSTALL,
     Images,
     Runner,
+    check_majors,
     compose_command,
     engine_problem,
     engine_version,
     resolve_images,
     run,
 )
-from testbed.services.identity import suggest_ports
 from testbed.services.ownership import (
     USER,
     Lease,
@@ -52,7 +54,6 @@ from testbed.services.ownership import (
     request_down,
 )
 from testbed.services.portlock import port_lock
-from testbed.services.ports import check_free, is_free
 
 REDIS_DATABASES = 64  # must match --databases in docker-compose-e2e.yml
 
@@ -206,17 +207,9 @@ class DockerBackend:
     def logs(self) -> dict[str, Path]:
         """The containers' output so far, written to the state dir by service (its tail is shown
         and the file kept when a service dies); the containers go with `down`, these stay."""
-        found: dict[str, Path] = {}
         if not StateDir(self.state_dir).is_ours():
-            return found
-        for row in self.containers():
-            name = SERVICE_LOGS.get(row.service)
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                proc = self.runner(["docker", "logs", "--timestamps", row.id], timeout=30)
-                if name is not None and proc.returncode == 0:
-                    found[name] = self.state_dir / f"{name}.log"
-                    found[name].write_text(proc.stdout + proc.stderr)
-        return found
+            return {}
+        return write_logs(self.runner, self.containers(), self.state_dir)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def require(self, *, fetch: bool) -> Images:
@@ -299,14 +292,14 @@ class DockerBackend:
     def _start(self, images: Images) -> Endpoints:
         s = self.settings
         with port_lock((s.pg_port, s.redis_port), timeout=2 * s.wait_timeout + 30, say=self.say):
-            self._check_port(s.pg_port, "PostgreSQL", "E2E_PG_PORT")
-            self._check_port(s.redis_port, "Valkey", "E2E_REDIS_PORT")
+            check_port(self, s.pg_port, "PostgreSQL", "E2E_PG_PORT")
+            check_port(self, s.redis_port, "Valkey", "E2E_REDIS_PORT")
             try:
                 self._compose(self.up_argv(), "docker compose up", s.wait_timeout + 120, images)
                 t = s.wait_timeout
                 pg = health.wait_postgres(self.database_url, t)
                 eps = self._endpoints(pg, health.wait_redis(self.redis_url, t))
-                _check_majors(eps, images)
+                check_majors(eps, images)
             except BaseException:  # Ctrl-C included: leave no half-started containers
                 with contextlib.suppress(Exception):
                     self._take_down(self.containers(), "", quiet=True)
@@ -320,24 +313,6 @@ class DockerBackend:
                 f"this checkout's containers already run on other ports ({ports}): use those "
                 "ports (E2E_PG_PORT / E2E_REDIS_PORT), or run `make down` first to move them"
             )
-
-    def _check_port(self, port: int, service: str, env: str) -> None:
-        if is_free(port):
-            return
-        holders = [r for r in self.containers(every=True) if r.publishes(port)]
-        if not holders:
-            check_free(port, service=service, env=env)  # not a container of ours: name it
-            return
-        other = holders[0]
-        where = f"in {other.checkout}" if other.checkout else "in that checkout"
-        raise PortConflict(
-            f"port {port} for {service} is held by the testbed containers of another "
-            f"checkout (container {other.name}, compose project {other.project}): run "
-            f"`make down` {where}, or use other ports: "
-            f"{suggest_ports(self.settings.pg_port, self.settings.redis_port)}",
-            port=port,
-            holder=f"container {other.name}",
-        )
 
     def _compose(self, argv: list[str], what: str, timeout: float, images: Images | None) -> None:
         try:
@@ -358,7 +333,7 @@ class DockerBackend:
     ) -> list[str]:
         """`compose down` of a project of ours (any checkout's), dead containers' log tails
         first; its state dir goes too when ours. Returns what was removed, and why."""
-        self._report_dead(rows)
+        report_dead(self.runner, rows, self.say)
         self._compose(self.down_argv(project), "docker compose down", 120, None)
         removed = [f"container {r.name} ({why})" for r in rows]
         return removed + (StateDir(state_dir).remove() if state_dir else [])
@@ -367,18 +342,6 @@ class DockerBackend:
         if rows and not quiet:
             self.say(f"removing this checkout's containers: {why}")
         self.take_down(self.settings.project, rows, why, None)
-
-    def _report_dead(self, rows: list[Container]) -> None:
-        """Print the log tail of containers that died, before `down` removes them and it."""
-        for row in rows:
-            if row.state in ("running", "created"):
-                continue
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                logs = self.runner(["docker", "logs", "--tail", "20", row.id], timeout=15)
-                tail = (logs.stdout + logs.stderr).strip().splitlines()[-20:]
-                text = "\n".join(f"    {line}" for line in tail) or "    (empty log)"
-                what = f"container {row.name} is {row.status.lower()}"
-                self.say(f"{what}; its log ends with:\n{text}")
 
     def release(self, lease_id: str, *, keep: bool = False) -> bool:
         """End a lease; take the containers down when it was the last one. True if they went."""
@@ -440,16 +403,3 @@ class DockerBackend:
         if engine_problem(self.runner) is not None:
             return []
         return reap_projects(self)
-
-
-def _check_majors(eps: Endpoints, images: Images) -> None:
-    """Refuse servers that are not PostgreSQL 16 and Valkey 8 (an E2E_*_IMAGE of another major)."""
-    for what, version, major, image, env in (
-        ("PostgreSQL", eps.pg_version, PG_MAJOR, images.postgres, "E2E_PG_IMAGE"),
-        ("Valkey", eps.redis_version, VALKEY_MAJOR, images.redis, "E2E_REDIS_IMAGE"),
-    ):
-        if version.split(".", 1)[0] != str(major):
-            raise ServicesUnavailable(
-                f"image {image} runs {what} {version}, not {major}.x; set {env} to a "
-                f"{what} {major} image (or unset it for the default)"
-            )

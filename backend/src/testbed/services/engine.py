@@ -14,7 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.binaries import PG_MAJOR, VALKEY_MAJOR
 from testbed.config import Settings
+from testbed.errors import ServicesUnavailable
+from testbed.services import Endpoints
 from testbed.services.images import LOCAL_PG, LOCAL_REDIS, OFFICIAL_PG, OFFICIAL_REDIS, candidates
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -183,3 +186,16 @@ def resolve_images(
     if redis is None:
         return None, why
     return Images(pg, redis), ""
+
+
+def check_majors(eps: Endpoints, images: Images) -> None:
+    """Refuse servers that are not PostgreSQL 16 and Valkey 8 (an E2E_*_IMAGE of another major)."""
+    for what, version, major, image, env in (
+        ("PostgreSQL", eps.pg_version, PG_MAJOR, images.postgres, "E2E_PG_IMAGE"),
+        ("Valkey", eps.redis_version, VALKEY_MAJOR, images.redis, "E2E_REDIS_IMAGE"),
+    ):
+        if version.split(".", 1)[0] != str(major):
+            raise ServicesUnavailable(
+                f"image {image} runs {what} {version}, not {major}.x; set {env} to a "
+                f"{what} {major} image (or unset it for the default)"
+            )
