@@ -319,3 +319,26 @@ def test_a_state_dir_of_an_older_testbed_is_adopted_by_identity(tmp_path: Path) 
         for proc in (ours, stranger):
             proc.kill()
             proc.wait()
+
+
+def test_a_server_that_rewrites_its_title_while_starting_is_not_called_dead() -> None:
+    """Valkey rewrites its title as it starts: the startup check goes by pid and start time."""
+    import subprocess
+    import time as _time
+
+    from testbed.services.ownership import ProcessIdentity
+
+    # sh shows "sh -c ..." until it execs sleep: the title changes, the process does not.
+    proc = subprocess.Popen(["sh", "-c", "sleep 0.3; exec sleep 5"])
+    try:
+        recorded = ProcessIdentity.of(proc.pid)
+        assert recorded is not None
+        deadline = _time.monotonic() + 5
+        while recorded.alive() and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        assert not recorded.alive(), "the title never changed; the test proves nothing"
+        assert recorded.same_process()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not recorded.same_process()

@@ -289,13 +289,16 @@ class NativeBackend:
         procs = record.processes()
         eps = self._endpoints(record)
         record["redis_version"] = health.wait_redis(
-            eps.redis_url, s.wait_timeout, log=self.logs()["valkey"], alive=procs["valkey"].alive
+            eps.redis_url,
+            s.wait_timeout,
+            log=self.logs()["valkey"],
+            alive=procs["valkey"].same_process,
         )
         record["pg_version"] = health.wait_postgres(
             eps.database_url,
             s.wait_timeout,
             log=self.logs()["postgres"],
-            alive=procs["postgres"].alive,
+            alive=procs["postgres"].same_process,
         )
         self._verify_ours(eps, pg_dir / "data", procs["valkey"].pid)
         record.update(database_url=eps.database_url, redis_url=eps.redis_url)

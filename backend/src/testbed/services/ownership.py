@@ -79,6 +79,15 @@ class ProcessIdentity:
         # and pid matched, which a reused pid cannot fake within one boot.
         return now.titles[0] in self.titles or now.titles[0] == ""
 
+    def same_process(self) -> bool:
+        """True while pid is the live process with the recorded start time, whatever its title.
+
+        For the moments right after we started it: Valkey rewrites its title while it starts,
+        so a title check then would call our own server dead.
+        """
+        now = ProcessIdentity.of(self.pid)
+        return now is not None and now.started == self.started
+
     def stopped(self) -> bool:
         """True when the process is frozen (SIGSTOP)."""
         try:
