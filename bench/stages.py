@@ -13,8 +13,16 @@ from bench.fastloop import make_e2e_env, run_make
 from bench.report import Figure, Target
 
 NAME = "stages"
-# `make test`'s prerequisites in order (nix-tools does nothing outside CI=true).
-STAGES = ("lint", "unit", "integration", "e2e", "reliability")
+# `make test`'s steps in order (its test-steps target; nix-tools does nothing outside CI=true).
+STAGES = (
+    "lint",
+    "unit",
+    "integration",
+    "e2e-native",
+    "e2e-docker",
+    "example",
+    "reliability",
+)
 TOTAL_TARGET_S = 600.0  # make test under 10 minutes on this 2-core machine
 UNIT_TARGET_S = 15.0
 

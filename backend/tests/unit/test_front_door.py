@@ -226,3 +226,15 @@ def test_pytest_runs_may_cache_bytecode_outside_the_tree(
     proc = make(*args, ARGV_LOG=str(log), PYTHONPYCACHEPREFIX=mine)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(Path(f"{log}.env").read_text())["PYTHONPYCACHEPREFIX"] == mine
+
+
+def test_the_bench_times_every_step_of_make_test() -> None:
+    """bench/stages.py reports `make test` by stage: its list is the Makefile's, in order."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.stages import STAGES
+    finally:
+        sys.path.remove(str(ROOT))
+    makefile = (ROOT / "Makefile").read_text()
+    [steps] = re.findall(r"^test-steps:(.*)$", makefile, re.M)
+    assert [s for s in steps.split() if s != "nix-tools"] == list(STAGES)
