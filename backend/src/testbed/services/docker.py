@@ -67,9 +67,10 @@ def engine_answers(runner: Runner = run) -> bool:
     return engine_version(runner)[0] is not None
 
 
-def unavailable(settings: Settings, *, fetch: bool, runner: Runner = run) -> str | None:
+def unavailable(settings: Settings, *, fetch: bool, runner: Runner | None = None) -> str | None:
     """None when the docker backend can run here (or this checkout has containers), else why
     not in one line. fetch: pull a missing image (the services are about to start)."""
+    runner = runner or run
     backend = DockerBackend(settings, runner=runner, say=lambda message: None)
     problem = engine_problem(runner)
     if problem is not None:
