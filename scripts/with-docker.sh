@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 (($#)) || { echo "usage: with-docker.sh COMMAND..." >&2; exit 2; }
 [[ "${CI:-}" == true ]] || exec "$@"
 # `make -n test` runs recipe lines that call $(MAKE), this one included: a dry run provides nothing.
-flags=${MAKEFLAGS%% *}
+flags=${MAKEFLAGS:-}; flags=${flags%% *}
 [[ "$flags" != -* && "$flags" == *n* ]] && exec "$@"
 
 if [[ "${1:-}" != --engine-ready ]]; then
