@@ -108,11 +108,13 @@ UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" UV_PYTHON_DOWNLOADS=never \
 # The lock, exactly, for these groups: remove what it does not list (a leftover pytest plugin
 # would still load in every run). The venv's bootstrap (pip, setuptools, wheel, uv) and the
 # project itself stay: they are not in the export.
+# --color never: output read by a program, never by a person; FORCE_COLOR (which CI sets) would
+# otherwise wrap every package name in escape codes, and every package would look stale.
 export_lock() {
-  UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" "$VENV/bin/uv" export --quiet --frozen --no-hashes \
+  UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" "$VENV/bin/uv" export --color never --quiet --frozen --no-hashes \
     --no-header --no-annotate --no-emit-project --project "$root/backend" "$@"
 }
-stale=$({ export_lock "$@" && echo @@ && "$VENV/bin/uv" pip list --quiet --python "$VENV/bin/python" --format freeze; } |
+stale=$({ export_lock "$@" && echo @@ && "$VENV/bin/uv" pip list --color never --quiet --python "$VENV/bin/python" --format freeze; } |
   awk 'function norm(n) { n = tolower(n); gsub(/[-_.]+/, "-", n); return n }
     $0 == "@@" { installed = 1; next }
     /^-/ || NF == 0 { next }

@@ -12,6 +12,9 @@ PY="$VENV/bin/python"
 N=${N:-2}
 export E2E_REQUIRE_SERVICES=${E2E_REQUIRE_SERVICES:-1}
 unset E2E_INIFILE  # each example's own pyproject.toml, as pytest finds it
+# The apps run one after the other on the same ports: each must stop what it started, or the
+# next one is refused (E2E_KEEP=1 in a CI job's environment would keep the first one's).
+unset E2E_KEEP
 
 read -r pg redis < <("$PY" - <<'PY'
 import os

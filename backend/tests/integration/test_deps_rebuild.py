@@ -20,9 +20,12 @@ UV_VERSION = "0.13.8"
 FAKE_UV = """#!/bin/sh
 if [ "$1" = --version ]; then echo "uv {version}"; exit 0; fi
 echo "$* UV_PYTHON_DOWNLOADS=$UV_PYTHON_DOWNLOADS" >> "{log}"
+# Like uv: FORCE_COLOR colours `pip list` names unless the call says --color never.
+case " $* " in *" --color never "*) color="" ;; *) color="${{FORCE_COLOR:+1}}" ;; esac
+paint() {{ if [ -n "$color" ]; then sed 's/^\\([A-Za-z0-9_.-]*\\)/\\x1b[1m\\1\\x1b[0m/'; else cat; fi; }}
 case "$1 $2" in
   "export "*) cat "{log}.export" 2>/dev/null ;;
-  "pip list") cat "{log}.installed" 2>/dev/null ;;
+  "pip list") cat "{log}.installed" 2>/dev/null | paint ;;
 esac
 """
 
@@ -157,6 +160,39 @@ def test_what_the_lock_does_not_list_is_removed_but_the_bootstrap_stays(
     ]
     assert removal.split()[-3:-1] == ["pytest-postgresql", "factory-boy"]
     assert "removing" in proc.stdout
+
+
+@pytest.mark.parametrize("colour", [{"FORCE_COLOR": "1"}, {"NO_COLOR": "1"}, {}])
+def test_colour_settings_never_make_installed_packages_look_stale(
+    tmp_path: Path, uv_log: Path, colour: dict[str, str]
+) -> None:
+    """FORCE_COLOR=1 (CI sets it) must not colour the names deps.sh compares: nothing removed."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(base_python()).parent}\n")
+    (venv / "bin" / "python").symlink_to(base_python())
+    uv_log.with_name("uv.log.export").write_text("pytest==8.4.2\nfaker==37.12.0\n")
+    uv_log.with_name("uv.log.installed").write_text("pytest==8.4.2\nFaker==37.12.0\n")
+    proc = run_deps(uv_log, venv, **colour)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "removing" not in proc.stdout
+    assert not [line for line in uv_log.read_text().splitlines() if "uninstall" in line]
+
+
+def test_the_pinned_uv_prints_plain_names_under_force_color() -> None:
+    """The real uv honours --color never over FORCE_COLOR, which the stand-in above relies on."""
+    uv = Path(sys.prefix) / "bin" / "uv"
+    if not uv.exists():
+        pytest.skip("no uv in this venv (make deps installs it)")
+    listing = subprocess.run(
+        [str(uv), "pip", "list", "--color", "never", "--format", "freeze", "--python", sys.executable],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"FORCE_COLOR": "1"},
+        check=True,
+    ).stdout
+    assert "pytest==" in listing
+    assert "\x1b" not in listing
 
 
 def test_two_runs_at_once_rebuild_once(tmp_path: Path, uv_log: Path) -> None:
