@@ -22,7 +22,9 @@ if [ "$1" = --version ]; then echo "uv {version}"; exit 0; fi
 echo "$* UV_PYTHON_DOWNLOADS=$UV_PYTHON_DOWNLOADS" >> "{log}"
 # Like uv: FORCE_COLOR colours `pip list` names unless the call says --color never.
 case " $* " in *" --color never "*) color="" ;; *) color="${{FORCE_COLOR:+1}}" ;; esac
-paint() {{ if [ -n "$color" ]; then sed 's/^\\([A-Za-z0-9_.-]*\\)/\\x1b[1m\\1\\x1b[0m/'; else cat; fi; }}
+paint() {{
+  if [ -n "$color" ]; then sed 's/^\\([A-Za-z0-9_.-]*\\)/\\x1b[1m\\1\\x1b[0m/'; else cat; fi
+}}
 case "$1 $2" in
   "export "*) cat "{log}.export" 2>/dev/null ;;
   "pip list") cat "{log}.installed" 2>/dev/null | paint ;;
@@ -182,10 +184,11 @@ def test_colour_settings_never_make_installed_packages_look_stale(
 def test_the_pinned_uv_prints_plain_names_under_force_color() -> None:
     """The real uv honours --color never over FORCE_COLOR, which the stand-in above relies on."""
     uv = Path(sys.prefix) / "bin" / "uv"
+    py = sys.executable
     if not uv.exists():
         pytest.skip("no uv in this venv (make deps installs it)")
     listing = subprocess.run(
-        [str(uv), "pip", "list", "--color", "never", "--format", "freeze", "--python", sys.executable],
+        [str(uv), "pip", "list", "--color", "never", "--format", "freeze", "--python", py],
         capture_output=True,
         text=True,
         env=os.environ | {"FORCE_COLOR": "1"},
