@@ -7,6 +7,7 @@ whose `pytest` records its arguments, so they cost a few process starts and no s
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -242,7 +243,7 @@ def test_the_bench_times_every_step_of_make_test() -> None:
 
 def _plugin_choices(argv: list[str]) -> list[str]:
     """The values of every `-p NAME` in argv that name pytest-randomly."""
-    return [b for a, b in zip(argv, argv[1:], strict=False) if a == "-p" and "randomly" in b]
+    return [b for a, b in itertools.pairwise(argv) if a == "-p" and "randomly" in b]
 
 
 @pytest.mark.parametrize("choice", ["no:randomly", "randomly"])
