@@ -241,7 +241,10 @@ class DockerBackend:
                 eps = self.running(rows)
                 if eps is not None:
                     if record.get("backend") != "docker":
-                        record = self._record(None, eps)  # its record was lost: ours again
+                        # Its record was lost, with its state dir too when that was wiped (a
+                        # CI job's container, a reboot's /dev/shm): ours again, in a new one.
+                        StateDir(self.state_dir).prepare(project=self.settings.project)
+                        record = self._record(None, eps)
                     record.add_lease(lease)
                     self.store.write(record)
                     return eps, False
