@@ -81,8 +81,8 @@ def test_actionlint_catches_a_needs_on_a_missing_job(tmp_path: Path) -> None:
 def test_actionlint_catches_an_undefined_matrix_property(tmp_path: Path) -> None:
     """An expression naming a matrix key that does not exist."""
     root = copy_into(tmp_path, WORKFLOW)
-    edit(root / WORKFLOW, "SHARD: ${{ matrix.group }}/3", "SHARD: ${{ matrix.shard }}/3")
-    assert_fails("actionlint", root, 'property "shard" is not defined')
+    edit(root / WORKFLOW, "python-version: ${{ matrix.python }}", "python-version: ${{ matrix.py }}")
+    assert_fails("actionlint", root, 'property "py" is not defined')
 
 
 def test_actionlint_runs_shellcheck_on_run_blocks(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 from testbed import guard, services
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable, TestbedError
-from testbed.isolation.schema import RunLock
+from testbed.isolation.schema import RunLock, worker_schema
 from testbed.isolation.schema import reap as reap_stale_schemas
 from testbed.isolation.sessions import delete_run_keys, run_redis
-from testbed.isolation.workers import new_run_id, new_seed
+from testbed.isolation.workers import CONTROLLER, new_run_id, new_seed
 from testbed.run import allocation, breaker
 from testbed.services import Endpoints, Hold
 from testbed.services.health import log_tail
@@ -279,6 +279,14 @@ class Controller:
             return None
 
     # Reporting ----------------------------------------------------------------------------
+    def _schemas_line(self) -> str:
+        """One line naming every worker schema this run made, with its setup time."""
+        made = []
+        for worker, seconds in sorted(self.worker_setup.items()):
+            name = worker_schema(self.info.run_id, CONTROLLER if worker == "main" else worker)
+            made.append(f"{name} {seconds:.2f}s")
+        return f"schemas made (schema + tables, dropped at the end): {', '.join(made)}"
+
     def header(self) -> list[str]:
         """Lines for pytest's header: backend, versions, URLs (redacted), seed, timing."""
         info = self.info
@@ -306,7 +314,7 @@ class Controller:
         return lines
 
     def summary(self) -> list[str]:
-        """Lines for the terminal summary: services and per-worker setup timings."""
+        """Lines for the terminal summary: services, the schemas made and their setup times."""
         lines: list[str] = []
         if self.services_seconds is not None:
             how = "started" if self.started else "reused"
@@ -319,7 +327,6 @@ class Controller:
             lines.append("services: left running: another run or `make up` still uses them")
         lines += self.problems
         if self.worker_setup:
-            per = ", ".join(f"{w} {s:.2f}s" for w, s in sorted(self.worker_setup.items()))
-            lines.append(f"worker setup (schema + tables): {per}")
+            lines.append(self._schemas_line())
         lines.append(f"seed: {self.info.seed} (replay: --e2e-seed={self.info.seed})")
         return lines
