@@ -81,9 +81,7 @@ def test_actionlint_catches_a_needs_on_a_missing_job(tmp_path: Path) -> None:
 def test_actionlint_catches_an_undefined_matrix_property(tmp_path: Path) -> None:
     """An expression naming a matrix key that does not exist."""
     root = copy_into(tmp_path, WORKFLOW)
-    edit(
-        root / WORKFLOW, "python-version: ${{ matrix.python }}", "python-version: ${{ matrix.py }}"
-    )
+    edit(root / WORKFLOW, "${{ matrix.python }}", "${{ matrix.py }}")
     assert_fails("actionlint", root, 'property "py" is not defined')
 
 
