@@ -15,7 +15,7 @@ from opsdesk.domains.tasks.models import Task
 from testbed.data.context import DataContext
 from testbed.isolation.pubsub import EventListener
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 pytestmark = pytest.mark.anyio
 
