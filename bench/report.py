@@ -197,7 +197,8 @@ def fmt_spread(fig: Figure) -> str:
     if spread is None:
         return "-"
     low, high = spread
-    how = f"{len(fig.samples)} rounds" if fig.rounds else "IQR"
+    count = len(fig.samples)
+    how = (f"{count} rounds" if count > 1 else "1 round") if fig.rounds else "IQR"
     return f"{fmt(low)}\u2013{fmt(high, fig.unit)} ({how})"
 
 
