@@ -165,11 +165,11 @@ def run(ctx: Context) -> list[Figure]:
     ]
     by["isolation.committed"].targets = [Target("value", "<=", 20.0, "≤ 20 ms/test")]
     notes = {
-        "default": "testbed.isolation.rollback_session: SQLAlchemy's join-a-Session-into-an-"
-        "external-transaction recipe (join_transaction_mode='create_savepoint') on a worker "
-        "schema made by testbed.schema.",
-        "committed": "testbed.isolation.committed_session: real commits, then one TRUNCATE ... "
-        "RESTART IDENTITY CASCADE of every table of the worker schema.",
+        "default": "testbed.isolation.sessions.rollback_session: SQLAlchemy's join-a-Session-"
+        "into-an-external-transaction recipe (join_transaction_mode='create_savepoint') on a "
+        "worker schema made by testbed.isolation.schema.",
+        "committed": "testbed.isolation.sessions.committed_session: real commits, then one "
+        "TRUNCATE ... RESTART IDENTITY CASCADE of every table of the worker schema.",
         "plugin": "The real `e2e_postgres_db` fixture with the whole testbed plugin loaded (its "
         "hooks, per-test seeding and checks): what a test of the E2E suite pays; for context.",
         "naive": "Base.metadata.create_all before and drop_all after every test.",

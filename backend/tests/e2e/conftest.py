@@ -34,8 +34,8 @@ from stdio_server import StdioServer, server_env
 from opsdesk.app import App
 from opsdesk.mcp_server import build_server
 from testbed.fixtures import factory_fixture
+from testbed.isolation.workers import Worker
 from testbed.services import Endpoints
-from testbed.workers import Worker
 
 collect_ignore = ["fixtures"]
 

@@ -17,8 +17,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
+from testbed.isolation.workers import Worker
 from testbed.services import Endpoints
-from testbed.workers import Worker
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams

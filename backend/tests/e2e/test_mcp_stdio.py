@@ -11,8 +11,8 @@ from stdio_server import StdioServer, pipe_transport
 
 from opsdesk.domains.crm.models import Contact
 from opsdesk.domains.tasks.models import Task
-from testbed.data import DataContext
-from testbed.pubsub import EventListener
+from testbed.data.context import DataContext
+from testbed.isolation.pubsub import EventListener
 
 pytestmark = pytest.mark.anyio
 
