@@ -100,6 +100,7 @@ class Controller:
     teardown_seconds: float | None = None
     reaped: list[str] = field(default_factory=list)
     worker_setup: dict[str, float] = field(default_factory=dict)
+    worker_setup_source: dict[str, str] = field(default_factory=dict)  # "built" / "restored"
     problems: list[str] = field(default_factory=list)
     stopped: bool = False
     distributed: bool = False  # xdist workers run the tests (each gets its own database)
@@ -318,7 +319,11 @@ class Controller:
             lines.append("services: left running: another run or `make up` still uses them")
         lines += self.problems
         if self.worker_setup:
-            per = ", ".join(f"{w} {s:.2f}s" for w, s in sorted(self.worker_setup.items()))
+            per = ", ".join(
+                f"{w} {s:.2f}s"
+                + (" (restored)" if self.worker_setup_source.get(w) == "restored" else "")
+                for w, s in sorted(self.worker_setup.items())
+            )
             lines.append(f"worker setup (schema + tables): {per}")
         lines.append(f"seed: {self.info.seed} (replay: --e2e-seed={self.info.seed})")
         return lines
