@@ -13,7 +13,7 @@ from testbed.services import Endpoints
 
 pytest_plugins = ["pytester"]
 
-MIGRATE = '''
+MIGRATE = """
 from pathlib import Path
 
 from alembic import command
@@ -26,7 +26,7 @@ def upgrade(engine):
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
-'''
+"""
 ENV = """
 from alembic import context
 
@@ -84,9 +84,7 @@ def _app(pytester: pytest.Pytester, eps: Endpoints, ini: str = "") -> Path:
     (package / "migrations" / "versions" / "0002.py").write_text(SECOND)
     (pytester.path / "e2e").mkdir()
     (pytester.path / "e2e" / "test_schema.py").write_text(TESTS)
-    pytester.makeini(
-        f"[pytest]\npythonpath = src\ne2e_schema_setup = hotel.migrate:upgrade\n{ini}"
-    )
+    pytester.makeini(f"[pytest]\npythonpath = src\ne2e_schema_setup = hotel.migrate:upgrade\n{ini}")
     env = {
         "E2E_BACKEND": "external",
         "E2E_DATABASE_URL": eps.database_url,
@@ -109,9 +107,9 @@ def _run(pytester: pytest.Pytester, *args: str) -> tuple[list[str], list[dict[st
         "-p", "no:randomly", "-p", "no:cacheprovider", "e2e", *args
     )
     result.assert_outcomes(passed=1)
-    line = next(x for x in result.outlines if x.startswith("worker setup"))
+    line = next(x for x in result.outlines if x.startswith("schemas made"))
     sources = [
-        "restored" if "(restored)" in part else "built"
+        "restored" if part.endswith(" restored") else "built"
         for part in re.split(r",\s*", line.split(":", 1)[1])
     ]
     return sources, [json.loads(x) for x in record.read_text().splitlines()]
@@ -133,7 +131,9 @@ def test_second_run_restores_and_a_changed_migration_rebuilds(
 
     # A changed migration script is a new input: the migrations run, the new column is there.
     script = package / "migrations" / "versions" / "0002.py"
-    script.write_text(script.read_text().replace("REFERENCES rooms", "REFERENCES rooms, nights int"))
+    script.write_text(
+        script.read_text().replace("REFERENCES rooms", "REFERENCES rooms, nights int")
+    )
     rebuilt, third = _run(pytester)
     assert rebuilt == ["built"]
     assert "bookings.nights" in third[0]["columns"]
