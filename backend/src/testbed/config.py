@@ -168,8 +168,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "schema_setup",
-        "a callable module:function(engine) run once per worker schema after the tables are "
-        "created, e.g. Alembic migrations or seed data; its engine selects the worker schema",
+        "a callable module:function(engine) run on a worker schema after the tables are "
+        "created, e.g. Alembic migrations or seed data; its engine selects the worker schema "
+        "(with e2e_schema_cache, later schemas of the same inputs are restored instead)",
         parse_dotted,
     ),
     Option(
