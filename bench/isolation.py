@@ -66,14 +66,19 @@ def run_suite(ctx: Context, contender: str, rep: int) -> list[tuple[float, float
         str(root),
     ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
     if proc.returncode != 0 or not out.exists():
         tail = (proc.stdout + proc.stderr)[-2500:]
-        raise RuntimeError(f"{contender} suite failed (exit {proc.returncode}):\n{tail}")
+        raise RuntimeError(
+            f"{contender} suite failed (exit {proc.returncode}):\n{tail}"
+        )
     data = json.loads(out.read_text())
     walls = {name: end - start for name, start, end in data["times"]}
     pairs = [
-        (walls[f"test_{i:04d}_base"], walls[f"test_{i:04d}_iso"]) for i in range(1, TESTS + 1)
+        (walls[f"test_{i:04d}_base"], walls[f"test_{i:04d}_iso"])
+        for i in range(1, TESTS + 1)
     ]  # pair 0000 paid the session fixtures
     base, iso = sum(b for b, _ in pairs), sum(c for _, c in pairs)
     log(
@@ -87,7 +92,9 @@ def run_suite(ctx: Context, contender: str, rep: int) -> list[tuple[float, float
 def run(ctx: Context) -> list[Figure]:
     """Run every contender's suite (interleaved, reps times) and derive the overhead figures."""
     reps = 1 if ctx.quick else 4
-    slow_reps = 1 if ctx.quick else 2  # naive and pytest-postgresql: 30+ ms/test, noise is small
+    slow_reps = (
+        1 if ctx.quick else 2
+    )  # naive and pytest-postgresql: 30+ ms/test, noise is small
     runs: dict[str, list[list[tuple[float, float]]]] = {c: [] for c in CONTENDERS}
     for rep in range(reps):
         for contender in CONTENDERS:
@@ -142,7 +149,9 @@ def run(ctx: Context) -> list[Figure]:
         "The real `e2e_postgres_db` fixture with the whole testbed plugin loaded (its hooks, "
         "per-test seeding and checks): what a test of the E2E suite pays; for context."
     )
-    by["isolation.naive"].note = "Base.metadata.create_all before and drop_all after every test."
+    by[
+        "isolation.naive"
+    ].note = "Base.metadata.create_all before and drop_all after every test."
     by["isolation.pytest_postgresql"].note = (
         "pytest-postgresql 7.0.2's own `postgresql` fixture over `postgresql_noproc` against the "
         "same server, in a real pytest run: CREATE DATABASE ... TEMPLATE (tables loaded into the "

@@ -89,7 +89,9 @@ def run(ctx: Context) -> list[Figure]:
             reuse.append((time.perf_counter() - t0) * 1e3)
             if started:
                 raise RuntimeError("ensure_up started services it should have reused")
-        log(f"  reuse (ensure_up, healthy): median {sorted(reuse)[len(reuse) // 2]:.2f} ms")
+        log(
+            f"  reuse (ensure_up, healthy): median {sorted(reuse)[len(reuse) // 2]:.2f} ms"
+        )
     finally:
         if settings is not None:
             _down(settings)

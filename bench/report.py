@@ -71,13 +71,17 @@ class Figure:
     unit: str
     samples: list[float]
     better: Better = "lower"
-    value: float | None = None  # the judged headline; median(samples) unless a module sets it
+    value: float | None = (
+        None  # the judged headline; median(samples) unless a module sets it
+    )
     reference: str | None = None  # key of the figure this one is compared with
     targets: list[Target] = field(default_factory=list)
     seconds: float | None = None  # duration of one operation, for the round-trip column
     rtt: Literal["pg", "redis"] = "pg"
     note: str = ""
-    why: str = ""  # explanation + what would close the gap, shown when a target is missed
+    why: str = (
+        ""  # explanation + what would close the gap, shown when a target is missed
+    )
     skipped: str = ""  # non-empty: not measurable here, and why
 
     @property
@@ -127,14 +131,19 @@ def judge(figures: Iterable[Figure]) -> list[Judged]:
             rat = 1.0
         elif ref is not None and value is not None and ref.headline is not None:
             # Compare like with like: a figure in ms against a reference in s.
-            mine, theirs = to_seconds(value, fig.unit), to_seconds(ref.headline, ref.unit)
+            mine, theirs = (
+                to_seconds(value, fig.unit),
+                to_seconds(ref.headline, ref.unit),
+            )
             if mine is None or theirs is None:
                 mine, theirs = value, ref.headline
             rat = ratio(mine, theirs, fig.better)
         floor = by_key.get(RTT_KEYS[fig.rtt])
         seconds = fig.seconds
         if seconds is None and value is not None:
-            seconds = to_seconds(fig.median if fig.median is not None else value, fig.unit)
+            seconds = to_seconds(
+                fig.median if fig.median is not None else value, fig.unit
+            )
         rtts = None
         if seconds is not None and floor is not None and floor.median:
             rtts = seconds / to_seconds(floor.median, floor.unit)  # type: ignore[operator]
@@ -231,7 +240,8 @@ def render_table(judged: Sequence[Judged]) -> str:
     """A fixed-width table for stdout, one block per section."""
     body = rows(judged)
     widths = [
-        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(HEADERS)
+        max(len(h), *(len(r[i]) for r in body)) if body else len(h)
+        for i, h in enumerate(HEADERS)
     ]
     line = "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))
     parts = [line, "-" * len(line)]
@@ -240,7 +250,9 @@ def render_table(judged: Sequence[Judged]) -> str:
         if j.figure.section != section:
             section = j.figure.section
             parts.append(f"[{section}]")
-        parts.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        parts.append(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        )
     return "\n".join(parts)
 
 
@@ -286,17 +298,32 @@ def render_markdown(judged: Sequence[Judged], meta: Mapping[str, Any]) -> str:
     ]
     for r in rows(judged):
         md.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
-    notes = [f"- **{j.figure.label}**: {j.figure.note}" for j in judged if j.figure.note]
+    notes = [
+        f"- **{j.figure.label}**: {j.figure.note}" for j in judged if j.figure.note
+    ]
     if notes:
         md += ["", "## Notes", "", *notes]
     for name, prof in (meta.get("profiles") or {}).items():
-        md += ["", f"## Profile: factories, {name} (cProfile, top cost centres by own time)", ""]
+        md += [
+            "",
+            f"## Profile: factories, {name} (cProfile, top cost centres by own time)",
+            "",
+        ]
         for side in ("ours", "factory_boy"):
             share = prof.get(f"faker_share_{side}", 0.0)
-            md += [f"{side} (Faker: {share:.0%} of the time):", "", "```", prof[side], "```", ""]
+            md += [
+                f"{side} (Faker: {share:.0%} of the time):",
+                "",
+                "```",
+                prof[side],
+                "```",
+                "",
+            ]
     missed = misses(judged)
     md += ["", "## Missed targets", ""]
-    md += [f"- {m}" for m in missed] if missed else ["None: every measured target holds."]
+    md += (
+        [f"- {m}" for m in missed] if missed else ["None: every measured target holds."]
+    )
     return "\n".join(md) + "\n"
 
 

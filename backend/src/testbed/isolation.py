@@ -71,18 +71,18 @@ class WorkerDatabase:
         if self.templates is None:
             self._build()
         else:
-            self.setup_source, seeded = self.templates.create(
+            self.setup_source, self.seeded = self.templates.create(
                 self.database_url, self.worker.schema, self._build, self.engine
             )
-            self.seeded = seeded if self.setup is not None else frozenset()
         self.setup_seconds = time.perf_counter() - started
 
-    def _build(self) -> None:
+    def _build(self) -> frozenset[str]:
         schema.create(self.engine, self.worker.schema, self.metadata)
         if self.setup is not None:
             self.setup(self.engine)
             # Rows a setup wrote (seed data, alembic_version) survive committed-mode truncation.
             self.seeded = frozenset(schema.non_empty_tables(self.engine, self.worker.schema))
+        return self.seeded
 
     def drop(self) -> None:
         """Drop the worker's schema and dispose of its connections."""

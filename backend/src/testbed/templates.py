@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import inspect
+import json
 import os
 import re
 import shutil
@@ -42,14 +43,15 @@ if TYPE_CHECKING:
     from testbed.config import Settings
 
 # Bump when the dump's format or the fingerprint changes: older dumps are then never read.
-FORMAT = "testbed-schema-template-2"
+FORMAT = "testbed-schema-template-3"
 PLACEHOLDER = "__testbed_worker_schema__"
 KEEP = 20  # dumps kept in the cache; the least recently used go first
 DUMP_TIMEOUT_S = 120
 _SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".mypy_cache", ".ruff_cache", ".pytest_cache"})
 
-# One round trip: everything a schema holds, its own name replaced by '@', in sorted lines. Row
-# contents are compared through query_to_xml, which runs a count and a hash per table.
+# One round trip: everything the catalog says the schema holds, in sorted lines (its own name is
+# replaced by '@'). Rows are pg_dump's job (it dumps every row of every table in the schema); what
+# it leaves out are objects, e.g. an extension's functions created in the worker schema.
 FINGERPRINT_SQL = """
 WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s),
 rels AS (
@@ -82,32 +84,17 @@ rels AS (
          || coalesce((SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
                         FROM pg_enum e WHERE e.enumtypid = t.oid), '')
     FROM pg_type t, ns WHERE t.typnamespace = ns.oid AND t.typtype IN ('e', 'd', 'c')
-  UNION ALL
-  SELECT 'rows ' || relname || ' ' || (xpath('/row/n/text()', query_to_xml(format(
-           'SELECT count(*) || '' '' '
-           '|| md5(coalesce(string_agg(t::text, '','' ORDER BY t::text), '''')) AS n '
-           'FROM %%I.%%I t', %(schema)s, relname), false, true, '')))[1]::text
-    FROM rels WHERE relkind IN ('r', 'p')
 )
 SELECT line FROM items ORDER BY line
 """
 
 
-def fingerprint(conn: psycopg.Connection[Any], name: str) -> tuple[str, frozenset[str]]:
-    """(digest of everything the schema holds, the tables that have rows)."""
+def fingerprint(conn: psycopg.Connection[Any], name: str) -> str:
+    """A digest of everything the catalog holds for the schema."""
     conn.execute(f"SET search_path TO {schema.quote(name)}")  # unqualified names in the defs
-    lines = [
-        str(row[0]).replace(name, "@") for row in conn.execute(FINGERPRINT_SQL, {"schema": name})
-    ]
-    seeded = frozenset(
-        line.split(" ")[1]
-        for line in lines
-        if line.startswith("rows ") and not line.endswith(" 0 " + _EMPTY_MD5)
-    )
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), seeded
-
-
-_EMPTY_MD5 = hashlib.md5(b"").hexdigest()  # noqa: S324  # PostgreSQL's md5(''), not security
+    rows = conn.execute(FINGERPRINT_SQL, {"schema": name})
+    lines = "\n".join(str(row[0]).replace(name, "@") for row in rows)
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 # The digest ----------------------------------------------------------------------------------
@@ -258,8 +245,8 @@ def dump(pg_dump: Path, database_url: str, name: str) -> str:
     return re.sub(rf"\b{re.escape(name)}\b", PLACEHOLDER, "\n".join(lines))
 
 
-def restore(database_url: str, script: str, name: str) -> tuple[str, frozenset[str]]:
-    """Run the script into schema `name` in one transaction; its fingerprint and seeded tables."""
+def restore(database_url: str, script: str, name: str) -> str:
+    """Run the script into schema `name` in one transaction; the schema's fingerprint."""
     with psycopg.connect(
         schema.libpq_url(database_url), autocommit=True, connect_timeout=schema.CONNECT_TIMEOUT_S
     ) as conn:
@@ -274,6 +261,7 @@ class Template:
     """A cached dump: the script and the fingerprint the schema it came from had."""
 
     fingerprint: str
+    seeded: frozenset[str]  # tables the setup left rows in (kept by committed-mode truncation)
     script: str
 
 
@@ -316,15 +304,25 @@ class TemplateCache:
             _check_private(path)
             header, _, script = handle.read().partition("\n")
         os.utime(path)  # recently used: kept when old ones are pruned
-        prefix = f"-- {FORMAT} fingerprint="
-        return Template(header[len(prefix) :], script) if header.startswith(prefix) else None
+        try:
+            meta = json.loads(header.removeprefix("-- "))
+        except ValueError:
+            return None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            return None
+        return Template(str(meta["fingerprint"]), frozenset(meta["seeded"]), script)
 
     def store(self, digest: str, template: Template) -> None:
         """Write the template atomically, then prune the least recently used beyond KEEP."""
         directory = self._dir()
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".sql")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(f"-- {FORMAT} fingerprint={template.fingerprint}\n{template.script}")
+            meta = {
+                "format": FORMAT,
+                "fingerprint": template.fingerprint,
+                "seeded": sorted(template.seeded),
+            }
+            handle.write(f"-- {json.dumps(meta)}\n{template.script}")
         os.replace(tmp, directory / f"{digest}.sql")
         dumps = sorted(directory.glob("*.sql"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in dumps[KEEP:]:
@@ -351,19 +349,23 @@ class SchemaTemplates:
     digest: str
 
     def create(
-        self, database_url: str, name: str, build: Callable[[], None], engine: Engine
+        self,
+        database_url: str,
+        name: str,
+        build: Callable[[], frozenset[str]],
+        engine: Engine,
     ) -> tuple[str, frozenset[str]]:
-        """Make schema `name`: restored from the template, else built by `build` (the setup)
-        and dumped for the next worker. Returns ("restored" | "built", seeded tables)."""
+        """Make schema `name`: restored from the template, else built by `build` (the setup,
+        returning the tables it left rows in) and dumped for the next worker.
+        Returns ("restored" | "built", the seeded tables)."""
         template = self.cache.load(self.digest)
         if template is None:
             with self.cache.building(self.digest):
                 template = self.cache.load(self.digest)
                 if template is None:
                     return "built", self._build_and_store(database_url, name, build)
-        found, seeded = restore(database_url, template.script, name)
-        if found == template.fingerprint:
-            return "restored", seeded
+        if restore(database_url, template.script, name) == template.fingerprint:
+            return "restored", template.seeded
         # The dump missed something the setup made (an object pg_dump --schema leaves out):
         # build this worker's schema for real and keep the new dump.
         schema.drop(engine, name)
@@ -371,17 +373,17 @@ class SchemaTemplates:
             return "built", self._build_and_store(database_url, name, build)
 
     def _build_and_store(
-        self, database_url: str, name: str, build: Callable[[], None]
+        self, database_url: str, name: str, build: Callable[[], frozenset[str]]
     ) -> frozenset[str]:
-        build()
+        seeded = build()
         script = dump(self.pg_dump, database_url, name)
         with psycopg.connect(
             schema.libpq_url(database_url),
             autocommit=True,
             connect_timeout=schema.CONNECT_TIMEOUT_S,
         ) as conn:
-            found, seeded = fingerprint(conn, name)
-        self.cache.store(self.digest, Template(found, script))
+            found = fingerprint(conn, name)
+        self.cache.store(self.digest, Template(found, seeded, script))
         return seeded
 
 

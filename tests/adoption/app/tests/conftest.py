@@ -1,0 +1,59 @@
+"""The ledger suite's fixtures: offline tests, its own db_session, factories bound to it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy.orm import Session
+
+import factories
+from ledger.service import Ledger
+
+# The service's settings, read when the suite is imported, as its own modules do.
+DATABASE_URL = os.environ["DATABASE_URL"]
+_REDIS = urlsplit(os.environ["REDIS_URL"])
+# Tests may reach the service's Redis and nothing else (PostgreSQL goes through libpq's own
+# sockets, which no Python-level mock sees).
+ALLOWED = {(_REDIS.hostname, _REDIS.port)}
+
+
+class UnmockedError(Exception):
+    """A test tried the network (httpretty raises its own UnmockedError, not an OSError)."""
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs offline, as with httpretty.enable(allow_net_connect=False)."""
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        if self.family != socket.AF_UNIX and tuple(address)[:2] not in ALLOWED:  # type: ignore[arg-type]
+            raise UnmockedError(f"test tried to reach {address}")
+        real_connect(self, address)  # type: ignore[arg-type]
+
+    def create_connection(address: tuple[str, int], *args: object, **kwargs: object) -> None:
+        raise UnmockedError(f"test tried to reach {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+@pytest.fixture
+def db_session(e2e_session: Session) -> Iterator[Session]:
+    """The suite's own session fixture, now on testbed's: what it did (binding the factories)
+    it still does."""
+    factories.bind(e2e_session)
+    yield e2e_session
+    factories.bind(None)
+
+
+@pytest.fixture
+def ledger(e2e_database: object, e2e_redis: object) -> Iterator[Ledger]:
+    """The service as it runs: its own engine and Redis client, from DATABASE_URL/REDIS_URL."""
+    service = Ledger(DATABASE_URL)
+    yield service
+    service.close()

@@ -1,0 +1,36 @@
+"""Rolled-back tests: factories through the suite's db_session, the service beside them."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select, text
+
+from factories import AccountFactory
+from ledger.models import Account
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_factories_use_the_suites_session(db_session, n):
+    created = AccountFactory.create_batch(3)
+    assert db_session.scalar(select(func.count()).select_from(Account)) == 3
+    assert all(account.id for account in created)
+
+
+def test_the_schema_came_from_the_migrations(db_session):
+    codes = db_session.execute(text("SELECT code FROM currencies ORDER BY code")).scalars()
+    assert list(codes) == ["EUR", "USD"]
+    assert db_session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+
+
+def test_a_rolled_back_overdraft_is_refused(db_session):
+    account = AccountFactory(balance_cents=0)
+    account.balance_cents = -1
+    with pytest.raises(Exception, match="no_overdraft"):
+        db_session.flush()
+
+
+def test_the_network_is_mocked():
+    import socket
+
+    with pytest.raises(Exception, match="tried to reach"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)
