@@ -194,10 +194,9 @@ def _major(version: str) -> int:
 
 
 def find_pg_dump(candidates: Iterable[Path], server_major: str) -> Path | None:
-    """The first pg_dump among candidates (and PATH) whose major is at least the server's;
-    pg_dump refuses servers newer than itself."""
-    on_path = shutil.which("pg_dump")
-    for path in [*candidates, *([Path(on_path)] if on_path else [])]:
+    """The first pg_dump among candidates whose major is at least the server's (pg_dump
+    refuses servers newer than itself)."""
+    for path in candidates:
         if not (path.is_file() and os.access(path, os.X_OK)):
             continue
         try:
@@ -388,11 +387,14 @@ class SchemaTemplates:
 
 
 def pg_dump_candidates(pg_bin: Path | None, cache_dir: Path) -> list[Path]:
-    """pg_dump next to E2E_PG_BIN's server, then in the pinned PostgreSQL already unpacked
-    (never downloaded for this: without one, the setup simply runs in every worker)."""
+    """pg_dump next to E2E_PG_BIN's server, on PATH, then in the pinned PostgreSQL already
+    unpacked (never downloaded for this: without one, the setup runs in every worker)."""
     found: list[Path] = []
     if pg_bin is not None:
         found.append((pg_bin.parent if pg_bin.is_file() else pg_bin) / "pg_dump")
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        found.append(Path(on_path))
     found += [
         tree / "bin" / "pg_dump"
         for tree in sorted(cache_dir.glob("postgresql-*"), reverse=True)
