@@ -116,6 +116,7 @@ def _run(pytester: pytest.Pytester, *args: str) -> tuple[list[str], list[dict[st
 
 
 @pytest.mark.heavy
+@pytest.mark.timeout(900)  # four pytest runs of a small suite
 def test_second_run_restores_and_a_changed_migration_rebuilds(
     pytester: pytest.Pytester, e2e_docker_compose: Endpoints
 ) -> None:
@@ -137,15 +138,9 @@ def test_second_run_restores_and_a_changed_migration_rebuilds(
     rebuilt, third = _run(pytester)
     assert rebuilt == ["built"]
     assert "bookings.nights" in third[0]["columns"]
-    again, fourth = _run(pytester)
-    assert again == ["restored"]
+
+    # With the cache off, the migrations run although a dump of these inputs exists.
+    pytester._monkeypatch.setenv("E2E_SCHEMA_CACHE", "false")
+    uncached, fourth = _run(pytester)
+    assert uncached == ["built"]
     assert fourth == third
-
-
-@pytest.mark.heavy
-def test_cache_off_runs_the_migrations_every_time(
-    pytester: pytest.Pytester, e2e_docker_compose: Endpoints
-) -> None:
-    _app(pytester, e2e_docker_compose, ini="e2e_schema_cache = false\n")
-    assert _run(pytester)[0] == ["built"]
-    assert _run(pytester)[0] == ["built"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,10 +16,7 @@ from ledger.service import Ledger
 
 # The service's settings, read when the suite is imported, as its own modules do.
 DATABASE_URL = os.environ["DATABASE_URL"]
-_REDIS = urlsplit(os.environ["REDIS_URL"])
-# Tests may reach the service's Redis and nothing else (PostgreSQL goes through libpq's own
-# sockets, which no Python-level mock sees).
-ALLOWED = {(_REDIS.hostname, _REDIS.port)}
+REDIS_URL = os.environ["REDIS_URL"]
 
 
 class UnmockedError(Exception):
@@ -28,15 +26,21 @@ class UnmockedError(Exception):
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs offline, as with httpretty.enable(allow_net_connect=False)."""
-    real_connect = socket.socket.connect
+    # Tests may reach the service's Redis and nothing else (PostgreSQL goes through libpq's
+    # own sockets, which no Python-level mock sees).
+    redis = urlsplit(REDIS_URL)
+    allowed = {(redis.hostname, redis.port)}
+    real_connect, real_create_connection = socket.socket.connect, socket.create_connection
 
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family != socket.AF_UNIX and tuple(address)[:2] not in ALLOWED:  # type: ignore[arg-type]
+    def connect(self: socket.socket, address: Any) -> None:
+        if self.family != socket.AF_UNIX and tuple(address)[:2] not in allowed:
             raise UnmockedError(f"test tried to reach {address}")
-        real_connect(self, address)  # type: ignore[arg-type]
+        real_connect(self, address)
 
-    def create_connection(address: tuple[str, int], *args: object, **kwargs: object) -> None:
-        raise UnmockedError(f"test tried to reach {address}")
+    def create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
+        if tuple(address)[:2] not in allowed:
+            raise UnmockedError(f"test tried to reach {address}")
+        return real_create_connection(address, *args, **kwargs)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "create_connection", create_connection)

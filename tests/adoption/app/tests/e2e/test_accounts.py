@@ -34,3 +34,12 @@ def test_the_network_is_mocked():
 
     with pytest.raises(Exception, match="tried to reach"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)
+
+
+def test_a_cached_balance_expires(ledger):
+    """Long enough for testbed's service checks to run while the network is mocked."""
+    import time
+
+    ledger.cache.set("balance:1", 100, px=500)
+    time.sleep(2.5)
+    assert ledger.cache.get("balance:1") is None
