@@ -15,8 +15,8 @@ import factories
 from ledger.service import Ledger
 
 # The service's settings, read when the suite is imported, as its own modules do.
-DATABASE_URL = os.environ["DATABASE_URL"]
-REDIS_URL = os.environ["REDIS_URL"]
+DATABASE_URL = os.environ.get("DATABASE_URL", "")  # workaround: issue 19 finding 3 (URLs exported after the conftests are imported)
+REDIS_URL = os.environ.get("REDIS_URL", "")  # workaround: issue 19 finding 3 (URLs exported after the conftests are imported)
 
 
 class UnmockedError(Exception):
@@ -28,8 +28,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs offline, as with httpretty.enable(allow_net_connect=False)."""
     # Tests may reach the service's Redis and nothing else (PostgreSQL goes through libpq's
     # own sockets, which no Python-level mock sees).
-    redis = urlsplit(REDIS_URL)
+    redis = urlsplit(REDIS_URL or os.environ["REDIS_URL"])  # workaround: issue 19 finding 3 (URLs exported after the conftests are imported)
     allowed = {(redis.hostname, redis.port)}
+    database = urlsplit(os.environ["DATABASE_URL"])  # workaround: issue 19 finding 1 (probes
+    allowed.add((database.hostname, database.port))  # workaround: in the test process, mocked)
     real_connect, real_create_connection = socket.socket.connect, socket.create_connection
 
     def connect(self: socket.socket, address: Any) -> None:
@@ -61,3 +63,10 @@ def ledger(e2e_database: object, e2e_redis: object) -> Iterator[Ledger]:
     service = Ledger(DATABASE_URL)
     yield service
     service.close()
+
+
+# workaround: issue 19 finding 4 (no ini key declares a directory committed)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:  # workaround: finding 4
+    for item in items:  # workaround: finding 4
+        if "committed" in item.path.parts:  # workaround: finding 4
+            item.add_marker(pytest.mark.committed)  # workaround: finding 4
