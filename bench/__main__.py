@@ -35,9 +35,7 @@ NEEDS_SHARED_SERVICES = COMPARISONS[1:]
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument(
-        "--quick", action="store_true", help="fewer repetitions: a smoke test"
-    )
+    p.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke test")
     p.add_argument(
         "--only",
         nargs="+",
@@ -56,9 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     names = [n for item in (args.only or COMPARISONS) for n in item.split(",") if n]
     unknown = sorted(set(names) - set(COMPARISONS))
     if unknown:
-        p.error(
-            f"unknown comparison(s) {', '.join(unknown)}; choose from {', '.join(COMPARISONS)}"
-        )
+        p.error(f"unknown comparison(s) {', '.join(unknown)}; choose from {', '.join(COMPARISONS)}")
     args.names = [n for n in COMPARISONS if n in names or n == "floor"]
     return args
 
@@ -111,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quick=args.quick,
                 settings=settings,
             )
-            meta = machine_meta(
-                REPO, state_dir, endpoints.pg_version, endpoints.redis_version
-            )
+            meta = machine_meta(REPO, state_dir, endpoints.pg_version, endpoints.redis_version)
             for name in args.names:
                 if name in NEEDS_SHARED_SERVICES:
                     figures += run_one(name, ctx)
@@ -133,9 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"make bench took {meta['wall_seconds']} s"
     )
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "results.json").write_text(
-        json.dumps(to_json(judged, meta), indent=2) + "\n"
-    )
+    (args.out_dir / "results.json").write_text(json.dumps(to_json(judged, meta), indent=2) + "\n")
     (args.out_dir / "RESULTS.md").write_text(render_markdown(judged, meta))
     log(f"wrote {args.out_dir / 'results.json'} and {args.out_dir / 'RESULTS.md'}")
     return 0

@@ -54,9 +54,7 @@ def measure(state_dir: Path, quick: bool) -> tuple[list[float], list[float], str
             reuse.append((time.perf_counter() - t0) * 1e3)
             if started:
                 raise RuntimeError("ensure_up started containers it should have reused")
-        log(
-            f"  docker reuse (ensure_up, healthy): median {sorted(reuse)[len(reuse) // 2]:.1f} ms"
-        )
+        log(f"  docker reuse (ensure_up, healthy): median {sorted(reuse)[len(reuse) // 2]:.1f} ms")
     finally:
         backend.down()
     return up, reuse, ""

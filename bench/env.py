@@ -53,11 +53,7 @@ def storage_of(path: Path) -> str:
 
 def versions(pg_version: str, redis_version: str) -> dict[str, str]:
     """Versions of Python, the servers and every package the comparisons use."""
-    out = {
-        "python": platform.python_version(),
-        "postgresql": pg_version,
-        "valkey": redis_version,
-    }
+    out = {"python": platform.python_version(), "postgresql": pg_version, "valkey": redis_version}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
@@ -86,9 +82,7 @@ def git_head(repo: Path) -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def machine_meta(
-    repo: Path, data_dir: Path, pg_version: str, redis_version: str
-) -> dict[str, Any]:
+def machine_meta(repo: Path, data_dir: Path, pg_version: str, redis_version: str) -> dict[str, Any]:
     """Everything results.json records about the run's environment."""
     vers = versions(pg_version, redis_version)
     return {

@@ -39,9 +39,7 @@ def load_ours(repo: Path) -> ModuleType:
     """Import the harness's test_data_factory.py (BENCH_FACTORY_FILE overrides its path)."""
     path = Path(os.environ.get("BENCH_FACTORY_FILE", repo / FACTORY_FILE))
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} has not landed yet: the factories cannot be measured"
-        )
+        raise FileNotFoundError(f"{path} has not landed yet: the factories cannot be measured")
     spec = importlib.util.spec_from_file_location("bench_test_data_factory", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
@@ -82,17 +80,15 @@ def _timed(
             len(objs) not in (ROWS, ROWS // 2, PROFILE_FB_ROWS, PROFILE_FB_ROWS // 2)
             or getattr(objs[-1], "id", None) is None
         ):
-            raise RuntimeError(
-                f"expected {ROWS} persisted rows with ids, got {len(objs)}"
-            )
+            raise RuntimeError(f"expected {ROWS} persisted rows with ids, got {len(objs)}")
     return elapsed
 
 
 def run(ctx: Context) -> list[Figure]:
     """Throughput of ours vs factory_boy for CRM contacts and finance ledger lines, profiled."""
-    from testbed.data import DataContext
-    from testbed.isolation import WorkerDatabase, rollback_session
-    from testbed.workers import Worker, new_run_id
+    from testbed.data.context import DataContext
+    from testbed.isolation.sessions import WorkerDatabase, rollback_session
+    from testbed.isolation.workers import Worker, new_run_id
 
     ours = load_ours(ctx.repo)
     reps_ours, reps_fb = (1, 1) if ctx.quick else (5, 2)
@@ -142,21 +138,19 @@ def run(ctx: Context) -> list[Figure]:
 
 def contact_makers(ours: ModuleType, data_cls: Any) -> tuple[Maker, Maker, str]:
     """create_batch callables for contacts: ours, factory_boy, and the fields both fill."""
-    from testbed.factory import Related
+    from testbed.data.factory import Related
 
     factory_cls = ours.CRMContactFactory
     # An optional parent (Related(required=False)) stays NULL in ours: factory_boy skips it too.
     fields = sorted(
-        k
-        for k, d in factory_cls._fields.items()
-        if not (isinstance(d, Related) and not d.required)
+        k for k, d in factory_cls._fields.items() if not (isinstance(d, Related) and not d.required)
     )
     counter = iter(range(1_000_000))
 
     def make_ours(session: Any) -> Any:
-        return factory_cls(
-            session, data_cls(1, f"bench::contacts[{next(counter)}]")
-        ).create_batch(ROWS)
+        return factory_cls(session, data_cls(1, f"bench::contacts[{next(counter)}]")).create_batch(
+            ROWS
+        )
 
     def make_fb(session: Any, n: int = ROWS) -> Any:
         return fb_contact_factory(session, fields).create_batch(n)
@@ -204,12 +198,7 @@ def measure(
     fb_s = [_timed(make_fb, engine, rollback_session) for _ in range(reps_fb)]
     prof_ours, prof_fb = cProfile.Profile(), cProfile.Profile()
     _timed(make_ours, engine, rollback_session, prof_ours)
-    _timed(
-        lambda session: make_fb(session, PROFILE_FB_ROWS),
-        engine,
-        rollback_session,
-        prof_fb,
-    )
+    _timed(lambda session: make_fb(session, PROFILE_FB_ROWS), engine, rollback_session, prof_fb)
     share_ours, top_ours = faker_share(prof_ours)
     share_fb, top_fb = faker_share(prof_fb)
     log(

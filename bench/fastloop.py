@@ -79,9 +79,7 @@ def run_make_e2e(ctx: Context, env: dict[str, str]) -> tuple[float, dict[str, fl
     wall, code, out = run_make(ctx, "e2e", env)
     if code != 0:
         raise RuntimeError(f"make e2e exited {code}:\n{out[-3000:]}")
-    phases = {
-        k: float(m.group(1)) for k, rx in _PHASES.items() if (m := rx.search(out))
-    }
+    phases = {k: float(m.group(1)) for k, rx in _PHASES.items() if (m := rx.search(out))}
     return wall, phases
 
 
@@ -94,9 +92,7 @@ def first_test_seconds(
     marker = Path(name)
     env = env | {
         "BENCH_FIRST_TEST_FILE": str(marker),
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(ctx.repo), env.get("PYTHONPATH")])
-        ),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ctx.repo), env.get("PYTHONPATH")])),
     }
     t0 = time.time()
     proc = subprocess.run(
@@ -107,9 +103,7 @@ def first_test_seconds(
         text=True,
         timeout=600,
     )
-    stamps = [
-        float(line.split()[0]) for line in marker.read_text().splitlines() if line
-    ]
+    stamps = [float(line.split()[0]) for line in marker.read_text().splitlines() if line]
     marker.unlink()
     if proc.returncode not in (0, 1) or not stamps:
         raise RuntimeError(
@@ -124,9 +118,7 @@ def run(ctx: Context) -> list[Figure]:
     trivial = ctx.workdir / "trivial"
     trivial.mkdir(exist_ok=True)
     (trivial / "test_first.py").write_text(TRIVIAL_TEST)
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("E2E_", "PYTEST_"))
-    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("E2E_", "PYTEST_"))}
     external = base | {
         "E2E_BACKEND": "external",
         "E2E_DATABASE_URL": ctx.database_url,
@@ -169,10 +161,7 @@ def run(ctx: Context) -> list[Figure]:
         keys = [k for k in _PHASES if all(k in p for p in phases)]
         phase_note = (
             " Phases as `make e2e` printed them (median): "
-            + ", ".join(
-                f"{k} {sorted(p[k] for p in phases)[len(phases) // 2]:.2f} s"
-                for k in keys
-            )
+            + ", ".join(f"{k} {sorted(p[k] for p in phases)[len(phases) // 2]:.2f} s" for k in keys)
             + "."
         )
     return [

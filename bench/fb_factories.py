@@ -11,9 +11,7 @@ from typing import Any
 import factory
 from factory.alchemy import SQLAlchemyModelFactory
 
-PERSISTENCE = (
-    "flush"  # objects come back with their ids, transaction open: same as ours
-)
+PERSISTENCE = "flush"  # objects come back with their ids, transaction open: same as ours
 
 
 def _meta(model: Any, session: Any) -> type:
@@ -67,14 +65,8 @@ def fb_contact_factory(session: Any, fields: list[str]) -> Any:
             "to bench/fb_factories.py so both sides fill the same columns"
         )
     # name first: the email's LazyAttributeSequence reads it.
-    body = {
-        k: known[k] for k in ["name", *sorted(set(fields) - {"name"})] if k in fields
-    }
-    return type(
-        "FBContact",
-        (SQLAlchemyModelFactory,),
-        {"Meta": _meta(Contact, session), **body},
-    )
+    body = {k: known[k] for k in ["name", *sorted(set(fields) - {"name"})] if k in fields}
+    return type("FBContact", (SQLAlchemyModelFactory,), {"Meta": _meta(Contact, session), **body})
 
 
 def fb_ledger_transaction_factory(session: Any) -> Any:
@@ -105,9 +97,7 @@ def fb_ledger_transaction_factory(session: Any) -> Any:
     account_factory: Any = account  # factory_boy adds create() at class creation
     line_factory: Any = line
     accounts: dict[str, Any] = {}
-    fake = (
-        factory.Faker._get_faker()
-    )  # factory_boy's shared Faker, as factory.Faker uses
+    fake = factory.Faker._get_faker()  # factory_boy's shared Faker, as factory.Faker uses
 
     def lines(obj: Any, create: bool, extracted: Any, **kwargs: Any) -> None:
         if not create:
@@ -118,12 +108,8 @@ def fb_ledger_transaction_factory(session: Any) -> Any:
         value = fake.pydecimal(
             left_digits=4, right_digits=2, positive=True, min_value=1, max_value=5000
         )
-        line_factory.create(
-            transaction=obj, account_id=accounts["debit"].id, amount=value
-        )
-        line_factory.create(
-            transaction=obj, account_id=accounts["credit"].id, amount=-value
-        )
+        line_factory.create(transaction=obj, account_id=accounts["debit"].id, amount=value)
+        line_factory.create(transaction=obj, account_id=accounts["credit"].id, amount=-value)
 
     return type(
         "FBLedgerTransaction",

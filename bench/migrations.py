@@ -91,9 +91,10 @@ def write_app(root: Path) -> str:
 
 def run(ctx: Context) -> list[Figure]:
     """Time WorkerDatabase.create() of the synthetic app: cache off, first, cached."""
-    from testbed import app, templates
-    from testbed.isolation import WorkerDatabase
-    from testbed.workers import Worker
+    from testbed.config import app
+    from testbed.isolation import schema, templates
+    from testbed.isolation.sessions import WorkerDatabase
+    from testbed.isolation.workers import Worker
 
     root = ctx.workdir / "migrations_app"
     sys.path.insert(0, str(root))
@@ -104,9 +105,7 @@ def run(ctx: Context) -> list[Figure]:
         templates.pg_dump_candidates(ctx.settings.pg_bin, ctx.settings.cache_dir), major
     )
     if pg_dump is None:
-        raise RuntimeError(
-            "no pg_dump of PostgreSQL >= 16 next to e2e_pg_bin, on PATH or pinned"
-        )
+        raise RuntimeError("no pg_dump of PostgreSQL >= 16 next to e2e_pg_bin, on PATH or pinned")
     digest = templates.inputs_digest(None, hook, [], major)
     assert digest is not None
     cache = templates.TemplateCache(ctx.workdir / "schema-cache")
@@ -118,9 +117,7 @@ def run(ctx: Context) -> list[Figure]:
     tables = 0
 
     def create(use_cache: bool, worker: str) -> WorkerDatabase:
-        cached_by = (
-            templates.SchemaTemplates(cache, pg_dump, digest) if use_cache else None
-        )
+        cached_by = templates.SchemaTemplates(cache, pg_dump, digest) if use_cache else None
         who = Worker(run_id=secrets.token_hex(4), worker_id=worker, count=workers)
         database = WorkerDatabase(ctx.database_url, who, None, hook, cached_by)
         database.create()
@@ -140,8 +137,6 @@ def run(ctx: Context) -> list[Figure]:
             assert db.setup_source == "restored", db.setup_source
             cached.append(db.setup_seconds)
             if not tables:
-                from testbed import schema
-
                 with db.engine.connect() as conn:
                     tables = len(schema.tables(conn, db.schema))
             db.drop()

@@ -24,7 +24,7 @@ NAME = "ready"
 
 def _binaries(state_dir: Path) -> tuple[Path, Path, str]:
     """Resolve (and if needed fetch) the binaries once, outside any timing."""
-    from testbed.binaries import find_postgres, find_valkey
+    from testbed.services.binaries import find_postgres, find_valkey
 
     settings = bench_settings(state_dir=state_dir)
     pg = find_postgres(settings, log)
@@ -89,9 +89,7 @@ def run(ctx: Context) -> list[Figure]:
             reuse.append((time.perf_counter() - t0) * 1e3)
             if started:
                 raise RuntimeError("ensure_up started services it should have reused")
-        log(
-            f"  reuse (ensure_up, healthy): median {sorted(reuse)[len(reuse) // 2]:.2f} ms"
-        )
+        log(f"  reuse (ensure_up, healthy): median {sorted(reuse)[len(reuse) // 2]:.2f} ms")
     finally:
         if settings is not None:
             _down(settings)

@@ -71,18 +71,17 @@ class Figure:
     unit: str
     samples: list[float]
     better: Better = "lower"
-    value: float | None = (
-        None  # the judged headline; median(samples) unless a module sets it
-    )
+    value: float | None = None  # the judged headline; median(samples) unless a module sets it
     reference: str | None = None  # key of the figure this one is compared with
     targets: list[Target] = field(default_factory=list)
     seconds: float | None = None  # duration of one operation, for the round-trip column
     rtt: Literal["pg", "redis"] = "pg"
     note: str = ""
-    why: str = (
-        ""  # explanation + what would close the gap, shown when a target is missed
-    )
+    why: str = ""  # explanation + what would close the gap, shown when a target is missed
     skipped: str = ""  # non-empty: not measurable here, and why
+    # True: each sample is one round's figure (e.g. a per-run median of hundreds of tests), so
+    # the spread is min-max over rounds; else it is the interquartile range of the samples.
+    rounds: bool = False
 
     @property
     def median(self) -> float | None:
@@ -93,6 +92,15 @@ class Figure:
     def p95(self) -> float | None:
         """95th percentile of the samples, or None if not measured."""
         return percentile(self.samples, 95) if self.samples else None
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """(low, high): min-max over rounds for per-round samples, else the IQR; None if none."""
+        if not self.samples:
+            return None
+        if self.rounds:
+            return min(self.samples), max(self.samples)
+        return percentile(self.samples, 25), percentile(self.samples, 75)
 
     @property
     def headline(self) -> float | None:
@@ -141,9 +149,7 @@ def judge(figures: Iterable[Figure]) -> list[Judged]:
         floor = by_key.get(RTT_KEYS[fig.rtt])
         seconds = fig.seconds
         if seconds is None and value is not None:
-            seconds = to_seconds(
-                fig.median if fig.median is not None else value, fig.unit
-            )
+            seconds = to_seconds(fig.median if fig.median is not None else value, fig.unit)
         rtts = None
         if seconds is not None and floor is not None and floor.median:
             rtts = seconds / to_seconds(floor.median, floor.unit)  # type: ignore[operator]
@@ -185,6 +191,17 @@ def fmt_ratio(rat: float | None) -> str:
     return "-" if rat is None else fmt(rat) + TIMES
 
 
+def fmt_spread(fig: Figure) -> str:
+    """The figure's spread, e.g. '0.12-0.15 ms (4 rounds)' or '2.1-2.9 ms (IQR)'."""
+    spread = fig.spread
+    if spread is None:
+        return "-"
+    low, high = spread
+    count = len(fig.samples)
+    how = (f"{count} rounds" if count > 1 else "1 round") if fig.rounds else "IQR"
+    return f"{fmt(low)}\u2013{fmt(high, fig.unit)} ({how})"
+
+
 def verdict_text(j: Judged) -> str:
     """PASS / MISS / n/a / '' (no target)."""
     if j.figure.skipped:
@@ -201,13 +218,14 @@ def rows(judged: Sequence[Judged]) -> list[list[str]]:
         f = j.figure
         targets = "; ".join(t.text for t in f.targets)
         if f.skipped:
-            out.append([f.label, "-", "-", "-", "-", "-", targets, "n/a: " + f.skipped])
+            out.append([f.label, "-", "-", "-", "-", "-", "-", targets, "n/a: " + f.skipped])
             continue
         value = fmt(f.headline, f.unit) if f.value is not None else ""
         out.append(
             [
                 f.label,
                 fmt(f.median, f.unit),
+                fmt_spread(f),
                 fmt(f.p95, f.unit),
                 value,
                 fmt_ratio(j.ratio)
@@ -227,6 +245,7 @@ def rows(judged: Sequence[Judged]) -> list[list[str]]:
 HEADERS = [
     "figure",
     "median",
+    "spread",
     "p95",
     "judged",
     f"ratio ({TIMES} better)",
@@ -240,8 +259,7 @@ def render_table(judged: Sequence[Judged]) -> str:
     """A fixed-width table for stdout, one block per section."""
     body = rows(judged)
     widths = [
-        max(len(h), *(len(r[i]) for r in body)) if body else len(h)
-        for i, h in enumerate(HEADERS)
+        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(HEADERS)
     ]
     line = "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))
     parts = [line, "-" * len(line)]
@@ -250,9 +268,7 @@ def render_table(judged: Sequence[Judged]) -> str:
         if j.figure.section != section:
             section = j.figure.section
             parts.append(f"[{section}]")
-        parts.append(
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        )
+        parts.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return "\n".join(parts)
 
 
@@ -291,16 +307,16 @@ def render_markdown(judged: Sequence[Judged], meta: Mapping[str, Any]) -> str:
         "reference / figure, for throughputs: figure / reference). RTTs is a figure's median "
         "in loopback round trips (PostgreSQL `SELECT 1` for database figures, Valkey `PING` for "
         'Redis figures). "judged" is the value a target is checked against when it is not '
-        "the median.",
+        'the median. "spread" is min\u2013max over rounds where a figure is measured per round '
+        "(each round a whole run of many tests), else the interquartile range of the samples; "
+        "a rerun that lands inside it reproduces the figure.",
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join("---" for _ in HEADERS) + "|",
     ]
     for r in rows(judged):
         md.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
-    notes = [
-        f"- **{j.figure.label}**: {j.figure.note}" for j in judged if j.figure.note
-    ]
+    notes = [f"- **{j.figure.label}**: {j.figure.note}" for j in judged if j.figure.note]
     if notes:
         md += ["", "## Notes", "", *notes]
     for name, prof in (meta.get("profiles") or {}).items():
@@ -321,9 +337,7 @@ def render_markdown(judged: Sequence[Judged], meta: Mapping[str, Any]) -> str:
             ]
     missed = misses(judged)
     md += ["", "## Missed targets", ""]
-    md += (
-        [f"- {m}" for m in missed] if missed else ["None: every measured target holds."]
-    )
+    md += [f"- {m}" for m in missed] if missed else ["None: every measured target holds."]
     return "\n".join(md) + "\n"
 
 
@@ -336,6 +350,7 @@ def to_json(judged: Sequence[Judged], meta: Mapping[str, Any]) -> dict[str, Any]
         d.pop("targets")
         d.update(
             median=f.median,
+            spread=f.spread,
             p95=f.p95,
             judged=f.headline,
             ratio=j.ratio,

@@ -29,20 +29,14 @@ def state_root() -> Path:
     return default_state_root()
 
 
-def bench_settings(
-    *, state_dir: Path, cache_dir: Path | None = None, **overrides: Any
-) -> Any:
+def bench_settings(*, state_dir: Path, cache_dir: Path | None = None, **overrides: Any) -> Any:
     """testbed Settings of the bench's own (ports, state dir, cache): native unless overridden
     (backend="docker" with a compose project of its own)."""
     from testbed.config import load_settings
 
     env = {k: v for k, v in os.environ.items() if k in PASSTHROUGH}
     # testbed's lock and reaper key on the project: keep it ours.
-    values: dict[str, Any] = {
-        "backend": "native",
-        "project": state_dir.name,
-        **overrides,
-    }
+    values: dict[str, Any] = {"backend": "native", "project": state_dir.name, **overrides}
     return load_settings(
         env,
         pg_port=PG_PORT,
@@ -62,10 +56,7 @@ def running_services(state_dir: Path) -> Iterator[tuple[Any, Any]]:
     """
     from bench.context import log
 
-    db_url, redis_url = (
-        os.environ.get("BENCH_DATABASE_URL"),
-        os.environ.get("BENCH_REDIS_URL"),
-    )
+    db_url, redis_url = os.environ.get("BENCH_DATABASE_URL"), os.environ.get("BENCH_REDIS_URL")
     if db_url and redis_url:
         yield _external(db_url, redis_url), None
         return

@@ -48,12 +48,7 @@ def run_suite(ctx: Context, workers: int) -> tuple[float, str]:
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        cmd,
-        cwd=ctx.backend_dir,
-        env=suite_env(ctx),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        cmd, cwd=ctx.backend_dir, env=suite_env(ctx), capture_output=True, text=True, timeout=600
     )
     wall = time.perf_counter() - t0
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
@@ -64,9 +59,7 @@ def run_suite(ctx: Context, workers: int) -> tuple[float, str]:
             f"{tail}\n{(proc.stdout + proc.stderr)[-3000:]}"
         )
     if proc.returncode == 1:
-        failed = [
-            ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))
-        ]
+        failed = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
         ctx.extra.setdefault("xdist.failures", set()).update(failed)
         log(f"  -n {workers}: {tail}; failing: {'; '.join(failed)[:500]}")
     return wall, tail

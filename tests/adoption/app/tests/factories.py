@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import factory
 from factory.alchemy import SQLAlchemyModelFactory
-from sqlalchemy.orm import Session
-
 from ledger.models import Account
+from sqlalchemy.orm import Session
 
 
 class AccountFactory(SQLAlchemyModelFactory):

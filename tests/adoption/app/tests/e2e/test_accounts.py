@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select, text
-
 from factories import AccountFactory
 from ledger.models import Account
+from sqlalchemy import func, select, text
 
 
 @pytest.mark.parametrize("n", range(4))

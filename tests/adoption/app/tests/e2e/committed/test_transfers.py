@@ -4,7 +4,6 @@ so every test starts from empty tables."""
 from __future__ import annotations
 
 import pytest
-
 from factories import AccountFactory
 
 
