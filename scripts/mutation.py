@@ -49,13 +49,13 @@ class Target:
     tests: tuple[str, ...]
 
 
-_UNIT = "backend/tests/unit"
+_UNIT = "testbed/tests/unit"
 TARGETS = {
     t.name: t
     for t in (
         Target("guard", "testbed.guard", (f"{_UNIT}/test_guard.py",)),
-        Target("breaker", "testbed.breaker", (f"{_UNIT}/test_breaker.py",)),
-        Target("schema", "testbed.schema", (f"{_UNIT}/test_schema.py",)),
+        Target("breaker", "testbed.run.breaker", (f"{_UNIT}/test_breaker.py",)),
+        Target("schema", "testbed.isolation.schema", (f"{_UNIT}/test_schema.py",)),
         Target("ownership", "testbed.services.ownership", (f"{_UNIT}/test_services_owner.py",)),
     )
 }

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from opsdesk.domains.finance import service as finance
 from opsdesk.domains.finance.models import Invoice, LedgerLine, LedgerTransaction
 from opsdesk.errors import InvalidArgument
-from testbed.data import DataContext
-from testbed.pubsub import EventListener
+from testbed.data.context import DataContext
+from testbed.isolation.pubsub import EventListener
 
 
 async def _accounts(mcp: ClientSession, data: DataContext) -> tuple[int, int]:
