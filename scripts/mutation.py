@@ -137,7 +137,9 @@ def _context(tree: ast.Module) -> _Context:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             skip = True
         if isinstance(node, ast.Import | ast.ImportFrom | ast.AnnAssign | ast.arg):
-            skip = True  # imports; annotations are strings under `from __future__ import annotations`
+            skip = (
+                True  # imports; annotations are strings under `from __future__ import annotations`
+            )
         if node in ctx.skipped:
             skip = True
         ctx.functions[node] = function or "<module>"
@@ -432,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {target.name}: {score:.1f} % is below {THRESHOLD:g} %")
             failed = True
         if unexplained:
-            print(f"    {target.name}: {len(unexplained)} survivor(s) unexplained in {EXPLAINED.name}")
+            print(
+                f"    {target.name}: {len(unexplained)} survivor(s) unexplained in {EXPLAINED.name}"
+            )
             failed = True
     return 1 if failed else 0
 

@@ -279,7 +279,10 @@ async def test_amounts_up_to_the_limit_are_kept_exactly_and_beyond_it_refused(
         mcp_service,
         "finance_post_transaction",
         memo="Limit",
-        lines=[{"account_id": cash, "amount": str(top)}, {"account_id": sales, "amount": f"-{top}"}],
+        lines=[
+            {"account_id": cash, "amount": str(top)},
+            {"account_id": sales, "amount": f"-{top}"},
+        ],
     )
     got = await call(mcp_service, "finance_get_transaction", transaction_id=tx["id"])
     assert sorted(Decimal(str(x["amount"])) for x in got["lines"]) == [-top, top]

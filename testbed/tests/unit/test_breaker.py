@@ -75,7 +75,9 @@ def test_trip_since_is_the_first_failure_of_the_run_that_tripped(
     )
     monkeypatch.setattr(breaker, "time", fake)
     # Valkey: ok, fail (t=1000), ok, then fails at t=1001, 1002, 1003: since is 1001.
-    monitor = _monitor(tmp_path, {"PostgreSQL": [], "Valkey": [True, False, True, False, False, False]})
+    monitor = _monitor(
+        tmp_path, {"PostgreSQL": [], "Valkey": [True, False, True, False, False, False]}
+    )
     monitor.start()
     monitor.join(10)
     assert monitor.trip is not None

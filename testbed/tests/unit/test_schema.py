@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table
 
-from testbed.isolation import schema
 from testbed.errors import ForeignTarget
+from testbed.isolation import schema
 
 URL = "postgresql://app_e2e:pw@127.0.0.1:5433/app_e2e"
 
