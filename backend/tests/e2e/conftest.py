@@ -35,7 +35,7 @@ from opsdesk.app import App
 from opsdesk.mcp_server import build_server
 from testbed.fixtures import factory_fixture
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 collect_ignore = ["fixtures"]
 
