@@ -12,6 +12,8 @@ SHARD ?=
 # Extra pytest arguments, split like shell words: PYTEST_ARGS='-k "crm or tasks" -x'.
 # Exported, never re-quoted: scripts/e2e.sh reads it from the environment.
 PYTEST_ARGS ?=
+# make mutation: which modules (default all: guard schema breaker ownership).
+MUTATION_TARGETS ?=
 export PYTEST_ARGS
 # JUNIT_DIR=reports: every pytest stage writes DIR/<stage>.xml (what CI uploads).
 JUNIT_DIR ?=
@@ -99,6 +101,10 @@ adoption: deps
 .PHONY: unit  ## Run the unit tests (no services): testbed's, opsdesk's and the tooling checks
 unit: deps
 	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q -p no:randomly $(call junit,unit) $(PYTEST_ARGS)
+
+.PHONY: mutation  ## Mutation score of guard, schema, breaker and ownership against their unit tests (CPU-heavy)
+mutation: deps
+	@$(BIN)/python scripts/mutation.py $(MUTATION_TARGETS)
 
 .PHONY: integration  ## Tests that start services or run tools for real (native and docker lifecycle, shards, lint)
 integration: deps
