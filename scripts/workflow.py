@@ -55,7 +55,9 @@ NEEDS_INTERNET = {
 NOT_A_JOB = {
     ("ci.yml", "all-green"): "judges the other jobs' results; make workflow's summary does",
 }
-LABEL_FILTER = "label=dev.testbed.project"
+TLS_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+           "GIT_SSL_CAINFO", "NODE_EXTRA_CA_CERTS")
+CHECKOUT_FILTER = "label=dev.testbed.checkout"  # testbed.services.containers.CHECKOUT_LABEL
 
 
 def say(message: str) -> None:
@@ -218,10 +220,11 @@ def free_port() -> int:
 
 
 def labelled() -> dict[str, str]:
-    """id -> compose project of every testbed container on the engine."""
+    """id -> compose project of every testbed container of this checkout on the engine: the job
+    runs at the checkout's own path, so its containers carry it (other checkouts' are not ours)."""
     fmt = '{{.ID}}\t{{.Label "com.docker.compose.project"}}'
     out = subprocess.run(
-        ["docker", "ps", "-a", "--filter", LABEL_FILTER, "--format", fmt],
+        ["docker", "ps", "-a", "--filter", f"{CHECKOUT_FILTER}={CHECKOUT}", "--format", fmt],
         capture_output=True,
         text=True,
         check=False,
@@ -230,7 +233,7 @@ def labelled() -> dict[str, str]:
 
 
 def remove_new(before: dict[str, str]) -> list[str]:
-    """Take down the compose projects whose containers all appeared during the job."""
+    """Take down this checkout's compose projects whose containers all appeared during the job."""
     after = labelled()
     new = {p for i, p in after.items() if i not in before}
     old = set(before.values())
@@ -272,12 +275,15 @@ def run_leg(leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain:
         "--cache-server-path", str(state / "cache"), "--cache-server-addr", "127.0.0.1",
         "--cache-server-port", str(free_port()),
         "--container-daemon-socket", "unix:///var/run/docker.sock",
+        "--rm",  # the job container goes also when the job failed
         *repos,
     ]  # fmt: skip
     if not plain:
         argv += ["--container-options", RUNNER_LIKE]
-    # A shared machine: the services' ports this checkout was given, not the defaults.
-    for name in ("E2E_PG_PORT", "E2E_REDIS_PORT"):
+    # A shared machine: the services' ports this checkout was given, not the defaults. And the
+    # machine's TLS settings: its extra CA certificates are in the runner image's bundle, and
+    # these point pip, uv, curl, git and node at that bundle (re-signed TLS, as on the machine).
+    for name in ("E2E_PG_PORT", "E2E_REDIS_PORT", *TLS_ENV):
         if os.environ.get(name):
             argv += ["--env", f"{name}={os.environ[name]}"]
     log = out / f"{leg.slug}.log"
@@ -299,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="default job containers (no --init, "
                         "64 MB noexec /dev/shm, no SYS_PTRACE): what a CI container user meets")
     parser.add_argument("--import-action", metavar="OWNER/REPO=GITDIR", action="append", default=[])
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "workflow")
+    parser.add_argument("--out", type=Path, default=ROOT / ".workflow")
     parser.add_argument("--checkout", type=Path, help="run another checkout's workflow (e.g. an "
                         "older commit's worktree, to compare), with this one's stand-ins")
     args = parser.parse_args(argv)
