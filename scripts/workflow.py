@@ -55,8 +55,15 @@ NEEDS_INTERNET = {
 NOT_A_JOB = {
     ("ci.yml", "all-green"): "judges the other jobs' results; make workflow's summary does",
 }
-TLS_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-           "GIT_SSL_CAINFO", "NODE_EXTRA_CA_CERTS")
+TLS_ENV = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+)
 CHECKOUT_FILTER = "label=dev.testbed.checkout"  # testbed.services.containers.CHECKOUT_LABEL
 
 
@@ -100,7 +107,9 @@ def legs_of(job: dict[str, Any]) -> list[dict[str, Any]]:
     matrix = dict(job.get("strategy", {}).get("matrix", {}))
     include = matrix.pop("include", [])
     keys = list(matrix)
-    combos = [dict(zip(keys, v, strict=True)) for v in itertools.product(*matrix.values())]
+    combos: list[dict[str, Any]] = [
+        dict(zip(keys, v, strict=True)) for v in itertools.product(*matrix.values())
+    ]
     for extra in include:
         hits = [c for c in combos if all(c[k] == v for k, v in extra.items() if k in keys)]
         for combo in hits:
@@ -136,7 +145,9 @@ def select(legs: list[Leg], wanted: list[str]) -> list[Leg]:
             if leg.job == job and all(str(leg.matrix.get(k)) == v for k, v in pairs.items())
         ]
         if not hits:
-            raise SystemExit(f"workflow: no job matches {item!r}; `make workflow LIST=1` lists them")
+            raise SystemExit(
+                f"workflow: no job matches {item!r}; `make workflow LIST=1` lists them"
+            )
         chosen += [leg for leg in hits if leg not in chosen]
     return chosen
 
@@ -176,7 +187,9 @@ def import_action(spec: str, cache: Path) -> None:
     repo, _, git_dir = spec.partition("=")
     shas = [sha for r, sha in actions_used() if r == repo]
     if not shas or not git_dir:
-        raise SystemExit(f"workflow: --import-action {spec!r}: expected OWNER/REPO=GITDIR of a used action")
+        raise SystemExit(
+            f"workflow: --import-action {spec!r}: expected OWNER/REPO=GITDIR of a used action"
+        )
     for sha in shas:
         dest = cache / "actions" / f"{repo.replace('/', '+')}@{sha}"
         tmp = Path(tempfile.mkdtemp(dir=cache))
@@ -262,7 +275,9 @@ def pythons_in(image: str) -> set[str]:
     return {".".join(v.split(".")[:2]) for v in out.split()}
 
 
-def run_leg(leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain: bool) -> tuple[str, float]:
+def run_leg(
+    leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain: bool
+) -> tuple[str, float]:
     argv = [str(act), "push", "-W", str(WORKFLOWS / leg.workflow), "-j", leg.job]
     for key, value in leg.matrix.items():
         argv += ["--matrix", f"{key}:{str(value).lower() if isinstance(value, bool) else value}"]
@@ -290,7 +305,9 @@ def run_leg(leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain:
     before = labelled()
     t0 = time.monotonic()
     with log.open("w") as handle:
-        proc = subprocess.run(argv, cwd=CHECKOUT, stdout=handle, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(
+            argv, cwd=CHECKOUT, stdout=handle, stderr=subprocess.STDOUT, check=False
+        )
     wall = time.monotonic() - t0
     removed = remove_new(before)
     if removed:
@@ -302,14 +319,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make workflow", description=__doc__.split("\n\n")[0])
     parser.add_argument("jobs", nargs="*", help="JOB or JOB:key=value,... (default: every job)")
     parser.add_argument("--list", action="store_true", help="list the jobs and what runs here")
-    parser.add_argument("--plain", action="store_true", help="default job containers (no --init, "
-                        "64 MB noexec /dev/shm, no SYS_PTRACE): what a CI container user meets")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="default job containers (no --init, "
+        "64 MB noexec /dev/shm, no SYS_PTRACE): what a CI container user meets",
+    )
     parser.add_argument("--import-action", metavar="OWNER/REPO=GITDIR", action="append", default=[])
     parser.add_argument("--out", type=Path, default=ROOT / ".workflow")
-    parser.add_argument("--checkout", type=Path, help="run another checkout's workflow (e.g. an "
-                        "older commit's worktree, to compare), with this one's stand-ins")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        help="run another checkout's workflow (e.g. an "
+        "older commit's worktree, to compare), with this one's stand-ins",
+    )
     args = parser.parse_args(argv)
-    global CHECKOUT, WORKFLOWS  # noqa: PLW0603  (one run, one checkout)
+    global CHECKOUT, WORKFLOWS  # one run, one checkout
     if args.checkout:
         CHECKOUT = args.checkout.resolve()
         WORKFLOWS = CHECKOUT / ".github" / "workflows"
@@ -322,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     repos, notes = action_dirs(cache)
     if args.list:
         for leg in load_legs():
-            print(f"{leg.workflow:18} {leg.label:24} {'not run here: ' + leg.skip if leg.skip else 'runs'}")
+            what = f"not run here: {leg.skip}" if leg.skip else "runs"
+            print(f"{leg.workflow:18} {leg.label:24} {what}")
         print("\n".join(["", "actions:", *(f"  {n}" for n in notes)]))
         return 0
     check = subprocess.run([str(ROOT / "scripts" / "docker-engine.sh"), "check"], check=False)

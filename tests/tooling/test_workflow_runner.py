@@ -11,11 +11,13 @@ from types import ModuleType
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("workflow_runner", ROOT / "scripts" / "workflow.py")
+    spec = importlib.util.spec_from_file_location(
+        "workflow_runner", ROOT / "scripts" / "workflow.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -29,8 +31,11 @@ wf = load()
 
 def test_every_job_runs_or_is_listed_with_its_reason() -> None:
     legs = wf.load_legs()
-    jobs = {(path.name, job) for path in wf.WORKFLOWS.glob("*.yml")
-            for job in yaml.safe_load(path.read_text())["jobs"]}
+    jobs = {
+        (path.name, job)
+        for path in wf.WORKFLOWS.glob("*.yml")
+        for job in yaml.safe_load(path.read_text())["jobs"]
+    }
     assert {(leg.workflow, leg.job) for leg in legs} == jobs
     skipped = {(leg.workflow, leg.job) for leg in legs if leg.skip}
     assert skipped == set(wf.NEEDS_INTERNET) | set(wf.NOT_A_JOB)
@@ -74,8 +79,11 @@ def test_a_pinned_tree_in_the_cache_replaces_the_stand_in(tmp_path: Path) -> Non
 def test_jobs_are_selected_by_id_and_matrix_values() -> None:
     legs = wf.load_legs()
     assert [leg.label for leg in wf.select(legs, ["lint:python=3.12"])] == ["lint:python=3.12"]
-    assert len(wf.select(legs, ["e2e"])) == len(yaml.safe_load(
-        (wf.WORKFLOWS / "ci.yml").read_text())["jobs"]["e2e"]["strategy"]["matrix"]["group"])
+    assert len(wf.select(legs, ["e2e"])) == len(
+        yaml.safe_load((wf.WORKFLOWS / "ci.yml").read_text())["jobs"]["e2e"]["strategy"]["matrix"][
+            "group"
+        ]
+    )
     assert wf.select(legs, []) == legs
     with pytest.raises(SystemExit, match="no job matches"):
         wf.select(legs, ["lint:python=2.7"])
