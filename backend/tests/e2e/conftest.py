@@ -16,7 +16,7 @@ from stdio_server import StdioServer, server_env
 
 from testbed.fixtures import factory_fixture
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     # Imported where used: the xdist controller loads this conftest too and runs no test, so

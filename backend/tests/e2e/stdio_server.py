@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 import anyio
 
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams

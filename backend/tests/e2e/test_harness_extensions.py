@@ -18,8 +18,9 @@ from psycopg import sql
 
 from testbed.config import load_settings
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints, extensions, pgdata
+from testbed.services import extensions, pgdata
 from testbed.services.binaries import PgBinaries
+from testbed.services.endpoints import Endpoints
 
 OFFICIAL_IMAGE_EXTENSIONS = (
     "adminpack",

@@ -22,7 +22,7 @@ from stdio_server import server_env
 from opsdesk.domains.crm.models import Company
 from opsdesk.mcp_server import app_from_env, build_server
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 pytestmark = pytest.mark.anyio
 VALKEY_TIMEOUT = 0.25  # seconds, given to the server as OPSDESK_VALKEY_TIMEOUT

@@ -26,7 +26,7 @@ from testbed.isolation.sessions import (
 from testbed.isolation.workers import Worker, worker_from_input
 from testbed.run import stash
 from testbed.run.controller import RunInfo
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     # Imported where used: this module loads with the plugin in every pytest process,

@@ -25,10 +25,11 @@ from fake_docker import (
 
 from testbed.config import load_settings
 from testbed.errors import ServicesUnavailable, UsageError
-from testbed.services import containers, docker, engine, resolve_backend_name
+from testbed.services import containers, docker, engine
 from testbed.services.containers import Container
 from testbed.services.docker import DockerBackend
 from testbed.services.images import LOCAL_PG, LOCAL_REDIS, OFFICIAL_PG, OFFICIAL_REDIS
+from testbed.services.lifecycle import resolve_backend_name
 
 
 def test_command_lines() -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from testbed.config import Settings, load_settings
 from testbed.errors import PortConflict
-from testbed.services import Endpoints, identity, portlock
+from testbed.services import identity, portlock
+from testbed.services.endpoints import Endpoints
 from testbed.services.native import NativeBackend
 from testbed.services.ownership import (
     USER,

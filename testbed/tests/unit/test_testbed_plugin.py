@@ -18,9 +18,9 @@ def test_plain():
 
 
 def _fake(pytester: pytest.Pytester, body: str) -> None:
-    # The fake replaces testbed.services.acquire for the inner run and puts it back after.
+    # The fake replaces testbed.services.lifecycle.acquire for the inner run and puts it back after.
     pytester.makeconftest(f"""
-import testbed.services as services
+import testbed.services.lifecycle as services
 from testbed import errors
 
 REAL = services.acquire

@@ -15,7 +15,7 @@ from testbed.config import Settings
 from testbed.config.app import SchemaSetup
 from testbed.isolation import schema
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     # SQLAlchemy is imported where it is used: the controller (which only needs psycopg and

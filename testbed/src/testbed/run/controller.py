@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed import guard, services
+from testbed import guard
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable, TestbedError
 from testbed.isolation.schema import RunLock, worker_schema
@@ -22,8 +22,10 @@ from testbed.isolation.schema import reap as reap_stale_schemas
 from testbed.isolation.sessions import delete_run_keys, run_redis
 from testbed.isolation.workers import CONTROLLER, new_run_id, new_seed
 from testbed.run import allocation, breaker
-from testbed.services import Endpoints, Hold
+from testbed.services import lifecycle
+from testbed.services.endpoints import Endpoints
 from testbed.services.health import log_tail
+from testbed.services.lifecycle import Hold
 
 E2E_DIR = "e2e"
 SKIP_PREFIX = "E2E services unavailable"
@@ -124,7 +126,7 @@ class Controller:
         self.info.attempted = True
         began = time.perf_counter()
         try:
-            self._hold = services.acquire(self.settings)
+            self._hold = lifecycle.acquire(self.settings)
             self.started = self._hold.started
         except ServicesUnavailable as exc:
             self.info.unavailable = True

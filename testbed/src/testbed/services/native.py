@@ -9,7 +9,8 @@ from typing import NamedTuple
 from testbed import guard, report
 from testbed.config import Settings, default_state_root
 from testbed.errors import InUse, ServicesUnavailable
-from testbed.services import Endpoints, ServiceStatus, extensions, health, identity, legacy, pgdata
+from testbed.services import extensions, health, identity, legacy, pgdata
+from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import (
     PgBinaries,
     Say,
@@ -18,6 +19,7 @@ from testbed.services.binaries import (
     find_valkey,
     make_cache_dir,
 )
+from testbed.services.endpoints import Endpoints
 from testbed.services.ownership import (
     USER,
     ProcessIdentity,
@@ -30,7 +32,7 @@ from testbed.services.ownership import (
     request_down,
 )
 from testbed.services.ownership import Lease as Lease
-from testbed.services.portlock import port_lock
+from testbed.services.portlock import lock_file, port_lock
 from testbed.services.ports import check_free, is_free
 from testbed.services.procs import (
     RunAs,
@@ -61,11 +63,6 @@ def valkey_argv(binary: Path, port: int, workdir: Path) -> list[str]:
         *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
         *("--daemonize", "no", "--protected-mode", "yes"),
     ]
-
-
-def lock_file(settings: Settings, project: str | None = None) -> Path:
-    """The project's lock (in the cache, so `down` may delete the state dir while holding it)."""
-    return settings.cache_dir / "locks" / f"{project or settings.project}.lock"
 
 
 class NativeBackend:
