@@ -107,12 +107,25 @@ def e2e_database(
 ) -> Iterator[WorkerDatabase]:
     """The worker's schema e2e_<run>_<worker>, its tables and the app's setup; dropped when
     the worker ends (with every table in it, including those tests created)."""
+    from testbed.isolation import templates
+
     export_urls(e2e_settings, e2e_docker_compose, e2e_worker)
     database = WorkerDatabase(
-        e2e_docker_compose.database_url, e2e_worker, e2e_metadata, e2e_schema_setup
+        e2e_docker_compose.database_url,
+        e2e_worker,
+        e2e_metadata,
+        e2e_schema_setup,
+        templates.for_worker(
+            e2e_settings,
+            e2e_docker_compose.pg_version,
+            e2e_metadata,
+            e2e_schema_setup,
+            pytestconfig.rootpath,
+        ),
     )
     database.create()
     pytestconfig.stash[stash.SETUP_SECONDS] = database.setup_seconds
+    pytestconfig.stash[stash.SETUP_SOURCE] = database.setup_source
     yield database
     database.drop()
 
