@@ -29,6 +29,7 @@ from testbed.run.controller import SKIP_PREFIX, Controller, RunInfo, wants_servi
 pytest_plugins = ["testbed.fixtures"]
 
 SETUP_KEY = "e2e_setup_seconds"
+SOURCE_KEY = "e2e_setup_source"
 WATCH_KEY = pytest.StashKey[breaker.Watch]()
 EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
 
@@ -215,9 +216,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     workeroutput = getattr(config, "workeroutput", None)
     seconds = config.stash.get(stash.SETUP_SECONDS, None)
+    source = config.stash.get(stash.SETUP_SOURCE, "")
     if workeroutput is not None:
         if seconds is not None:
             workeroutput[SETUP_KEY] = seconds
+            workeroutput[SOURCE_KEY] = source
             workerinput = getattr(config, "workerinput", {})
             workeroutput["e2e_worker"] = workerinput.get("workerid", "?")
         return
@@ -226,6 +229,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if seconds is not None:
         controller.worker_setup["main"] = seconds
+        controller.worker_setup_source["main"] = source
     controller.finish()
     if controller.info.unavailable and controller.info.error:
         session.exitstatus = EXIT_UNAVAILABLE  # required services missing: not a test failure
@@ -266,3 +270,4 @@ class XdistHooks:
         if SETUP_KEY in output:
             worker = output.get("e2e_worker") or getattr(node.gateway, "id", "?")
             self.controller.worker_setup[str(worker)] = output[SETUP_KEY]
+            self.controller.worker_setup_source[str(worker)] = output.get(SOURCE_KEY, "")
