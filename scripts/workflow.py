@@ -276,7 +276,7 @@ def pythons_in(image: str) -> set[str]:
 
 
 def run_leg(
-    leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain: bool
+    leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain: bool, cache: Path
 ) -> tuple[str, float]:
     argv = [str(act), "push", "-W", str(WORKFLOWS / leg.workflow), "-j", leg.job]
     for key, value in leg.matrix.items():
@@ -293,8 +293,12 @@ def run_leg(
         "--rm",  # the job container goes also when the job failed
         *repos,
     ]  # fmt: skip
-    if not plain:
-        argv += ["--container-options", RUNNER_LIKE]
+    # actions/cache's stand-in restores nothing: this host directory, mounted where the jobs
+    # keep pip's and uv's downloads, is the warm cache a job on GitHub restores.
+    pip_cache = cache / "pip-cache"
+    pip_cache.mkdir(parents=True, exist_ok=True)
+    options = f"-v {pip_cache}:/root/.cache/pip"
+    argv += ["--container-options", options if plain else f"{RUNNER_LIKE} {options}"]
     # A shared machine: the services' ports this checkout was given, not the defaults. And the
     # machine's TLS settings: its extra CA certificates are in the runner image's bundle, and
     # these point pip, uv, curl, git and node at that bundle (re-signed TLS, as on the machine).
@@ -382,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((leg.label, f"not run: {skip}", 0.0))
             continue
         say(f"{leg.label}: running (log {args.out / (leg.slug + '.log')})")
-        result, wall = run_leg(leg, act, runner, repos, args.out, args.plain)
+        result, wall = run_leg(leg, act, runner, repos, args.out, args.plain, cache)
         say(f"{leg.label}: {result} in {wall:.0f} s")
         rows.append((leg.label, result, wall))
     lines = ["| job | result | wall |", "|---|---|---|"]
