@@ -64,6 +64,7 @@ TLS_ENV = (
     "GIT_SSL_CAINFO",
     "NODE_EXTRA_CA_CERTS",
 )
+TOOL_CACHE_PYTHON = "/opt/hostedtoolcache/Python"
 CHECKOUT_FILTER = "label=dev.testbed.checkout"  # testbed.services.containers.CHECKOUT_LABEL
 
 
@@ -265,9 +266,12 @@ def remove_new(before: dict[str, str]) -> list[str]:
     return removed
 
 
-def pythons_in(image: str) -> set[str]:
+def pythons_in(image: str, volume: str | None = None) -> set[str]:
+    """The minor versions in the image's tool cache; with volume, in act's tool cache volume,
+    which act mounts over /opt/hostedtoolcache and seeds from the first image that used it."""
+    mount = ["-v", f"{volume}:/opt/hostedtoolcache"] if volume else []
     out = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", image, "ls", "/opt/hostedtoolcache/Python"],
+        ["docker", "run", "--rm", "--network", "none", *mount, image, "ls", TOOL_CACHE_PYTHON],
         capture_output=True,
         text=True,
         check=False,
@@ -369,7 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     runner = image.stdout.strip().splitlines()[-1]
     # GitHub's jobs pull the official service images; here `make images` builds them once.
     subprocess.run([str(ROOT / "scripts" / "docker-images.sh")], check=True)
-    have = pythons_in(runner)
+    have = pythons_in(runner, "act-toolcache")
+    stale = pythons_in(runner) - have
+    if stale:
+        say(
+            f"act's tool cache volume lacks Python {', '.join(sorted(stale))} of {runner} (seeded "
+            "from an older image): `docker volume rm act-toolcache` when no act job runs"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     for note in notes:
         say(note)
