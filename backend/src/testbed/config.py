@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -42,6 +41,7 @@ COMPOSE_FILE = "docker-compose-e2e.yml"
 TOOL = "testbed"
 # Every state dir and compose project is `<project name>-e2e-<hash of checkout>`.
 STATE_DIR_GLOB = "*-e2e-*"
+PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # a project as records may name it
 
 
 def _is_root() -> bool:
@@ -59,11 +59,11 @@ def default_cache_dir() -> Path:
 
 
 def default_state_root() -> Path:
-    """Parent of per-project state dirs: tmpfs (/dev/shm) when present, for speed."""
-    shm = Path("/dev/shm")  # noqa: S108 (a per-project subdir, created 0755 by us)
-    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
-        return shm
-    return Path(tempfile.gettempdir())
+    """Parent of per-project state dirs: the invoking user's private base, on tmpfs when there
+    is one (/dev/shm/testbed-<uid>); created 0700 and verified before use."""
+    from testbed.services.private import base_dir
+
+    return base_dir()
 
 
 def find_checkout(start: Path | None = None) -> Path:
@@ -88,7 +88,7 @@ def _project(given: object, checkout: Path, name: str) -> str:
     """The project: given (override, E2E_PROJECT: e.g. two runs of one checkout on one
     engine), else derived from the app's name and the checkout."""
     project = str(given or project_name(checkout, name))
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", project):
+    if not PROJECT_RE.fullmatch(project):
         raise UsageError(
             f"E2E_PROJECT={project!r}: a project is 1-63 lowercase letters, digits, '-' or "
             "'_', starting with a letter or digit (it names the compose project and state dir)"
@@ -269,7 +269,7 @@ OPTIONS: tuple[Option, ...] = (
         "pid files, logs and data dirs of the native services",
         parse_optional_path,
         derive=_state_dir,
-        default_text="<project> under /dev/shm (else under the temp dir)",
+        default_text="<project> in /dev/shm/testbed-<uid> (else <temp dir>/testbed-<uid>), 0700",
         cli=True,
     ),
     Option(

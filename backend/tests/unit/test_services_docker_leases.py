@@ -14,7 +14,7 @@ import pytest
 from fake_docker import COMPOSE_F, PS, Runner, backend, engine_ok, pair, row
 
 from testbed.errors import InUse, PortConflict, ServicesUnavailable
-from testbed.services import containers, docker
+from testbed.services import containers, docker, private
 from testbed.services.docker import DockerBackend
 from testbed.services.images import LOCAL_PG, LOCAL_REDIS
 from testbed.services.ownership import (
@@ -213,7 +213,11 @@ def test_port_held_by_another_checkouts_container_names_it(
     assert runner.compose() == []
 
 
-def test_reap_takes_down_only_projects_nobody_uses(tmp_path: Path, dead: ProcessIdentity) -> None:
+def test_reap_takes_down_only_projects_nobody_uses(
+    tmp_path: Path, dead: ProcessIdentity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(private, "base_dir", lambda: tmp_path)  # reap judges only the user's base
+
     def project(
         name: str, *leases: object, state: str = "running", checkout: Path = tmp_path
     ) -> str:

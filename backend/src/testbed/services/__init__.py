@@ -196,6 +196,8 @@ def _refuse_other_backend(settings: Settings, name: str) -> None:
     from testbed.errors import InUse
     from testbed.services.ownership import read_record
 
+    if name == "external":  # services testbed does not manage: no record of ours applies
+        return
     record = read_record(settings.state_dir)
     recorded = record.get("backend")
     live = [x for x in record.leases() if x.alive()]

@@ -97,13 +97,11 @@ class DockerBackend:
         compose: Sequence[str] | None = None,
         say: Say = _stderr,
     ) -> None:
-        from testbed.services.native import lock_file  # one lock per checkout, either backend
-
         self.settings = settings
         self.runner = runner
         self.say = say
         self.state_dir = settings.state_dir
-        self.store = Store(self.state_dir, lock_file(settings))
+        self.store = Store(self.state_dir)  # one lock per state dir, either backend
         self._compose_cmd = list(compose) if compose is not None else None
         # Never publish containers on the developer's ports.
         guard.check_postgres_url(self.database_url)
