@@ -23,9 +23,9 @@ from pathlib import Path
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
 from testbed.guard import redact
+from testbed.report import Say as Say
 from testbed.services import manifest
 
-Say = Callable[[str], None]
 PG_MAJOR = 16
 VALKEY_MAJOR = 8
 PG_WHAT, VALKEY_WHAT = "PostgreSQL 16.15 binaries", "Valkey 8.1.8 binaries"
