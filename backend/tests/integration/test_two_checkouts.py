@@ -93,7 +93,8 @@ def test_racing_checkouts_one_starts_the_other_is_told_who(make: Make) -> None:
     servers = winner.pids()
     assert str(error).startswith(
         f"port {pg} is held by the E2E services of another checkout "
-        f"(state dir {winner.state_dir}, pid {servers['postgres']}): run `make down` in "
+        f"(project {winner.settings.project}, state dir {winner.state_dir}, "
+        f"pid {servers['postgres']}): run `make down` in "
     ), str(error)
     assert "or use other ports: E2E_PG_PORT=" in str(error)
     assert not loser.state_dir.exists()

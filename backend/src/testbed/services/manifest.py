@@ -55,7 +55,10 @@ def _files(tree: Path) -> dict[str, os.stat_result]:
         for name in [*dirnames, *filenames]:
             path = Path(dirpath, name)
             st = path.lstat()
-            if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if st.st_uid not in (0, os.geteuid()) or (
+                others_write and not stat.S_ISLNK(st.st_mode)
+            ):
                 raise UnsafePath(
                     f"refusing the binaries in {tree}: {path} may be written by another user; "
                     f"remove {tree} and retry (it is fetched again)"

@@ -180,7 +180,7 @@ class StateDir:
                 if traverse_gid is not None:
                     private.grant_traverse(path, traverse_gid)
                 return
-            if path.is_dir() and not path.is_symlink():
+            if path.is_symlink() or path.is_dir():
                 if (why := private.problem(path)) is not None:
                     raise UnsafePath(f"refusing the state dir {path}: {why}; {fix}")
                 legacy = self._legacy(project)  # an older testbed made it: ours to remove
