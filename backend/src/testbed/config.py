@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -58,9 +59,29 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir(TOOL))
 
 
+# A state dir holds a copy of the 44 MB template that grows with the run's WAL and data (about
+# 130 MB after a long run); the rest is headroom for a second project and the servers' files.
+SHM_MIN_FREE = 256 << 20
+
+
+def state_filesystem(shm: Path = Path("/dev/shm")) -> Path:  # noqa: S108 (checked below)
+    """Where state dirs go: tmpfs (/dev/shm) for speed when it is big enough and allows exec,
+    else the temp dir. A default container's /dev/shm (64 MB, noexec) is neither; a full one
+    would fail the run halfway, and a noexec one breaks whatever runs from a dir beside state."""
+    try:
+        if not (shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)):
+            return Path(tempfile.gettempdir())
+        fs = os.statvfs(shm)
+    except OSError:
+        return Path(tempfile.gettempdir())
+    if fs.f_flag & os.ST_NOEXEC or fs.f_bavail * fs.f_frsize < SHM_MIN_FREE:
+        return Path(tempfile.gettempdir())
+    return shm
+
+
 def default_state_root() -> Path:
-    """Parent of per-project state dirs: the invoking user's private base, on tmpfs when there
-    is one (/dev/shm/testbed-<uid>); created 0700 and verified before use."""
+    """Parent of per-project state dirs: the invoking user's private base on the state
+    filesystem (/dev/shm/testbed-<uid>, see state_filesystem); made 0700 and verified on use."""
     from testbed.services.private import base_dir
 
     return base_dir()
@@ -269,7 +290,8 @@ OPTIONS: tuple[Option, ...] = (
         "pid files, logs and data dirs of the native services",
         parse_optional_path,
         derive=_state_dir,
-        default_text="<project> in /dev/shm/testbed-<uid> (else <temp dir>/testbed-<uid>), 0700",
+        default_text="<project> in testbed-<uid> (0700) under /dev/shm (256 MB free, exec "
+        "allowed), else the temp dir",
         cli=True,
     ),
     Option(

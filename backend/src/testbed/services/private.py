@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def base_dir() -> Path:
-    """The invoking user's base for state dirs and locks: /dev/shm/testbed-<uid> (tmpfs, fast),
-    else <tmp>/testbed-<uid>. Fixed per user, so `up` in one shell and `pytest` in another meet
-    in it; never from the environment (XDG_RUNTIME_DIR differs between a login and cron)."""
-    shm = Path("/dev/shm")  # noqa: S108 (a per-user 0700 dir, verified before use)
-    root = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
-    return (root or Path(tempfile.gettempdir())) / f"testbed-{os.geteuid()}"
+    """The invoking user's base for state dirs and locks: testbed-<uid> on the state filesystem
+    (/dev/shm when it fits, else the temp dir). Fixed per user, so `up` in one shell and
+    `pytest` in another meet in it; never from XDG_RUNTIME_DIR (a login has it, cron not)."""
+    from testbed.config import state_filesystem
+
+    return state_filesystem() / f"testbed-{os.geteuid()}"
 
 
 def _who(uid: int) -> str:
