@@ -185,8 +185,8 @@ def test_a_cache_another_user_can_write_never_runs_as_root(world_writable: Sandb
         nobody_writes(cache / tree / ".complete", "\n")
     as_nobody(f"chmod -R a+x {shlex.quote(str(cache))}")
     code, out = box.testbed("up", E2E_CACHE_DIR=str(cache), PATH="/usr/bin:/bin")
-    one_error(code, out, str(cache), "owned by nobody", "E2E_CACHE_DIR")
     assert not proof.exists(), f"root ran nobody's binary (as uid {proof.read_text().strip()})"
+    one_error(code, out, str(cache), "owned by nobody", "E2E_CACHE_DIR")
 
 
 def test_a_changed_binary_is_refused_before_it_runs(tmp_path: Path) -> None:
@@ -280,17 +280,18 @@ def test_two_projects_on_one_valkey_never_free_each_others_databases(
             k.removeprefix("export "): shlex.split(v)[0]
             for k, v in (line.split("=", 1) for line in env.splitlines() if "=" in line)
         }
-    progress = tmp_path / "progress"
+    progress, done = tmp_path / "progress", tmp_path / "b-done"
     progress.mkdir()
     suite_a = payload_suite(tmp_path / "a", "shared_suite.py")
     suite_b = payload_suite(tmp_path / "b", "shared_suite.py")
     argv = [str(PYTEST), "-n", "2", "-p", "no:randomly", "-q", "--timeout", "240"]
     run_a = first.start(
         [*argv, str(suite_a)],
-        env=first.env(REL_PROGRESS=str(progress), REL_TESTS="12", REL_SLEEP="1.5"),
+        env=first.env(REL_PROGRESS=str(progress), REL_TESTS="2", REL_WAIT_FOR=str(done)),
         cwd=tmp_path / "a",
         name="project-a",
     )
+    # Both of its workers hold a key in their database until the other project's run is over.
     assert wait_for(lambda: len(list(progress.iterdir())) >= 2, 120), run_a.output()
     # Another project, its own PostgreSQL database, the first one's Valkey.
     env_b = second.env(
@@ -303,6 +304,7 @@ def test_two_projects_on_one_valkey_never_free_each_others_databases(
         REL_SLEEP="0.2",
     )
     code, out_b = second.run([*argv, str(suite_b)], env=env_b, cwd=tmp_path / "b", timeout=240)
+    done.touch()
     assert code == 0, out_b
     code = run_a.wait(240)
     assert code == 0, f"the first project's run lost its Valkey databases:\n{run_a.output()}"
