@@ -48,12 +48,16 @@ if [[ -n "$SHARD" ]]; then
   [[ -z "$no_randomly" ]] && shard_args+=("--randomly-seed=${E2E_SEED:-1}")
 fi
 
+# loadgroup: tests marked xdist_group(name) share a worker (the stdio tests share one server
+# per worker that way); every other test is handed out as with the default, load.
+dist=(-n "$N" --dist loadgroup)
+
 # pytest is the process that gets signals (its plugin ends the lease on the way out).
 if [[ -z "$SHARD" ]]; then
-  exec "$VENV/bin/pytest" backend/tests/e2e -n "$N" "${randomly[@]}" "${user_args[@]}"
+  exec "$VENV/bin/pytest" backend/tests/e2e "${dist[@]}" "${randomly[@]}" "${user_args[@]}"
 fi
 set +e
-"$VENV/bin/pytest" backend/tests/e2e -n "$N" "${randomly[@]}" "${shard_args[@]}" "${user_args[@]}"
+"$VENV/bin/pytest" backend/tests/e2e "${dist[@]}" "${randomly[@]}" "${shard_args[@]}" "${user_args[@]}"
 code=$?
 set -e
 if [[ -n "$SHARD" && $code -eq 5 ]]; then

@@ -29,10 +29,13 @@ from fixtures.test_data_factory import (
 from mcp import Client, ClientSession
 from mcp.server.mcpserver import MCPServer
 from sqlalchemy.orm import Session
+from stdio_server import StdioServer, server_env
 
 from opsdesk.app import App
 from opsdesk.mcp_server import build_server
 from testbed.fixtures import factory_fixture
+from testbed.isolation.workers import Worker
+from testbed.services.endpoints import Endpoints
 
 collect_ignore = ["fixtures"]
 
@@ -95,3 +98,20 @@ async def mcp_service(
     with _serving(shared, opsdesk_app):
         async with Client(server) as client:
             yield client.session
+
+
+@pytest.fixture(scope="session")
+def opsdesk_stdio(e2e_docker_compose: Endpoints, e2e_worker: Worker) -> Iterator[StdioServer]:
+    """One `python -m opsdesk.mcp_server` per worker in the worker's schema and Valkey
+    namespace, initialized, shared by the stdio tests (mark them xdist_group("opsdesk_stdio")
+    so one worker runs them all). At the end its stdin closes: it must exit with status 0."""
+    server = StdioServer(server_env(e2e_docker_compose, e2e_worker))
+    try:
+        server.initialize()
+    except BaseException:
+        server.close()
+        raise
+    yield server
+    log = server.log()
+    code = server.close()
+    assert code == 0, f"the stdio server did not exit cleanly at end of input:\n{log}"

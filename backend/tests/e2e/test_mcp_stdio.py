@@ -1,44 +1,31 @@
-"""A real MCP client over stdio: `python -m opsdesk.mcp_server` in the worker's schema."""
+"""A real MCP client (the SDK's) over stdio: `python -m opsdesk.mcp_server` in the worker's
+schema, the worker's shared server (the opsdesk_stdio fixture)."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from stdio_server import StdioServer, pipe_transport
 
 from opsdesk.domains.crm.models import Contact
 from opsdesk.domains.tasks.models import Task
-from testbed.data import DataContext
-from testbed.pubsub import EventListener
-from testbed.services import Endpoints
-from testbed.workers import Worker
+from testbed.data.context import DataContext
+from testbed.isolation.pubsub import EventListener
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.heavy
 @pytest.mark.committed
+@pytest.mark.xdist_group("opsdesk_stdio")
 async def test_stdio_server_one_tool_per_domain(
-    e2e_docker_compose: Endpoints,
-    e2e_worker: Worker,
+    opsdesk_stdio: StdioServer,
     e2e_session: Session,
     e2e_events: EventListener,
     e2e_data: DataContext,
 ) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": e2e_docker_compose.database_url,
-        "REDIS_URL": e2e_docker_compose.redis_url,
-        "OPSDESK_SCHEMA": e2e_worker.schema,
-        "OPSDESK_EVENT_PREFIX": e2e_worker.prefix,
-    }
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "opsdesk.mcp_server"], env=env
-    )
     calls = [
         ("crm_create_contact", {"email": e2e_data.email(), "name": "Stdio User"}),
         ("tasks_create_task", {"title": "Over stdio"}),
@@ -52,7 +39,7 @@ async def test_stdio_server_one_tool_per_domain(
     ]
     domains = ("crm", "tasks", "tickets", "knowledge", "canvas", "finance")
     with e2e_events.subscribe(*domains) as sub:
-        async with Client(params) as client:
+        async with Client(pipe_transport(opsdesk_stdio)) as client:
             tools = {t.name for t in (await client.list_tools()).tools}
             for tool, args in calls:
                 assert tool in tools

@@ -1,16 +1,13 @@
 """Malformed lines to `python -m opsdesk.mcp_server` over real stdio: each gets its JSON-RPC 2.0
-error within a second, and the server goes on serving."""
+error within a second, and the server goes on serving (and exits with status 0 when its input
+ends: the opsdesk_stdio fixture checks that when the worker is done with it)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
-from stdio_server import ANSWER_WITHIN, StdioServer, server_env
-
-from testbed.services import Endpoints
-from testbed.workers import Worker
+from stdio_server import ANSWER_WITHIN, StdioServer
 
 PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 DEEP = 100_000
@@ -76,34 +73,30 @@ def _problem(answer: dict[str, Any] | None, code: int, expected_id: Any) -> str 
 
 
 @pytest.mark.heavy
+@pytest.mark.xdist_group("opsdesk_stdio")
 def test_every_malformed_line_gets_its_error_and_the_server_goes_on(
-    e2e_docker_compose: Endpoints, e2e_worker: Worker, e2e_engine: Engine
+    opsdesk_stdio: StdioServer,
 ) -> None:
-    server = StdioServer(server_env(e2e_docker_compose, e2e_worker))
-    try:
-        server.initialize()
-        problems: dict[str, str] = {}
-        for case, (line, code, expected_id) in MALFORMED.items():
-            server.send(line)
-            # The 16 MiB line takes a moment to cross the pipe before it can be answered.
-            within = 10 * ANSWER_WITHIN if len(line) > LINE_LIMIT else ANSWER_WITHIN
-            if problem := _problem(server.receive(within), code, expected_id):
-                problems[case] = problem
-            # Still serving, and the bad line got exactly one answer: the next is the ping's.
-            if (pong := server.request("ping")) is None or pong.get("result") != {}:
-                problems[f"{case}, then ping"] = f"got {pong}"
-        assert not problems, "\n".join(f"{case}: {why}" for case, why in problems.items())
-        server.send(b"")
-        server.send(b"  \t\r")  # blank lines are not messages: no answer
-        tools = server.request("tools/list")
-        assert tools is not None
-        assert "crm_search_contacts" in {tool["name"] for tool in tools["result"]["tools"]}
-        found = server.request(
-            "tools/call", {"name": "crm_search_contacts", "arguments": {"query": "no_body"}}
-        )
-        assert found is not None
-        assert found["result"]["structuredContent"] == {"results": []}, found
-    finally:
-        log = server.log()
-        code = server.close()
-    assert code == 0, f"the server did not exit cleanly at end of input:\n{log}"
+    server = opsdesk_stdio
+    server.drain()
+    problems: dict[str, str] = {}
+    for case, (line, code, expected_id) in MALFORMED.items():
+        server.send(line)
+        # The 16 MiB line takes a moment to cross the pipe before it can be answered.
+        within = 10 * ANSWER_WITHIN if len(line) > LINE_LIMIT else ANSWER_WITHIN
+        if problem := _problem(server.receive(within), code, expected_id):
+            problems[case] = problem
+        # Still serving, and the bad line got exactly one answer: the next is the ping's.
+        if (pong := server.request("ping")) is None or pong.get("result") != {}:
+            problems[f"{case}, then ping"] = f"got {pong}"
+    assert not problems, "\n".join(f"{case}: {why}" for case, why in problems.items())
+    server.send(b"")
+    server.send(b"  \t\r")  # blank lines are not messages: no answer
+    tools = server.request("tools/list")
+    assert tools is not None
+    assert "crm_search_contacts" in {tool["name"] for tool in tools["result"]["tools"]}
+    found = server.request(
+        "tools/call", {"name": "crm_search_contacts", "arguments": {"query": "no_body"}}
+    )
+    assert found is not None
+    assert found["result"]["structuredContent"] == {"results": []}, found
