@@ -16,13 +16,13 @@ from typing import Any
 
 from testbed import guard
 from testbed.config import Settings
-from testbed.errors import ServicesUnavailable, TestbedError
+from testbed.errors import ServicesUnavailable, TestbedError, UnsafePath
 from testbed.isolation.schema import RunLock, worker_schema
 from testbed.isolation.schema import reap as reap_stale_schemas
 from testbed.isolation.sessions import delete_run_keys, run_redis
 from testbed.isolation.workers import CONTROLLER, new_run_id, new_seed
 from testbed.run import allocation, breaker
-from testbed.services import lifecycle
+from testbed.services import lifecycle, manifest
 from testbed.services.endpoints import Endpoints
 from testbed.services.health import log_tail
 from testbed.services.lifecycle import Hold
@@ -245,6 +245,11 @@ class Controller:
         if trip is not None:
             self.problems.append(f"breaker: {trip.message()}")
         kept_logs = self.settings.cache_dir / "logs"
+        try:  # logs are copied (and old ones removed) as us: never in a cache others can write
+            manifest.check_cache(self.settings.cache_dir)
+        except UnsafePath as exc:
+            self.problems.append(f"server logs not kept: {exc}")
+            return
         for old in sorted(kept_logs.glob("*-*"))[:-KEPT_LOG_RUNS]:  # oldest first, by name
             shutil.rmtree(old, ignore_errors=True)
         keep = kept_logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.info.run_id}"
