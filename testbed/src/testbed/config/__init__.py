@@ -158,7 +158,17 @@ class Option:
 
 
 def _state_dir(values: Values, env: Mapping[str, str]) -> Path:
-    return default_state_root() / str(values["project"])
+    project = str(values["project"])
+    path = default_state_root() / project
+    if not path.exists():
+        # Services an older testbed started at the old default (beside the base, not in it)
+        # stay this project's until `down`: found only when that dir is ours and marked for it.
+        from testbed.services.ownership import StateDir
+
+        old = StateDir(state_filesystem() / project)
+        if old.project() == project and old.is_ours():
+            return old.path
+    return path
 
 
 def _cache_dir(values: Values, env: Mapping[str, str]) -> Path:
