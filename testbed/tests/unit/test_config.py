@@ -272,23 +272,3 @@ def test_state_goes_on_dev_shm_only_when_big_enough_and_exec(
     expected = tmp_path if chosen == "shm" else Path(tempfile.gettempdir())
     assert config.state_filesystem(tmp_path) == expected
     assert config.state_filesystem(tmp_path / "missing") == Path(tempfile.gettempdir())
-
-
-def test_services_an_older_testbed_started_at_the_old_default_stay_found(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from testbed.services.ownership import StateDir
-
-    monkeypatch.setattr(config, "state_filesystem", lambda: tmp_path)
-    project = load_settings({}).project
-    new = tmp_path / f"testbed-{os.geteuid()}" / project
-    assert load_settings({}).state_dir == new
-    StateDir(tmp_path / "someone-elses").prepare(project="other-e2e-00000000")
-    old = StateDir(tmp_path / project)
-    old.prepare(project="other-e2e-00000000")  # another project's: never taken for ours
-    assert load_settings({}).state_dir == new
-    old.remove()
-    old.prepare(project=project)
-    assert load_settings({}).state_dir == old.path
-    new.mkdir(parents=True)  # once the new one exists, it wins
-    assert load_settings({}).state_dir == new

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from testbed import __main__ as cli
+from testbed import config
 from testbed.config import load_settings
 from testbed.errors import ServicesUnavailable, UnsafePath, UsageError
 from testbed.services import ownership as own
@@ -363,3 +364,22 @@ def test_a_server_that_rewrites_its_title_while_starting_is_not_called_dead() ->
         proc.kill()
         proc.wait()
     assert not recorded.same_process()
+
+
+def test_services_an_older_testbed_started_at_the_old_default_stay_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in (config, own):  # the base moves with the state filesystem
+        monkeypatch.setattr(module, "state_filesystem", lambda: tmp_path)
+    project = load_settings({}).project
+    new = tmp_path / f"testbed-{os.geteuid()}" / project
+    assert own.state_dir_of(load_settings({})) == new
+    own.StateDir(tmp_path / "someone-elses").prepare(project="other-e2e-00000000")
+    old = own.StateDir(tmp_path / project)
+    old.prepare(project="other-e2e-00000000")  # another project's: never taken for ours
+    assert own.state_dir_of(load_settings({})) == new
+    old.remove()
+    old.prepare(project=project)
+    assert own.state_dir_of(load_settings({})) == old.path
+    new.mkdir(parents=True)  # once the new one exists, it wins
+    assert own.state_dir_of(load_settings({})) == new

@@ -81,10 +81,10 @@ def state_filesystem(shm: Path = Path("/dev/shm")) -> Path:  # noqa: S108 (check
 
 def default_state_root() -> Path:
     """Parent of per-project state dirs: the invoking user's private base on the state
-    filesystem (/dev/shm/testbed-<uid>, see state_filesystem); made 0700 and verified on use."""
-    from testbed.services.private import base_dir
-
-    return base_dir()
+    filesystem (/dev/shm/testbed-<uid>, see state_filesystem), made 0700 and verified on use
+    (testbed.services.private). Fixed per user, so `up` in one shell and `pytest` in another
+    meet in it; never from XDG_RUNTIME_DIR (a login has it, cron does not)."""
+    return state_filesystem() / f"testbed-{os.geteuid()}"
 
 
 def find_checkout(start: Path | None = None) -> Path:
@@ -158,17 +158,7 @@ class Option:
 
 
 def _state_dir(values: Values, env: Mapping[str, str]) -> Path:
-    project = str(values["project"])
-    path = default_state_root() / project
-    if not path.exists():
-        # Services an older testbed started at the old default (beside the base, not in it)
-        # stay this project's until `down`: found only when that dir is ours and marked for it.
-        from testbed.services.ownership import StateDir
-
-        old = StateDir(state_filesystem() / project)
-        if old.project() == project and old.is_ours():
-            return old.path
-    return path
+    return default_state_root() / str(values["project"])
 
 
 def _cache_dir(values: Values, env: Mapping[str, str]) -> Path:

@@ -53,6 +53,7 @@ from testbed.services.ownership import (
     new_record,
     release_lease,
     request_down,
+    state_dir_of,
 )
 from testbed.services.portlock import port_lock
 
@@ -97,7 +98,7 @@ class DockerBackend:
         self.settings = settings
         self.runner = runner
         self.say = say
-        self.state_dir = settings.state_dir
+        self.state_dir = state_dir_of(settings)
         self.store = Store(self.state_dir)  # one lock per state dir, either backend
         self._compose_cmd = list(compose) if compose is not None else None
         # Never publish containers on the developer's ports.

@@ -30,6 +30,7 @@ from testbed.services.ownership import (
     new_record,
     release_lease,
     request_down,
+    state_dir_of,
 )
 from testbed.services.ownership import Lease as Lease
 from testbed.services.portlock import port_lock
@@ -73,7 +74,7 @@ class NativeBackend:
     def __init__(self, settings: Settings, *, say: Say = report.say) -> None:
         self.settings = settings
         self.say = say
-        self.state_dir = settings.state_dir
+        self.state_dir = state_dir_of(settings)
         self.store = Store(self.state_dir)
         # Never start (or reap) anything on the developer's ports.
         guard.check_postgres_url(pgdata.database_url(settings.pg_port, settings.pg_role))

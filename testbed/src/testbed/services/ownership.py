@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from testbed.config import PROJECT_RE
+from testbed.config import PROJECT_RE, default_state_root, state_filesystem
 from testbed.errors import InUse, ServicesUnavailable, UnsafePath, UsageError
 from testbed.services import private
 
@@ -126,6 +126,17 @@ def holder_identity(pid: int | None = None) -> ProcessIdentity:
 
 
 # -- marked state dirs -------------------------------------------------------------------------
+def state_dir_of(settings: Settings) -> Path:
+    """The settings' state dir; for the default one not made yet, the old default of an older
+    testbed (/dev/shm/<project>, beside the base) while that is ours and marked for this project:
+    its services stay found until their `down`."""
+    path = settings.state_dir
+    if path != default_state_root() / settings.project or path.exists():
+        return path
+    old = StateDir(state_filesystem() / settings.project)
+    return old.path if old.project() == settings.project and old.is_ours() else path
+
+
 def _valid_project(value: object) -> bool:
     return isinstance(value, str) and PROJECT_RE.fullmatch(value) is not None
 

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from testbed.config import default_state_root
 from testbed.errors import UnsafePath
 
 MAX_RECORD_BYTES = 1 << 20  # a record or marker is a few KB; anything larger is not ours
@@ -24,12 +25,8 @@ _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def base_dir() -> Path:
-    """The invoking user's base for state dirs and locks: testbed-<uid> on the state filesystem
-    (/dev/shm when it fits, else the temp dir). Fixed per user, so `up` in one shell and
-    `pytest` in another meet in it; never from XDG_RUNTIME_DIR (a login has it, cron not)."""
-    from testbed.config import state_filesystem
-
-    return state_filesystem() / f"testbed-{os.geteuid()}"
+    """The invoking user's base for state dirs and locks (config.default_state_root)."""
+    return default_state_root()
 
 
 def _who(uid: int) -> str:
