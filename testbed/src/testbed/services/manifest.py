@@ -49,22 +49,22 @@ def _stamp(st: os.stat_result) -> list[int]:
 
 def _files(tree: Path) -> dict[str, os.stat_result]:
     """Every entry under tree but the manifest and the stamp, by relative path; refuses one
-    another user may write."""
+    another user may write. (Plain strings and os.lstat: this runs before every start.)"""
     found: dict[str, os.stat_result] = {}
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for name in [*dirnames, *filenames]:
-            path = Path(dirpath, name)
-            st = path.lstat()
+    me, top = os.geteuid(), str(tree)
+    cut = len(top) + 1
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
             others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-            if st.st_uid not in (0, os.geteuid()) or (
-                others_write and not stat.S_ISLNK(st.st_mode)
-            ):
+            if st.st_uid not in (0, me) or (others_write and not stat.S_ISLNK(st.st_mode)):
                 raise UnsafePath(
                     f"refusing the binaries in {tree}: {path} may be written by another user; "
                     f"remove {tree} and retry (it is fetched again)"
                 )
             if not stat.S_ISDIR(st.st_mode):
-                found[str(path.relative_to(tree))] = st
+                found[path[cut:]] = st
     found.pop(MANIFEST, None)
     found.pop(".complete", None)
     return found
