@@ -95,6 +95,7 @@ class Controller:
     teardown_seconds: float | None = None
     reaped: list[str] = field(default_factory=list)
     worker_setup: dict[str, float] = field(default_factory=dict)
+    worker_setup_source: dict[str, str] = field(default_factory=dict)  # "built" / "restored"
     problems: list[str] = field(default_factory=list)
     stopped: bool = False
     distributed: bool = False  # xdist workers run the tests (each gets its own database)
@@ -283,7 +284,8 @@ class Controller:
         made = []
         for worker, seconds in sorted(self.worker_setup.items()):
             name = worker_schema(self.info.run_id, CONTROLLER if worker == "main" else worker)
-            made.append(f"{name} {seconds:.2f}s")
+            restored = " restored" if self.worker_setup_source.get(worker) == "restored" else ""
+            made.append(f"{name} {seconds:.2f}s{restored}")
         return f"schemas made (schema + tables, dropped at the end): {', '.join(made)}"
 
     def header(self) -> list[str]:
