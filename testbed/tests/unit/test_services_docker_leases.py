@@ -176,6 +176,17 @@ def test_native_services_of_this_checkout_are_not_replaced(tmp_path: Path) -> No
         b.ensure(run_lease())  # type: ignore[arg-type]
 
 
+def test_a_state_dir_of_another_project_is_never_used_or_taken_down(tmp_path: Path) -> None:
+    fake = Engine(pair())
+    b = backend(fake.runner, tmp_path)
+    StateDir(b.state_dir).prepare(project="shop-e2e-0badc0de")
+    for call in (lambda: b.ensure(run_lease()), b.down):  # type: ignore[arg-type]
+        with pytest.raises(InUse, match="belongs to project shop-e2e-0badc0de"):
+            call()
+    assert fake.runner.compose() == []
+    assert StateDir(b.state_dir).project() == "shop-e2e-0badc0de"
+
+
 def test_make_down_leaves_them_to_a_live_run_and_takes_them_down_otherwise(
     tmp_path: Path, other_run: ProcessIdentity
 ) -> None:

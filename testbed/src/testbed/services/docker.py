@@ -227,7 +227,9 @@ class DockerBackend:
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
         """Reuse this checkout's healthy containers or start them, and register the lease; the
         bool says whether this call started them (decided under the project lock)."""
+        StateDir(self.state_dir).check(self.settings.project)
         with self.store.locked():
+            StateDir(self.state_dir).check(self.settings.project)
             record = self.store.read()
             record.reap_leases()
             if record.get("backend") == "native" and record.processes():
@@ -362,6 +364,7 @@ class DockerBackend:
         if problem is not None:
             raise ServicesUnavailable(f"{problem}; {INSTALL}")
         with self.store.locked():
+            StateDir(self.state_dir).refuse_other_project(self.settings.project)
             record = self.store.read()
             rows = self.containers()
             if record.get("backend") == self.name and (runs := request_down(record)):
