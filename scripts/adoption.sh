@@ -63,8 +63,11 @@ PY
 # starts and stops native services itself, as on a laptop without Docker: the servers are then
 # children of the suite's own process, under its filterwarnings = error.
 env=(env -u PYTEST_ADDOPTS -u E2E_INIFILE -u E2E_DATABASE_URL -u E2E_REDIS_URL
-  -u E2E_KEEP -u DATABASE_URL -u REDIS_URL -u PYTHONPYCACHEPREFIX
-  E2E_BACKEND=native E2E_PG_PORT="$pg" E2E_REDIS_PORT="$redis" PYTHONDONTWRITEBYTECODE=1)
+  -u E2E_KEEP -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE
+  E2E_BACKEND=native E2E_PG_PORT="$pg" E2E_REDIS_PORT="$redis"
+  # Bytecode cached under the app's venv, never in the tree: without it every xdist worker
+  # compiles SQLAlchemy and Faker again (half a minute on a busy 2-core machine).
+  PYTHONPYCACHEPREFIX="$AVENV/pycache")
 status=0
 for n in 0 2; do
   say "ledger suite at -n $n"
