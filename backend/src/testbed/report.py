@@ -24,3 +24,19 @@ def set_sink(sink: Say | None) -> Say | None:
     global _sink
     previous, _sink = _sink, sink
     return previous
+
+
+# How messages name testbed's commands: `python -m testbed down`, or the command a repository
+# wraps it in (e2e_command, e.g. "make": `make down`). Set once from the settings.
+_command = "python -m testbed"
+
+
+def set_command(prefix: str) -> None:
+    """Name testbed's commands in messages with prefix (e.g. "make")."""
+    global _command
+    _command = prefix
+
+
+def command(verb: str) -> str:
+    """The command the user runs for verb (up, down, status, env, reap), in backquotes."""
+    return f"`{_command} {verb}`"

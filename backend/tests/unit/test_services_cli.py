@@ -65,7 +65,7 @@ def test_status_and_env_when_nothing_runs(
     assert cli.main(["status", *args]) == 3
     assert "not running" in capsys.readouterr().out
     assert cli.main(["env", *args]) == 1
-    assert "make up" in capsys.readouterr().err
+    assert "start them with `python -m testbed up`" in capsys.readouterr().err
     assert cli.main(["down", *args]) == 0
     assert cli.main(["wait", *args, "--wait-timeout", "0.2"]) == 1
     assert "not healthy after 0.2 s" in capsys.readouterr().err

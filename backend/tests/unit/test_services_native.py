@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from testbed.binaries import PgBinaries
@@ -11,7 +13,7 @@ from testbed.config import load_settings
 from testbed.services import pgdata
 from testbed.services.native import NativeBackend, valkey_argv
 from testbed.services.ownership import ProcessIdentity, Record, StateDir
-from testbed.services.procs import is_alive, stop
+from testbed.services.procs import is_alive, spawn, stop
 
 
 def test_postgres_flags() -> None:
@@ -124,4 +126,20 @@ def test_stop_only_the_recorded_process(tmp_path: Path) -> None:
     assert ident is not None
     assert stop(ident, timeout=0.2) is True  # had to SIGKILL
     stubborn.wait(5)
+    stubborn.stdout.close()
     assert not is_alive(stubborn.pid)
+
+
+def test_a_spawned_server_raises_no_resource_warning(tmp_path: Path) -> None:
+    """spawn() keeps its Popen until the server is seen gone: a Popen dropped while the process
+    ran warned (ResourceWarning), which failed green runs under `filterwarnings = error`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pid = spawn(["sleep", "30"], log=tmp_path / "log", run_as=None, cwd=tmp_path)
+        gc.collect()
+        ident = ProcessIdentity.of(pid)
+        assert ident is not None
+        stop(ident, timeout=5)
+        assert not is_alive(pid)  # reaped: no zombie left
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from testbed.config import Settings
 from testbed.errors import UsageError
 from testbed.guard import redact
-from testbed.report import say
+from testbed.report import command, say
 
 if TYPE_CHECKING:
     from testbed.services.ownership import Lease
@@ -202,7 +202,7 @@ def _refuse_other_backend(settings: Settings, name: str) -> None:
     if recorded in ("native", "docker") and recorded != name and live:
         raise InUse(
             f"this checkout's {recorded} services are in use by {live[0].describe()}; "
-            f"use E2E_BACKEND={recorded}, or `make down` first (and wait for that run)"
+            f"use E2E_BACKEND={recorded}, or {command('down')} first (and wait for that run)"
         )
 
 

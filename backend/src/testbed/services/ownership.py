@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from testbed.errors import ServicesUnavailable, UsageError
+from testbed.report import command
 
 if TYPE_CHECKING:
     from testbed.config import Settings
@@ -234,7 +235,7 @@ class Lease:
     def describe(self) -> str:
         """'run pid 1234 (since 10:01:02)' or 'the user (make up)'."""
         if self.kind == USER:
-            return "the user (make up; kept until make down)"
+            return f"the user ({command('up')}; kept until {command('down')})"
         pid = self.holder.pid if self.holder else "?"
         return f"run pid {pid} (since {time.strftime('%H:%M:%S', time.localtime(self.since))})"
 
