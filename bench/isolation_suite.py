@@ -1,38 +1,38 @@
 """Generated pytest suites for the isolation comparison: one conftest per contender, same tests.
 
 Every suite runs the same test bodies (a company and three deals written through an ORM Session,
-committed, read back). Only the `db` fixture differs, so wall(suite) - wall(baseline) is the cost
-of the isolation alone.
+committed, read back). Only the `db` fixture differs. Each isolated test runs right after a
+baseline test in the same process, and pytest times each phase of each test, so the cost of the
+isolation is read off the setup and teardown phases next to the baseline's, not off the noisy
+difference of two whole runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-# Shared by every contender: timing hooks (per-test protocol time, written at session end).
+# Shared by every contender: pytest's own per-phase durations of every test (setup, call,
+# teardown), written at session end. The isolation is what the setup and teardown phases cost
+# beyond the baseline's; the call phase is the test body.
 COMMON = """
 import json
 import os
-import time
 
 import pytest
 from sqlalchemy.orm import Session
 
 from opsdesk import db
-from testbed import schema
+from testbed.isolation import schema
 
 URL = os.environ["BENCH_DB_URL"]
 SCHEMA = os.environ["BENCH_SCHEMA"]
 db.table_names()  # imports every opsdesk model, so Base.metadata knows every table
 METADATA = db.Base.metadata
-_TIMES = []
+_TIMES = {}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    t0 = time.perf_counter()
-    yield
-    _TIMES.append((item.name, t0, time.perf_counter()))
+def pytest_runtest_logreport(report):
+    _TIMES.setdefault(report.nodeid.rpartition("::")[2], {})[report.when] = report.duration
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -65,11 +65,11 @@ def base_db(shared_conn):
     session.close()
 """
 
-# testbed's own isolation code: the worker schema of testbed.schema, the sessions of
-# testbed.isolation (the same functions the plugin's fixtures call).
+# testbed's own isolation code: the worker schema of testbed.isolation.schema, the sessions of
+# testbed.isolation.sessions (the same functions the plugin's fixtures call).
 HARNESS = """
-from testbed.isolation import WorkerDatabase, committed_session, rollback_session
-from testbed.workers import Worker, new_run_id
+from testbed.isolation.sessions import WorkerDatabase, committed_session, rollback_session
+from testbed.isolation.workers import Worker, new_run_id
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +82,9 @@ def worker_db():
 """
 
 CONTENDERS: dict[str, str] = {
-    # testbed's default: testbed.isolation.rollback_session (SQLAlchemy's "join a Session into an
-    # external transaction" recipe) on the worker schema testbed.isolation.WorkerDatabase creates.
+    # testbed's default: testbed.isolation.sessions.rollback_session (SQLAlchemy's "join a
+    # Session into an external transaction" recipe) on the worker schema that
+    # testbed.isolation.sessions.WorkerDatabase creates.
     "default": HARNESS
     + """
 @pytest.fixture
@@ -91,7 +92,7 @@ def db(worker_db):
     with rollback_session(worker_db.engine) as session:
         yield session
 """,
-    # testbed's committed mode: testbed.isolation.committed_session (real commits, then one
+    # testbed's committed mode: testbed.isolation.sessions.committed_session (real commits, then one
     # TRUNCATE ... RESTART IDENTITY CASCADE of the worker's tables).
     "committed": HARNESS
     + """

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from testbed import schema
-from testbed.services import Endpoints
+from testbed.isolation import schema
+from testbed.services.endpoints import Endpoints
 
 pytest_plugins = ["pytester"]
 

@@ -16,10 +16,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from testbed.binaries import PgBinaries
 from testbed.config import load_settings
-from testbed.services import Endpoints, extensions, pgdata
-from testbed.workers import Worker
+from testbed.isolation.workers import Worker
+from testbed.services import extensions, pgdata
+from testbed.services.binaries import PgBinaries
+from testbed.services.endpoints import Endpoints
 
 OFFICIAL_IMAGE_EXTENSIONS = (
     "adminpack",

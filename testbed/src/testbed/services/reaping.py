@@ -1,0 +1,54 @@
+"""Reaping native services: those no live run or `make up` uses any more, in this checkout's
+state dir and its siblings (other checkouts, including deleted ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testbed.config import STATE_DIR_GLOB
+from testbed.services.ownership import USER, Store, read_record
+from testbed.services.portlock import lock_file
+
+if TYPE_CHECKING:
+    from testbed.services.native import NativeBackend
+
+
+def reap_native(backend: NativeBackend) -> list[str]:
+    """Reap backend's own state dir and its native siblings; return what was removed."""
+    removed: list[str] = []
+    mine = backend.state_dir
+    candidates = [mine]
+    if mine.parent.is_dir():
+        candidates += sorted(p for p in mine.parent.glob(STATE_DIR_GLOB) if p.is_dir())
+    for state_dir in dict.fromkeys(candidates):
+        record = read_record(state_dir)
+        if state_dir != mine and record.get("backend") != backend.name:
+            continue
+        project = str(record.get("project") or "") or None
+        store = Store(state_dir, lock_file(backend.settings, project))
+        with store.locked(wait=state_dir == mine) as locked:
+            if locked and state_dir == mine:
+                backend.adopt_legacy()
+            if locked and store.read().get("backend") == backend.name:
+                removed += _reap_dir(backend, store, state_dir)
+    return removed
+
+
+def _reap_dir(backend: NativeBackend, store: Store, state_dir: Path) -> list[str]:
+    record = store.read()
+    notes = [f"lease of dead {x.describe()}" for x in record.reap_leases()]
+    checkout = Path(str(record.get("checkout") or "/"))
+    if not checkout.exists():
+        record.drop_user_lease()  # its checkout is gone: nobody can `make down` it
+        notes.append(f"services of deleted checkout {checkout}")
+    alive = backend.alive(record)
+    runs = [x for x in record.leases() if x.kind != USER]
+    # A live run keeps them even if half died (it fails on its own); a user's half set
+    # is useless, and `make up` starts a whole one again.
+    if runs or (record.leases() and len(alive) == len(record.processes()) == 2):
+        if notes:
+            store.write(record)
+        return notes
+    removed = backend.stop_and_clean(record, state_dir)
+    return [*notes, *removed] if removed or notes else []
