@@ -39,6 +39,7 @@ pytest_plugins = ["testbed.fixtures"]
 SETUP_KEY = "e2e_setup_seconds"
 SOURCE_KEY = "e2e_setup_source"
 WATCH_KEY = pytest.StashKey[breaker.Watch]()
+PREVIOUS_COMMAND = pytest.StashKey[str]()  # an inner pytest run puts the outer run's back
 EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
 RUN_ENV = "TESTBED_RUN"  # the controller's run for its xdist workers (they inherit it)
 
@@ -125,7 +126,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return
     cli = {opt.name: getattr(ns, f"e2e_{opt.name}", None) for opt in OPTIONS}
     settings = config.stash[stash.SETTINGS] = _load(config, cli)
-    report.set_command(settings.command)
+    config.stash[PREVIOUS_COMMAND] = report.set_command(settings.command)
     info = _inherited_run()
     if info is not None:
         worker = os.environ["PYTEST_XDIST_WORKER"]
@@ -159,7 +160,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     settings = config.stash.get(stash.SETTINGS, None) or _settings(config)
     config.stash[stash.SETTINGS] = settings
-    report.set_command(settings.command)
+    previous = report.set_command(settings.command)
+    config.stash.setdefault(PREVIOUS_COMMAND, previous)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         if stash.RUN not in config.stash:  # not handed on before the conftests: a remote worker
@@ -196,9 +198,11 @@ def _terminal_sink(config: pytest.Config) -> report.Say:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Progress lines go back to stderr once pytest's terminal is gone."""
+    """Progress lines go back to stderr once pytest's terminal is gone (and messages to
+    testbed's own command names: a pytest run inside a test configures its own)."""
     if config.stash.get(stash.CONTROLLER, None) is not None:
         report.set_sink(None)
+    report.set_command(config.stash.get(PREVIOUS_COMMAND, report.DEFAULT_COMMAND))
 
 
 def _export_urls(

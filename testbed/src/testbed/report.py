@@ -28,7 +28,8 @@ def set_sink(sink: Say | None) -> Say | None:
 
 # How messages name testbed's commands: `python -m testbed down`, or the command a repository
 # wraps it in (e2e_command, e.g. "make": `make down`). Set once from the settings.
-_command = "python -m testbed"
+DEFAULT_COMMAND = "python -m testbed"
+_command = DEFAULT_COMMAND
 
 
 def set_command(prefix: str) -> None:

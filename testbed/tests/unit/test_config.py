@@ -274,7 +274,7 @@ def test_cli_finds_the_suites_ini_from_the_repository_root(tmp_path: Path) -> No
     assert seen[0] == seen[1]
     assert seen[0][0] == "shop"
     (tmp_path / "pyproject.toml").write_text('[tool.testbed]\npytest_ini = "gone.toml"\n')
-    with pytest.raises(UsageError, match="pytest_ini = 'gone.toml': no such file"):
+    with pytest.raises(UsageError, match=r"pytest_ini = 'gone\.toml': no such file"):
         find_ini(tmp_path)
 
 

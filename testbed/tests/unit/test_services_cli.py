@@ -52,8 +52,11 @@ def test_env_prints_quoted_assignments(
 
 
 def test_status_and_env_when_nothing_runs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no ini file: testbed's own words, not a repository's make
+    monkeypatch.delenv("E2E_INIFILE", raising=False)
+    monkeypatch.delenv("E2E_COMMAND", raising=False)
     args = [
         "--backend",
         "native",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,11 +25,10 @@ def _refuse(*args: object, **kwargs: object) -> None:
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test runs with the network mocked away."""
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs with the network mocked away (monkeypatch undoes it afterwards)."""
     for name in ("socket", "create_connection", "getaddrinfo"):
         monkeypatch.setattr(socket, name, _refuse)
-    yield
 
 
 @pytest.mark.parametrize("n", range(int(os.environ.get("REL_TESTS", "12"))))
