@@ -212,8 +212,8 @@ def _export_urls(
     if info.endpoints is None:
         return
     workerinput = worker or getattr(config, "workerinput", None)
-    worker = worker_from_input(workerinput, run_id=info.run_id, redis_db=info.redis_db)
-    export_urls(config.stash[stash.SETTINGS], info.endpoints, worker)
+    who = worker_from_input(workerinput, run_id=info.run_id, redis_db=info.redis_db)
+    export_urls(config.stash[stash.SETTINGS], info.endpoints, who)
 
 
 def _stop_like_ctrl_c() -> None:

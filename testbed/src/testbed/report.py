@@ -32,10 +32,11 @@ DEFAULT_COMMAND = "python -m testbed"
 _command = DEFAULT_COMMAND
 
 
-def set_command(prefix: str) -> None:
-    """Name testbed's commands in messages with prefix (e.g. "make")."""
+def set_command(prefix: str) -> str:
+    """Name testbed's commands in messages with prefix (e.g. "make"); returns the previous."""
     global _command
-    _command = prefix
+    previous, _command = _command, prefix
+    return previous
 
 
 def command(verb: str) -> str:
