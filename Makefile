@@ -103,7 +103,7 @@ adoption: deps
 
 .PHONY: unit  ## Run the unit tests (no services): testbed's, opsdesk's and the tooling checks
 unit: deps
-	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q -p no:randomly $(call junit,unit) $(PYTEST_ARGS)
+	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q $(call junit,unit) $(PYTEST_ARGS)
 
 .PHONY: mutation  ## Mutation score of guard, schema, breaker and ownership against their unit tests (CPU-heavy)
 mutation: deps

@@ -9,12 +9,13 @@ makes its own schema and Redis namespace (fixtures in testbed.fixtures).
 from __future__ import annotations
 
 import atexit
+import functools
+import inspect
 import json
 import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,15 +45,17 @@ EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
 RUN_ENV = "TESTBED_RUN"  # the controller's run for its xdist workers (they inherit it)
 
 
+@functools.cache
 def _skip_location() -> tuple[str, int]:
-    """Where e2e_docker_compose skips: testbed/fixtures.py and the fixture's line."""
-    # Read, not imported: importing it here would defeat pytest's assertion rewriting of it.
-    source = Path(__file__).with_name("fixtures.py").read_text().splitlines()
-    line = next((i for i, text in enumerate(source, 1) if "def e2e_docker_compose" in text), 0)
-    return "testbed/fixtures.py", line
+    """Where e2e_docker_compose skips: testbed/fixtures.py and the fixture's `def` line."""
+    # Looked up when the first skip is reported, not at import: by then pytest_plugins has
+    # imported testbed.fixtures with assertion rewriting (importing it here would bypass that).
+    fixture = inspect.unwrap(sys.modules["testbed.fixtures"].e2e_docker_compose)
+    lines, first = inspect.getsourcelines(fixture)  # first: the decorator's line, 1-based
+    offset = next((i for i, text in enumerate(lines) if text.lstrip().startswith("def ")), 0)
+    return "testbed/fixtures.py", first + offset
 
 
-SKIP_LOCATION = _skip_location()
 MARKERS = (
     "e2e: needs the E2E services (PostgreSQL 16, Valkey 8); added to tests using E2E fixtures",
     "committed: the test's code must see real commits; tables are truncated afterwards",
@@ -293,7 +296,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     longrepr = report.longrepr
     if report.skipped and isinstance(longrepr, tuple) and SKIP_PREFIX in str(longrepr[2]):
-        report.longrepr = (SKIP_LOCATION[0], SKIP_LOCATION[1], longrepr[2])
+        report.longrepr = (*_skip_location(), longrepr[2])
     watch = item.config.stash.get(WATCH_KEY, None)
     if report.failed and watch is not None and watch.trip is not None and call.excinfo:
         first = call.excinfo.exconly().strip().splitlines()

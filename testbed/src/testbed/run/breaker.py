@@ -282,7 +282,7 @@ def _renewer(redis_url: str, run_id: str) -> Callable[[], None]:
     last = [0.0]
 
     def renew() -> None:
-        if time.monotonic() - last[0] < allocation.TTL_S / 4:
+        if time.monotonic() - last[0] < allocation.RENEW_EVERY_S:
             return
         last[0] = time.monotonic()
         client = run_redis(redis_url)
