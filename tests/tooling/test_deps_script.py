@@ -106,7 +106,9 @@ def fake_venv_with_uv(tmp: Path) -> tuple[Path, dict[str, str]]:
     """A venv on this interpreter whose uv is FAKE_UV, and the env that runs deps.sh on it."""
     venv = tmp / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    # The base interpreter's own home: /usr/bin worked only where /usr/lib held the same
+    # version (make workflow's 3.12 job has Debian's 3.11 there, and it did not start).
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.base_prefix) / 'bin'}\n")
     (venv / "bin" / "python").symlink_to(sys.executable)
     uv = venv / "bin" / "uv"
     uv.write_text(FAKE_UV)
