@@ -60,4 +60,3 @@ def ledger(e2e_database: object, e2e_redis: object) -> Iterator[Ledger]:
     service = Ledger(DATABASE_URL)
     yield service
     service.close()
-
