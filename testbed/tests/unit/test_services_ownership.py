@@ -10,6 +10,7 @@ import os
 import signal
 import stat
 import subprocess
+import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,3 +297,38 @@ def test_the_record_is_written_whole_and_read_back(tmp_path: Path) -> None:
     store.write(own.Record(backend="native", leases=[]))
     assert store.read() == {"backend": "native", "leases": []}
     assert sorted(p.name for p in store.dir.path.iterdir()) == [own.MARKER, own.RECORD]
+
+
+def test_the_project_lock_waits_by_default(tmp_path: Path) -> None:
+    lock = tmp_path / "p.lock"
+    store = own.Store(tmp_path / "state", lock)
+    got = threading.Event()
+
+    def take() -> None:
+        with store.locked() as held:
+            if held:
+                got.set()
+
+    with lock.open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)  # another process holds it
+        taker = threading.Thread(target=take, daemon=True)
+        taker.start()
+        stat_file = Path(f"/proc/self/task/{taker.native_id}/stat")
+        deadline = 500
+        while stat_file.read_text().rsplit(")", 1)[1].split()[0] != "S" and deadline:
+            deadline -= 1
+            threading.Event().wait(0.005)
+        assert not got.is_set()  # asleep in flock, waiting
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert got.wait(5)
+    taker.join(5)
+
+
+def test_an_unreadable_command_line_with_the_recorded_start_is_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An exiting process, or one whose command line we may not read, shows an empty one.
+    now = own.ProcessIdentity(4242, 5.0, ("",))
+    monkeypatch.setattr(own.ProcessIdentity, "of", classmethod(lambda cls, pid: now))
+    assert own.ProcessIdentity(4242, 5.0, ("postgres -D x",)).alive() is True
+    assert own.ProcessIdentity(4242, 6.0, ("postgres -D x",)).alive() is False
