@@ -96,7 +96,9 @@ def spawn(
     library_dir: Path | None = None,
 ) -> int:
     """Start a server in its own session (survives our exit, gets no terminal signals)."""
-    with log.open("ab") as out:
+    from testbed.services.private import open_append
+
+    with os.fdopen(open_append(log), "ab") as out:  # never through a planted link
         proc = subprocess.Popen(  # type: ignore[call-overload]  # kwargs from run_as_kwargs
             argv,
             stdin=subprocess.DEVNULL,
