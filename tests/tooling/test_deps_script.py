@@ -172,3 +172,23 @@ def test_an_untrusted_certificate_says_in_one_line_what_to_set(tmp_path: Path) -
     assert len(hint) == 1, hint
     assert "SSL_CERT_FILE=" in hint[0]
     assert "UV_NATIVE_TLS=1" in hint[0]
+
+
+def test_a_python_without_ensurepip_says_which_package_to_install(tmp_path: Path) -> None:
+    """Debian's python3 without python3-venv: one line naming python3.X-venv, no venv made
+    (venv would stop halfway and leave a venv without pip)."""
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "ensurepip.py").write_text("raise ImportError('split off by Debian')\n")
+    venv = tmp_path / "venv"
+    proc = run_deps(
+        ROOT / "scripts" / "deps.sh",
+        PYTHON=sys.executable,
+        VENV=str(venv),
+        PYTHONPATH=str(tmp_path / "split"),
+        CI="",
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    package = f"python{sys.version_info[0]}.{sys.version_info[1]}-venv"
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"has no ensurepip, which venv needs; install {package}" in line
+    assert not venv.exists()
