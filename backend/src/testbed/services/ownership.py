@@ -352,7 +352,12 @@ class Store:
     def write(self, record: Record) -> None:
         """Write the record atomically (status and reap read it without the lock)."""
         tmp = self.dir.path / f"{RECORD}.tmp"
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        # 0600: the record holds the URLs, passwords included.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(record, indent=2) + "\n")
         tmp.replace(self.dir.path / RECORD)
 
 
