@@ -357,15 +357,19 @@ class NativeBackend:
         )
 
     def _refuse_unloadable_extensions(self, pg: PgBinaries, admin_url: str) -> None:
-        """Say which bundled extensions cannot load here; make CREATE EXTENSION say the fix
-        (an event trigger: the bootstrap superuser installs it)."""
+        """Create the extensions asked for; say which bundled ones cannot load here; make
+        CREATE EXTENSION say the fix for those and for the ones that need a superuser (event
+        triggers, which only the bootstrap superuser may install)."""
         library_dir = pgdata.bundled_library_dir(pg)
         missing = extensions.unloadable(pg.bindir, self.settings.cache_dir, library_dir)
         if missing:
             self.say(extensions.describe(missing))
-            base = admin_url.rsplit("/", 1)[0]
-            others = [f"{base}/{db}" for db in ("template1", "postgres")]
-            extensions.install_refusals([admin_url, *others], missing)
+        base = admin_url.rsplit("/", 1)[0]
+        # template1: scratch databases inherit the triggers; postgres only needs the loader's.
+        others = [f"{base}/{db}" for db in ("template1", *(("postgres",) if missing else ()))]
+        extensions.install_refusals(
+            [admin_url, *others], missing, create=self.settings.pg_extensions
+        )
 
     def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:
         """Raise PortConflict if a server that passed its health gate is not the one we spawned."""
