@@ -299,3 +299,21 @@ def set_passwords(admin_url: str, passwords: dict[str, str]) -> None:
                 sql.Identifier(role), sql.Literal(scram_verifier(password))
             )
             conn.execute(statement)
+
+
+def create_app_role(admin_url: str, role: str, password: str) -> None:
+    """The E2E role of a server whose image made only the superuser (docker): no superuser,
+    its password, and ownership of the database named like it (its schema public follows)."""
+    import psycopg
+    from psycopg import sql
+
+    from testbed.services.credentials import scram_verifier
+
+    name = sql.Identifier(role)
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEROLE CREATEDB NOREPLICATION PASSWORD {}"
+            ).format(name, sql.Literal(scram_verifier(password)))
+        )
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, name))

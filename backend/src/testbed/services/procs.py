@@ -93,6 +93,9 @@ def _create_account(name: str) -> None:
         return  # server_user() says what to do
     shell = next((s for s in _NOLOGIN if Path(s).exists()), "/usr/sbin/nologin")
     argv = [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent"]
+    # Below 900: container images put their users at 999 and just under (valkey's is 999), and
+    # a container's process with our uid could reach our servers' files.
+    argv += ["-K", "SYS_UID_MAX=899", "-K", "SYS_GID_MAX=899"]
     argv += ["--shell", shell, "--user-group", name]
     subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
