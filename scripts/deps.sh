@@ -99,12 +99,38 @@ if ! "$VENV/bin/uv" --version 2>/dev/null | grep -q "uv $UV_VERSION"; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
   fi
 fi
+# uv trusts its own CA roots (or the system's with UV_NATIVE_TLS), not pip's configuration: behind
+# a TLS-intercepting proxy pip works with the bundle it is given and uv fails with UnknownIssuer.
+# Give uv that bundle, in pip's order: PIP_CERT, pip's config (global.cert), then requests' vars.
+pip_ca_bundle() {
+  if [ -n "${PIP_CERT:-}" ]; then echo "$PIP_CERT"; return; fi
+  for py in "$VENV/bin/python" "$PYTHON"; do
+    cert=$("$py" -m pip config get global.cert 2>/dev/null) && [ -n "$cert" ] && { echo "$cert"; return; }
+  done
+  echo "${REQUESTS_CA_BUNDLE:-${CURL_CA_BUNDLE:-}}"
+}
+if [ -z "${SSL_CERT_FILE:-}" ] && [ -z "${UV_NATIVE_TLS:-}" ]; then
+  bundle=$(pip_ca_bundle)
+  if [ -n "$bundle" ] && [ -f "$bundle" ]; then
+    export SSL_CERT_FILE="$bundle"
+    echo "deps: uv uses the CA bundle pip is configured with ($bundle)"
+  fi
+fi
+tls_hint() {
+  if grep -q -e 'UnknownIssuer' -e 'invalid peer certificate' -e 'certificate verify failed' "$1"; then
+    echo "deps: uv does not trust this network's TLS certificates; set SSL_CERT_FILE=<your CA bundle, e.g. /etc/ssl/certs/ca-certificates.crt> or UV_NATIVE_TLS=1 (the system's trust store)" >&2
+  fi
+}
+uv_log=$(mktemp)
+trap 'rm -f "$uv_log"' EXIT
 # --python: the venv's own interpreter, whatever UV_PYTHON says (Nix sets it), so uv never
 # swaps it; --inexact keeps pip in the venv; --frozen refuses a lock that is out of date.
 set --
 for group in ${DEPS_GROUPS:-}; do set -- "$@" --group "$group"; done
 UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" UV_PYTHON_DOWNLOADS=never \
-  "$VENV/bin/uv" sync --quiet --frozen --inexact --project "$root/backend" --python "$VENV/bin/python" "$@"
+  "$VENV/bin/uv" sync --quiet --frozen --inexact --project "$root/backend" --python "$VENV/bin/python" "$@" \
+  2>"$uv_log" || { rc=$?; cat "$uv_log" >&2; tls_hint "$uv_log"; exit "$rc"; }
+cat "$uv_log" >&2
 # The lock, exactly, for these groups: remove what it does not list (a leftover pytest plugin
 # would still load in every run). The venv's bootstrap (pip, setuptools, wheel, uv) and the
 # project itself stay: they are not in the export.

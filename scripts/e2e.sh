@@ -26,6 +26,14 @@ if [[ -n "$PYTEST_ARGS" ]]; then
     "$PYTEST_ARGS")
 fi
 
+# pytest-randomly shuffles unless PYTEST_ARGS chose for itself: "-p randomly" given twice is
+# harmless, but ours next to the user's "-p no:randomly" turned every test into a TypeError.
+randomly=(-p randomly)
+if [[ "$PYTEST_ARGS" =~ -p[[:space:]]*(no:)?randomly ]]; then
+  randomly=()
+fi
+[[ "$PYTEST_ARGS" =~ -p[[:space:]]*no:randomly ]] && no_randomly=1 || no_randomly=
+
 shard_args=()
 if [[ -n "$SHARD" ]]; then
   if [[ ! "$SHARD" =~ ^([0-9]+)/([0-9]+)$ ]] || ((BASH_REMATCH[1] < 1 || BASH_REMATCH[1] > BASH_REMATCH[2])); then
@@ -35,15 +43,17 @@ if [[ -n "$SHARD" ]]; then
   group=${BASH_REMATCH[1]} splits=${BASH_REMATCH[2]}
   # Every shard must shuffle identically, or shards overlap; pytest-split cuts after the shuffle.
   shard_args=(--splits "$splits" --group "$group" --durations-path "$ROOT/backend/.test_durations"
-    --splitting-algorithm least_duration -p randomly "--randomly-seed=${E2E_SEED:-1}")
+    --splitting-algorithm least_duration)
+  # Without pytest-randomly the order is the file order, the same in every shard already.
+  [[ -z "$no_randomly" ]] && shard_args+=("--randomly-seed=${E2E_SEED:-1}")
 fi
 
 # pytest is the process that gets signals (its plugin ends the lease on the way out).
 if [[ -z "$SHARD" ]]; then
-  exec "$VENV/bin/pytest" backend/tests/e2e -n "$N" -p randomly "${user_args[@]}"
+  exec "$VENV/bin/pytest" backend/tests/e2e -n "$N" "${randomly[@]}" "${user_args[@]}"
 fi
 set +e
-"$VENV/bin/pytest" backend/tests/e2e -n "$N" -p randomly "${shard_args[@]}" "${user_args[@]}"
+"$VENV/bin/pytest" backend/tests/e2e -n "$N" "${randomly[@]}" "${shard_args[@]}" "${user_args[@]}"
 code=$?
 set -e
 if [[ -n "$SHARD" && $code -eq 5 ]]; then

@@ -41,12 +41,19 @@ if [[ -n "${PYTEST_ARGS:-}" ]]; then
     "$PYTEST_ARGS")
 fi
 
+# pytest-randomly shuffles unless PYTEST_ARGS chose for itself (ours next to "-p no:randomly"
+# turned every test into a TypeError inside pytest-randomly).
+randomly=(-p randomly)
+if [[ "${PYTEST_ARGS:-}" =~ -p[[:space:]]*(no:)?randomly ]]; then
+  randomly=()
+fi
+
 # One xdist mode each, so both keep working with worker schemas: loadscope and loadgroup.
 status=0
 for spec in "inventory loadscope" "bookings loadgroup"; do
   read -r name dist <<<"$spec"
   echo "examples: $name (--dist $dist)"
-  "$VENV/bin/pytest" "$ROOT/examples/$name/tests" -n "$N" --dist "$dist" -p randomly \
+  "$VENV/bin/pytest" "$ROOT/examples/$name/tests" -n "$N" --dist "$dist" "${randomly[@]}" \
     "${user_args[@]}" || status=$?
 done
 exit "$status"

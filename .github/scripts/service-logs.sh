@@ -30,9 +30,16 @@ else
   note "no $venv: testbed status not run"
 fi
 
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+# The label compose puts on testbed's containers, from testbed itself (it has been renamed before).
+label=""
+if [ -x "$venv/bin/python" ]; then
+  label=$("$venv/bin/python" -c 'from testbed.services.containers import LABEL; print(LABEL)' 2>/dev/null)
+fi
+if [ -z "$label" ]; then
+  note "testbed not importable from $venv: no container logs"
+elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   mkdir -p "$dest/docker"
-  docker ps -a --filter label=dev.opsdesk.e2e.project --format '{{.Names}}' 2>/dev/null |
+  docker ps -a --filter "label=$label" --format '{{.Names}}' 2>/dev/null |
     while IFS= read -r name; do
       docker logs --timestamps "$name" >"$dest/docker/$name.log" 2>&1 || note "docker logs $name failed"
     done

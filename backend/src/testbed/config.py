@@ -59,12 +59,29 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir(TOOL))
 
 
+# A state dir holds a copy of the 44 MB template that grows with the run's WAL and data (about
+# 130 MB after a long run); the rest is headroom for a second project and the servers' files.
+SHM_MIN_FREE = 256 << 20
+
+
+def state_filesystem(shm: Path = Path("/dev/shm")) -> Path:  # noqa: S108 (checked below)
+    """Where state dirs go: tmpfs (/dev/shm) for speed when it is big enough and allows exec,
+    else the temp dir. A default container's /dev/shm (64 MB, noexec) is neither; a full one
+    would fail the run halfway, and a noexec one breaks whatever runs from a dir beside state."""
+    try:
+        if not (shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)):
+            return Path(tempfile.gettempdir())
+        fs = os.statvfs(shm)
+    except OSError:
+        return Path(tempfile.gettempdir())
+    if fs.f_flag & os.ST_NOEXEC or fs.f_bavail * fs.f_frsize < SHM_MIN_FREE:
+        return Path(tempfile.gettempdir())
+    return shm
+
+
 def default_state_root() -> Path:
-    """Parent of per-project state dirs: tmpfs (/dev/shm) when present, for speed."""
-    shm = Path("/dev/shm")  # noqa: S108 (a per-project subdir, created 0755 by us)
-    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
-        return shm
-    return Path(tempfile.gettempdir())
+    """Parent of per-project state dirs (see state_filesystem)."""
+    return state_filesystem()
 
 
 def find_checkout(start: Path | None = None) -> Path:
@@ -279,7 +296,7 @@ OPTIONS: tuple[Option, ...] = (
         "pid files, logs and data dirs of the native services",
         parse_optional_path,
         derive=_state_dir,
-        default_text="<project> under /dev/shm (else under the temp dir)",
+        default_text="<project> under /dev/shm (256 MB free, exec allowed), else the temp dir",
         cli=True,
     ),
     Option(

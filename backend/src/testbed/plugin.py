@@ -9,13 +9,14 @@ makes its own schema and Redis namespace (fixtures in testbed.fixtures).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testbed import breaker, stash
+from testbed import breaker, report, stash
 from testbed.config import OPTIONS, Settings, load_settings
 from testbed.errors import UsageError
 from testbed.isolation import export_urls
@@ -78,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
         info = config.stash[stash.RUN] = RunInfo.from_input(workerinput["e2e_run"])
         _export_urls(config, info)  # before any conftest or app fixture reads them
         return
+    report.set_sink(_terminal_sink(config))
     controller = Controller(settings)
     numprocesses = getattr(config.option, "numprocesses", None)
     controller.distributed = bool(numprocesses) and getattr(config.option, "dist", "no") != "no"
@@ -86,6 +88,29 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[stash.RUN] = controller.info
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(controller), "testbed.xdist")
+
+
+def _terminal_sink(config: pytest.Config) -> report.Say:
+    """testbed's progress lines through pytest's terminal: each on a line of its own, never
+    glued to the end of pytest's progress or summary line (which stderr writes were)."""
+
+    def sink(message: str) -> None:
+        if config.pluginmanager.get_plugin("terminalreporter") is None:  # -p no:terminal
+            print(message, file=sys.stderr, flush=True)
+            return
+        writer = config.get_terminal_writer()
+        if writer.width_of_current_line:  # pytest's progress line is still open
+            writer.line()
+        writer.line(message)
+        writer.flush()
+
+    return sink
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Progress lines go back to stderr once pytest's terminal is gone."""
+    if config.stash.get(stash.CONTROLLER, None) is not None:
+        report.set_sink(None)
 
 
 def _export_urls(config: pytest.Config, info: RunInfo) -> None:

@@ -19,10 +19,10 @@ from testbed.config import Settings
 from testbed.errors import ServicesUnavailable, TestbedError
 from testbed.health import log_tail
 from testbed.isolation import delete_run_keys, run_redis
-from testbed.schema import RunLock
+from testbed.schema import RunLock, worker_schema
 from testbed.schema import reap as reap_stale_schemas
 from testbed.services import Endpoints, Hold
-from testbed.workers import new_run_id, new_seed
+from testbed.workers import CONTROLLER, new_run_id, new_seed
 
 E2E_DIR = "e2e"
 SKIP_PREFIX = "E2E services unavailable"
@@ -278,6 +278,14 @@ class Controller:
             return None
 
     # Reporting ----------------------------------------------------------------------------
+    def _schemas_line(self) -> str:
+        """One line naming every worker schema this run made, with its setup time."""
+        made = []
+        for worker, seconds in sorted(self.worker_setup.items()):
+            name = worker_schema(self.info.run_id, CONTROLLER if worker == "main" else worker)
+            made.append(f"{name} {seconds:.2f}s")
+        return f"schemas made (schema + tables, dropped at the end): {', '.join(made)}"
+
     def header(self) -> list[str]:
         """Lines for pytest's header: backend, versions, URLs (redacted), seed, timing."""
         info = self.info
@@ -305,7 +313,7 @@ class Controller:
         return lines
 
     def summary(self) -> list[str]:
-        """Lines for the terminal summary: services and per-worker setup timings."""
+        """Lines for the terminal summary: services, the schemas made and their setup times."""
         lines: list[str] = []
         if self.services_seconds is not None:
             how = "started" if self.started else "reused"
@@ -318,7 +326,6 @@ class Controller:
             lines.append("services: left running: another run or `make up` still uses them")
         lines += self.problems
         if self.worker_setup:
-            per = ", ".join(f"{w} {s:.2f}s" for w, s in sorted(self.worker_setup.items()))
-            lines.append(f"worker setup (schema + tables): {per}")
+            lines.append(self._schemas_line())
         lines.append(f"seed: {self.info.seed} (replay: --e2e-seed={self.info.seed})")
         return lines

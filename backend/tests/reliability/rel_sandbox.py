@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.config import state_filesystem
+
 REPO = Path(__file__).resolve().parents[3]
 BACKEND = REPO / "backend"
 VENV_BIN = Path(sys.executable).parent
@@ -27,7 +29,9 @@ FAST_E2E = (E2E_SUITE / "test_harness_isolation.py", E2E_SUITE / "test_crm.py")
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
 # Our sandboxes live under one parent per sandbox so testbed's reap (which looks at siblings
 # named opsdesk-e2e-*) never touches a developer's or the main run's state dir.
-SHM = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
+# The filesystem testbed itself would put state on: /dev/shm only where it is big enough and
+# allows exec (not in a default container, where a case's pinned binaries there could not run).
+SHM = state_filesystem()
 DEV_PORTS = (5432, 6379, 5433, 6380)
 
 

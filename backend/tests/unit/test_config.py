@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+import types
 from pathlib import Path
 
 import pytest
 
+from testbed import config
 from testbed.config import OPTIONS, Settings, default_state_root, load_settings, project_name
 from testbed.errors import UsageError
 from testbed.inifile import find_ini, ini_values
@@ -243,3 +247,28 @@ def test_cli_settings_take_the_ini_file_from_flag_env_or_cwd(
     assert (by_env.project_name, by_env.redis_port) == ("shop", 17000)  # the flag wins
     monkeypatch.setenv("E2E_INIFILE", str(tmp_path / "missing.ini"))
     assert cli.main(["status"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("free_mb", "flags", "chosen"),
+    [
+        (24000, 0, "shm"),  # a host's tmpfs
+        (64, os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC, "tmp"),  # `docker run`'s default
+        (64, 0, "tmp"),  # --shm-size too small for the template and the run's growth
+        (2048, os.ST_NOEXEC, "tmp"),  # big enough but noexec
+    ],
+)
+def test_state_goes_on_dev_shm_only_when_big_enough_and_exec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_mb: int, flags: int, chosen: str
+) -> None:
+    real_statvfs = os.statvfs
+
+    def statvfs(path: object) -> object:
+        if Path(str(path)) != tmp_path:
+            return real_statvfs(str(path))
+        return types.SimpleNamespace(f_flag=flags, f_frsize=4096, f_bavail=free_mb * 256)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    expected = tmp_path if chosen == "shm" else Path(tempfile.gettempdir())
+    assert config.state_filesystem(tmp_path) == expected
+    assert config.state_filesystem(tmp_path / "missing") == Path(tempfile.gettempdir())

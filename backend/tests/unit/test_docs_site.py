@@ -7,9 +7,12 @@ same `scripts/lint.sh <check>` with LINT_ROOT pointing at the copy.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from testbed.config import OPTIONS
 
 ROOT = Path(__file__).resolve().parents[3]
 LINT = ROOT / "scripts" / "lint.sh"
@@ -71,3 +74,37 @@ def test_readme_check_refuses_a_long_readme_and_dead_links(tmp_path: Path) -> No
     rc, out = lint("readme", root)
     assert rc != 0
     assert "docs/gone.md" in out
+
+
+def listed_pages() -> tuple[set[str], set[str]]:
+    """(pages the README links as docs/NAME.md, pages in mkdocs.yml's nav)."""
+    readme = set(re.findall(r"\]\(docs/([\w-]+\.md)\)", (ROOT / "README.md").read_text()))
+    nav = set(
+        re.findall(r"^\s+- [^:\n]+: ([\w-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    )
+    return readme, nav
+
+
+def test_every_docs_page_is_in_the_readme_and_the_nav() -> None:
+    """A new page gets a line in the README's list and a place in the site's navigation."""
+    pages = {page.name for page in (ROOT / "docs").glob("*.md")}
+    readme, nav = listed_pages()
+    assert pages - readme == set(), f"README.md does not link these docs pages: {pages - readme}"
+    assert pages - nav == set(), f"mkdocs.yml's nav lacks these docs pages: {pages - nav}"
+    assert readme - pages == set(), f"README.md links missing docs pages: {readme - pages}"
+    assert nav - pages == set(), f"mkdocs.yml's nav names missing pages: {nav - pages}"
+
+
+def test_settings_are_tabled_once() -> None:
+    """Only the generated table in harness.md has a row per setting; no page repeats it."""
+    names = {opt.env for opt in OPTIONS} | {opt.ini for opt in OPTIONS}
+    copies = [
+        f"{page.name}: {line.strip()[:60]}"
+        for page in sorted((ROOT / "docs").glob("*.md"))
+        if page.name != "harness.md"
+        for line in page.read_text().splitlines()
+        if (cell := re.match(r"\|\s*`([\w]+)`", line)) and cell.group(1) in names
+    ]
+    assert not copies, "settings tabled outside docs/harness.md's generated table:\n" + "\n".join(
+        copies
+    )

@@ -7,6 +7,7 @@ whose `pytest` records its arguments, so they cost a few process starts and no s
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -238,3 +239,26 @@ def test_the_bench_times_every_step_of_make_test() -> None:
     makefile = (ROOT / "Makefile").read_text()
     [steps] = re.findall(r"^test-steps:(.*)$", makefile, re.M)
     assert [s for s in steps.split() if s != "nix-tools"] == list(STAGES)
+
+
+def _plugin_choices(argv: list[str]) -> list[str]:
+    """The values of every `-p NAME` in argv that name pytest-randomly."""
+    return [b for a, b in itertools.pairwise(argv) if a == "-p" and "randomly" in b]
+
+
+@pytest.mark.parametrize("choice", ["no:randomly", "randomly"])
+@pytest.mark.parametrize("target", ["e2e", "example", "e2e SHARD=1/2"])
+def test_pytest_args_choose_pytest_randomly(
+    fake_venv: tuple[Path, Path], target: str, choice: str
+) -> None:
+    """`PYTEST_ARGS="-p no:randomly"` is the only say on pytest-randomly: the scripts' own
+    `-p randomly` next to it made every test a TypeError inside pytest-randomly."""
+    venv, log = fake_venv
+    proc = make(*target.split(), f"VENV={venv}", f"PYTEST_ARGS=-p {choice}", ARGV_LOG=str(log))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = recorded(log)
+    assert runs
+    for argv in runs:
+        assert _plugin_choices(argv) == [choice], argv
+        if choice == "no:randomly":  # its flags would be unknown to pytest
+            assert not any(arg.startswith("--randomly") for arg in argv), argv

@@ -122,6 +122,21 @@ def test_a_killed_runs_healthy_containers_are_reused_and_end_with_the_new_run(
     assert fake.runner.compose() == ["down"]
 
 
+def test_healthy_containers_whose_state_dir_is_gone_are_taken_over(tmp_path: Path) -> None:
+    """A wiped state dir (a CI job's container, a reboot) crashed the next run with
+    FileNotFoundError on state.json.tmp; it takes them over in a new marked state dir."""
+    fake = Engine(pair(state_dir=str(tmp_path / "state")))
+    b = backend(fake.runner, tmp_path)
+    assert not b.state_dir.exists()
+    mine = run_lease()
+    assert b.ensure(mine)[1] is False  # type: ignore[arg-type]
+    assert StateDir(b.state_dir).is_ours()
+    assert [x.id for x in b.store.read().leases()] == [mine.id]  # type: ignore[attr-defined]
+    assert b.release(mine.id) is True  # type: ignore[attr-defined]
+    assert fake.runner.compose() == ["down"]
+    assert not b.state_dir.exists()
+
+
 def test_unhealthy_containers_a_live_run_uses_are_not_pulled_away(tmp_path: Path) -> None:
     fake = Engine(pair(state="exited"))
     b = backend(fake.runner, tmp_path)

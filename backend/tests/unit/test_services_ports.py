@@ -81,7 +81,9 @@ def test_unseen_holder_below_the_ephemeral_range(tmp_path: Path) -> None:
         "Stop it, or choose another port with E2E_PG_PORT=<port>."
     )
     listen = _invisible_holder(25433, "E2E_PG_PORT", _fake_proc(tmp_path / "l", 25433, "0A"))
-    assert listen.startswith("held by a process we cannot see (another user's?). Stop it")
+    assert listen.startswith(
+        "held by a process testbed cannot see (another user's, or inside a container). Stop it"
+    )
     assert ephemeral_range(tmp_path / "missing") == (32768, 60999)
 
 

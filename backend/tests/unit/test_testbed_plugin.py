@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -124,3 +126,50 @@ def test_bad_setting_is_a_usage_error(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     out = result.stderr if result.stderr.lines else result.stdout
     out.fnmatch_lines(["*unknown E2E backend 'podman'; valid backends: auto*"])
+
+
+def test_progress_lines_never_run_into_pytest_lines(pytester: pytest.Pytester) -> None:
+    """A backend's "stopped valkey" at the end of a run starts a line of its own: written to
+    stderr it landed on pytest's progress line (`[100%]stopped valkey (pid …)`)."""
+    import inspect
+    import subprocess
+    import sys
+
+    from testbed.services import native
+
+    say = inspect.signature(native.NativeBackend.__init__).parameters["say"].default
+    pytester.makeconftest(f"""
+import os
+
+import pytest
+from {say.__module__} import {say.__name__} as say
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    say("stopped valkey (pid 1)")
+""")
+    pytester.makepyfile(test_one="def test_x():\n    pass\n")
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "testbed.plugin", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert "stopped valkey (pid 1)" in proc.stdout.splitlines(), proc.stdout
+
+
+def test_the_summary_names_the_schemas_made() -> None:
+    """One summary line names every worker schema the run made (and its setup time)."""
+    from testbed.config import load_settings
+    from testbed.run import Controller
+
+    controller = Controller(load_settings(env={}))
+    controller.worker_setup.update({"gw1": 0.25, "gw0": 0.5})
+    run = controller.info.run_id
+    [line] = [x for x in controller.summary() if "schemas" in x]
+    assert f"e2e_{run}_gw0 0.50s, e2e_{run}_gw1 0.25s" in line

