@@ -35,6 +35,7 @@ def healthy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("testbed.health.wait_redis", lambda url, t, **k: "8.1.8")
     monkeypatch.setattr(docker, "port_lock", lambda *a, **k: nullcontext())
     monkeypatch.setattr(containers, "is_free", lambda port: True)
+    monkeypatch.setattr(DockerBackend, "_provision", lambda self, creds: None)
 
 
 class Engine:
