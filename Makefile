@@ -26,6 +26,10 @@ unexport PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX ?= $(abspath $(VENV))/pycache
 
 BIN := $(VENV)/bin
+# The workspace: its lock and every member's pyproject (a changed one re-syncs .venv).
+WORKSPACE := pyproject.toml uv.lock testbed/pyproject.toml backend/pyproject.toml
+# Test trees by subject: testbed's own, opsdesk's, and the checks of this repository's tooling.
+TESTBED_TESTS := testbed/tests
 TESTBED := $(BIN)/python -m testbed
 # $(call junit,NAME): pytest's --junitxml option for JUNIT_DIR/NAME.xml, or nothing.
 junit = $(if $(JUNIT_DIR),'--junitxml=$(abspath $(JUNIT_DIR))/$(1).xml')
@@ -34,12 +38,12 @@ junit = $(if $(JUNIT_DIR),'--junitxml=$(abspath $(JUNIT_DIR))/$(1).xml')
 help:
 	@grep -E '^\.PHONY: [a-z0-9][a-z0-9-]* +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z0-9-]+) +## (.*)/  make \1\t\2/' | expand -t 20
 
-.PHONY: deps  ## Create .venv with the pinned dependencies (backend/uv.lock)
+.PHONY: deps  ## Create .venv with the pinned dependencies (uv.lock)
 deps: $(VENV)/.deps-stamp
 
 # One stamp per lock: a changed lock or pyproject re-syncs. So does a PYTHON that is not the one
 # .venv was built with (scripts/deps.sh records it in .deps-python), e.g. on entering `nix develop`.
-$(VENV)/.deps-stamp: backend/pyproject.toml backend/uv.lock scripts/deps.sh
+$(VENV)/.deps-stamp: $(WORKSPACE) scripts/deps.sh
 	@PYTHON='$(PYTHON)' VENV='$(VENV)' scripts/deps.sh
 ifneq ($(PYTHON),)
 ifneq ($(PYTHON),$(strip $(file < $(VENV)/.deps-python)))
@@ -88,13 +92,13 @@ images: deps
 example: deps
 	@N='$(if $(filter auto,$(N)),2,$(N))' scripts/examples.sh
 
-.PHONY: unit  ## Run the unit tests (no services)
+.PHONY: unit  ## Run the unit tests (no services): testbed's, opsdesk's and the tooling checks
 unit: deps
-	@$(BIN)/pytest backend/tests/unit -q -p no:randomly $(call junit,unit) $(PYTEST_ARGS)
+	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q -p no:randomly $(call junit,unit) $(PYTEST_ARGS)
 
 .PHONY: integration  ## Tests that start services or run tools for real (native and docker lifecycle, shards, lint)
 integration: deps
-	@scripts/with-docker.sh $(BIN)/pytest backend/tests/integration -q -p no:randomly $(call junit,integration) $(PYTEST_ARGS)
+	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/integration -q -p no:randomly $(call junit,integration) $(PYTEST_ARGS)
 
 .PHONY: lint  ## ruff, mypy, actionlint, schemas, flake checks, make -n (CI=true: installs nix-bin if missing)
 lint: deps nix-tools
@@ -113,7 +117,7 @@ nix-tools:
 
 .PHONY: reliability  ## Interrupts, dying services, foreign targets, hostile input (fast subset)
 reliability: deps
-	@scripts/with-docker.sh $(BIN)/pytest backend/tests/reliability -q -p no:randomly -m "not soak" $(call junit,reliability) $(PYTEST_ARGS)
+	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/reliability -q -p no:randomly -m "not soak" $(call junit,reliability) $(PYTEST_ARGS)
 
 .PHONY: test  ## Everything CI runs: lint + unit + integration + e2e (native and docker) + example + reliability
 test: deps
@@ -128,8 +132,8 @@ bench: deps $(BENCH_VENV)/.deps-stamp
 	@$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
 # The bench's own venv: the test venv plus the bench group (factory-boy, pytest-postgresql),
-# which would otherwise slow every pytest run down (see default-groups in backend/pyproject.toml).
-$(BENCH_VENV)/.deps-stamp: backend/pyproject.toml backend/uv.lock scripts/deps.sh
+# which would otherwise slow every pytest run down (see default-groups in pyproject.toml).
+$(BENCH_VENV)/.deps-stamp: $(WORKSPACE) scripts/deps.sh
 	@PYTHON='$(PYTHON)' VENV='$(BENCH_VENV)' DEPS_GROUPS=bench scripts/deps.sh
 
 .PHONY: soak  ## Flake hunt and long reliability checks (E2E suite 20x at -n 2 and -n 4, 10x each signal)
@@ -139,4 +143,4 @@ soak: deps
 .PHONY: clean  ## Stop services, reap leftovers, remove .venv and caches
 clean:
 	@if [ -x $(BIN)/python ]; then $(TESTBED) down || true; $(TESTBED) reap || true; fi
-	rm -rf $(VENV) $(BENCH_VENV) $(VENV).lock $(BENCH_VENV).lock .pytest_cache .ruff_cache .mypy_cache backend/.ruff_cache backend/.mypy_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(VENV).lock $(BENCH_VENV).lock .pytest_cache .ruff_cache .mypy_cache

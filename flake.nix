@@ -2,7 +2,7 @@
   description = "opsdesk-e2e toolchain: Python 3.12 + uv, PostgreSQL 16, Valkey 8 (when nixpkgs has it), docker-compose, make";
 
   # One input, pinned by flake.lock. Python packages do not come from nixpkgs:
-  # `make deps` installs exactly what backend/uv.lock pins, the same lock CI and
+  # `make deps` installs exactly what uv.lock pins, the same lock CI and
   # every other machine use, so the dev shell cannot drift from them.
   inputs.nixpkgs.url = "github:nixos/nixpkgs/nixos-unstable";
 

@@ -86,9 +86,9 @@ def _timed(
 
 def run(ctx: Context) -> list[Figure]:
     """Throughput of ours vs factory_boy for CRM contacts and finance ledger lines, profiled."""
-    from testbed.data import DataContext
-    from testbed.isolation import WorkerDatabase, rollback_session
-    from testbed.workers import Worker, new_run_id
+    from testbed.data.context import DataContext
+    from testbed.isolation.sessions import WorkerDatabase, rollback_session
+    from testbed.isolation.workers import Worker, new_run_id
 
     ours = load_ours(ctx.repo)
     reps_ours, reps_fb = (1, 1) if ctx.quick else (5, 2)
@@ -138,7 +138,7 @@ def run(ctx: Context) -> list[Figure]:
 
 def contact_makers(ours: ModuleType, data_cls: Any) -> tuple[Maker, Maker, str]:
     """create_batch callables for contacts: ours, factory_boy, and the fields both fill."""
-    from testbed.factory import Related
+    from testbed.data.factory import Related
 
     factory_cls = ours.CRMContactFactory
     # An optional parent (Related(required=False)) stays NULL in ours: factory_boy skips it too.

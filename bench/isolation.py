@@ -130,12 +130,12 @@ def run(ctx: Context) -> list[Figure]:
     ]
     by["isolation.committed"].targets = [Target("value", "<=", 20.0, "≤ 20 ms/test")]
     by["isolation.default"].note = (
-        "testbed.isolation.rollback_session: SQLAlchemy's join-a-Session-into-an-external-"
+        "testbed.isolation.sessions.rollback_session: SQLAlchemy's join-a-Session-into-an-external-"
         "transaction recipe (join_transaction_mode='create_savepoint') on a worker schema made "
-        "by testbed.schema."
+        "by testbed.isolation.schema."
     )
     by["isolation.committed"].note = (
-        "testbed.isolation.committed_session: real commits, then one TRUNCATE ... RESTART "
+        "testbed.isolation.sessions.committed_session: real commits, then one TRUNCATE ... RESTART "
         "IDENTITY CASCADE of every table of the worker schema."
     )
     by["isolation.plugin"].note = (

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from opsdesk import db
-from testbed import schema
+from testbed.isolation import schema
 
 URL = os.environ["BENCH_DB_URL"]
 SCHEMA = os.environ["BENCH_SCHEMA"]
@@ -65,11 +65,11 @@ def base_db(shared_conn):
     session.close()
 """
 
-# testbed's own isolation code: the worker schema of testbed.schema, the sessions of
-# testbed.isolation (the same functions the plugin's fixtures call).
+# testbed's own isolation code: the worker schema of testbed.isolation.schema, the sessions of
+# testbed.isolation.sessions (the same functions the plugin's fixtures call).
 HARNESS = """
-from testbed.isolation import WorkerDatabase, committed_session, rollback_session
-from testbed.workers import Worker, new_run_id
+from testbed.isolation.sessions import WorkerDatabase, committed_session, rollback_session
+from testbed.isolation.workers import Worker, new_run_id
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +82,9 @@ def worker_db():
 """
 
 CONTENDERS: dict[str, str] = {
-    # testbed's default: testbed.isolation.rollback_session (SQLAlchemy's "join a Session into an
-    # external transaction" recipe) on the worker schema testbed.isolation.WorkerDatabase creates.
+    # testbed's default: testbed.isolation.sessions.rollback_session (SQLAlchemy's "join a
+    # Session into an external transaction" recipe) on the worker schema that
+    # testbed.isolation.sessions.WorkerDatabase creates.
     "default": HARNESS
     + """
 @pytest.fixture
@@ -91,7 +92,7 @@ def db(worker_db):
     with rollback_session(worker_db.engine) as session:
         yield session
 """,
-    # testbed's committed mode: testbed.isolation.committed_session (real commits, then one
+    # testbed's committed mode: testbed.isolation.sessions.committed_session (real commits, then one
     # TRUNCATE ... RESTART IDENTITY CASCADE of the worker's tables).
     "committed": HARNESS
     + """

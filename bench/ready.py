@@ -24,7 +24,7 @@ NAME = "ready"
 
 def _binaries(state_dir: Path) -> tuple[Path, Path, str]:
     """Resolve (and if needed fetch) the binaries once, outside any timing."""
-    from testbed.binaries import find_postgres, find_valkey
+    from testbed.services.binaries import find_postgres, find_valkey
 
     settings = bench_settings(state_dir=state_dir)
     pg = find_postgres(settings, log)

@@ -1,10 +1,10 @@
 #!/bin/sh -e
-# Create the virtualenv and install exactly what backend/uv.lock pins.
+# Create the virtualenv and install exactly what uv.lock (the workspace lock) pins.
 #   PYTHON  interpreter to build $VENV on. When set and $VENV was built on another interpreter,
 #           $VENV is rebuilt on PYTHON (said, never silent). When unset, an existing working
 #           $VENV is kept and a new one is built on python3.
 #   VENV    the virtualenv (default .venv)
-#   DEPS_GROUPS  extra dependency groups of backend/pyproject.toml (e.g. DEPS_GROUPS=bench)
+#   DEPS_GROUPS  extra dependency groups of pyproject.toml (e.g. DEPS_GROUPS=bench)
 # uv is always pinned to $VENV's own interpreter: it never replaces it or downloads another one.
 # One deps run per venv at a time (two terminals after a lock change, or a rebuild racing a
 # sync): re-run this script under flock(1) where it exists, before any default is set. The lock
@@ -19,7 +19,7 @@ requested=${PYTHON:-}
 : "${PYTHON:=python3}" "${VENV:=.venv}"
 UV_VERSION=0.13.8
 root=$(cd "$(dirname "$0")/.." && pwd)
-pyproject="$root/backend/pyproject.toml"
+pyproject="$root/pyproject.toml"
 start=$(date +%s)
 
 # Prints "VERSION REALPATH" of the interpreter running it; exits 3 when VERSION fails
@@ -50,12 +50,12 @@ requires() { sed -n 's/^requires-python *= *"\(.*\)"/\1/p' "$pyproject"; }
 identify() { "$1" -c "$IDENTIFY" "$pyproject" 2>/dev/null; }
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
-  echo "deps: PYTHON=$PYTHON is not an interpreter on PATH; set PYTHON to a Python $(requires) (requires-python in backend/pyproject.toml)" >&2
+  echo "deps: PYTHON=$PYTHON is not an interpreter on PATH; set PYTHON to a Python $(requires) (requires-python in pyproject.toml)" >&2
   exit 2
 fi
 rc=0 && want=$(identify "$PYTHON") || rc=$?
 if [ "$rc" = 3 ]; then
-  echo "deps: PYTHON=$PYTHON is Python ${want%% *}, but backend/pyproject.toml requires Python $(requires); set PYTHON to one that does (e.g. PYTHON=python3.12)" >&2
+  echo "deps: PYTHON=$PYTHON is Python ${want%% *}, but pyproject.toml requires Python $(requires); set PYTHON to one that does (e.g. PYTHON=python3.12)" >&2
   exit 2
 elif [ "$rc" != 0 ]; then
   why=$("$PYTHON" -c "$IDENTIFY" "$pyproject" 2>&1 >/dev/null | grep -m 1 .) || true
@@ -128,17 +128,17 @@ trap 'rm -f "$uv_log"' EXIT
 set --
 for group in ${DEPS_GROUPS:-}; do set -- "$@" --group "$group"; done
 UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" UV_PYTHON_DOWNLOADS=never \
-  "$VENV/bin/uv" sync --quiet --frozen --inexact --project "$root/backend" --python "$VENV/bin/python" "$@" \
+  "$VENV/bin/uv" sync --quiet --frozen --inexact --project "$root" --python "$VENV/bin/python" "$@" \
   2>"$uv_log" || { rc=$?; cat "$uv_log" >&2; tls_hint "$uv_log"; exit "$rc"; }
 cat "$uv_log" >&2
 # The lock, exactly, for these groups: remove what it does not list (a leftover pytest plugin
 # would still load in every run). The venv's bootstrap (pip, setuptools, wheel, uv) and the
-# project itself stay: they are not in the export.
+# workspace's own distributions stay: they are not in the export.
 # --color never: output read by a program, never by a person; FORCE_COLOR (which CI sets) would
 # otherwise wrap every package name in escape codes, and every package would look stale.
 export_lock() {
   UV_PROJECT_ENVIRONMENT="$(cd "$VENV" && pwd)" "$VENV/bin/uv" export --color never --quiet --frozen --no-hashes \
-    --no-header --no-annotate --no-emit-project --project "$root/backend" "$@"
+    --no-header --no-annotate --no-emit-workspace --project "$root" "$@"
 }
 stale=$({ export_lock "$@" && echo @@ && "$VENV/bin/uv" pip list --color never --quiet --python "$VENV/bin/python" --format freeze; } |
   awk 'function norm(n) { n = tolower(n); gsub(/[-_.]+/, "-", n); return n }
@@ -146,10 +146,10 @@ stale=$({ export_lock "$@" && echo @@ && "$VENV/bin/uv" pip list --color never -
     /^-/ || NF == 0 { next }
     { split($0, part, /[=<>!~; @]/); name = norm(part[1]) }
     !installed { wanted[name] = 1; next }
-    !(name in wanted) && name !~ /^(pip|setuptools|wheel|uv)$/ && name != project { print name }' \
-    project="$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$pyproject" | head -n 1)")
+    !(name in wanted) && name !~ /^(pip|setuptools|wheel|uv)$/ && !index(" " members " ", " " name " ") { print name }' \
+    members="$(for f in "$pyproject" "$root"/*/pyproject.toml; do sed -n 's/^name *= *"\(.*\)"/\1/p' "$f" | head -n 1; done | tr '\n' ' ')")
 if [ -n "$stale" ]; then
-  echo "deps: removing from $VENV what backend/uv.lock does not list for it: $(echo "$stale" | tr '\n' ' ')"
+  echo "deps: removing from $VENV what uv.lock does not list for it: $(echo "$stale" | tr '\n' ' ')"
   # shellcheck disable=SC2086  # one package name per word
   "$VENV/bin/uv" pip uninstall --quiet --python "$VENV/bin/python" $stale
 fi

@@ -10,7 +10,7 @@ set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 target="$(cd "${LINT_ROOT:-$root}" && pwd)"
 venv="${E2E_VENV:-$root/.venv}"
-# actionlint runs shellcheck on every `run:` block; both come pinned from backend/uv.lock.
+# actionlint runs shellcheck on every `run:` block; both come pinned from uv.lock.
 export PATH="$venv/bin:$PATH"
 
 ALL_CHECKS="ruff ruff-format mypy lock boundary actionlint workflow-schema compose-schema compose-config shellcheck nix make docs readme"
@@ -46,24 +46,24 @@ compose_bin() {
 run_check() {
   case "$1" in
     ruff | ruff-format)
-      # From backend/, backend/pyproject.toml configures ruff for .github/scripts too.
-      cd "$target/backend" || return 1
-      local paths=(.) extra
-      for extra in ../.github/scripts ../bench ../examples; do [ -d "$extra" ] && paths+=("$extra"); done
+      # From the root, pyproject.toml configures ruff for every tree, .github/scripts too.
+      cd "$target" || return 1
+      local paths=() extra
+      for extra in testbed backend tests .github/scripts bench examples; do [ -d "$extra" ] && paths+=("$extra"); done
       if [ "$1" = ruff ]; then ruff check --no-cache "${paths[@]}"; else ruff format --no-cache --check "${paths[@]}"; fi ;;
-    mypy) cd "$target/backend" && mypy ;;
+    mypy) cd "$target" && mypy ;;
     lock)
-      # backend/uv.lock must match backend/pyproject.toml (pins and default groups): make deps
+      # uv.lock must match the workspace's pyproject files (pins and default groups): make deps
       # syncs with --frozen, which would install a stale lock without a word.
-      uv lock --check --offline --project "$target/backend" 2>&1 | tail -n 3
-      [ "${PIPESTATUS[0]}" = 0 ] || { echo "backend/uv.lock is out of date: run .venv/bin/uv lock --project backend"; return 1; } ;;
+      uv lock --check --offline --project "$target" 2>&1 | tail -n 3
+      [ "${PIPESTATUS[0]}" = 0 ] || { echo "uv.lock is out of date: run .venv/bin/uv lock"; return 1; } ;;
     boundary)
       # testbed knows nothing of the app under test: it imports none of it (the import-linter
-      # contract in backend/pyproject.toml) and names none of it; nor do the example apps.
-      cd "$target/backend" || return 1
-      PYTHONPATH="$target/backend/src" lint-imports --no-cache || return 1
+      # contract in pyproject.toml) and names none of it; nor do the example apps.
+      cd "$target" || return 1
+      PYTHONPATH="$target/testbed/src:$target/backend/src" lint-imports --no-cache || return 1
       local hits
-      hits="$(grep -rnI -i opsdesk "$target/backend/src/testbed" "$target/examples" 2>/dev/null)"
+      hits="$(grep -rnI -i opsdesk "$target/testbed/src" "$target/examples" 2>/dev/null)"
       [ -z "$hits" ] || { echo "$hits"; echo "testbed and the examples must not name opsdesk (above); configure it from opsdesk's side"; return 1; } ;;
     actionlint)
       local files; files="$(workflows)" || return 1

@@ -3,7 +3,7 @@
 #   1. the E2E suite SOAK_RUNS times (default 20) with -n 2 and SOAK_RUNS times with -n 4, the
 #      runs interleaved in random order, each in random test order (pytest-randomly, fresh seed)
 #      with fresh services on private ports, each checked for leftovers afterwards;
-#   2. backend/tests/reliability -m soak (>= SOAK_TRIALS interrupts per signal for pytest and
+#   2. testbed/tests/reliability -m soak (>= SOAK_TRIALS interrupts per signal for pytest and
 #      make e2e, frozen services, two clones at once) with HYPOTHESIS_PROFILE=soak.
 # Prints a summary table; exits non-zero on any failure.
 # Env: SOAK_RUNS (20), SOAK_WORKERS ("2 4"), SOAK_TRIALS (10), SOAK_SKIP_RELIABILITY=1.
@@ -17,7 +17,7 @@ WORKERS=${SOAK_WORKERS:-"2 4"}
 cd "$ROOT" || exit 2
 
 # Private ports and state dir: a developer's `make up` (5433/6380) and other runs are untouched.
-read -r PG_PORT REDIS_PORT < <(PYTHONPATH=backend/tests/reliability "$PY" -c \
+read -r PG_PORT REDIS_PORT < <(PYTHONPATH=testbed/tests/reliability "$PY" -c \
   'from rel_sandbox import free_port; print(free_port(), free_port())')
 SOAK_DIR=$(mktemp -d /dev/shm/oprel-soak-XXXXXX 2>/dev/null || mktemp -d)
 chmod 755 "$SOAK_DIR"
@@ -43,7 +43,7 @@ for w in "${plan[@]}"; do
     "--randomly-seed=$seed" -q >"$log" 2>&1
   code=$?
   left=""
-  if [[ -e "$E2E_STATE_DIR" ]] || ! PYTHONPATH=backend/tests/reliability "$PY" -c \
+  if [[ -e "$E2E_STATE_DIR" ]] || ! PYTHONPATH=testbed/tests/reliability "$PY" -c \
     "import sys; from rel_sandbox import port_is_free as f; sys.exit(not (f($PG_PORT) and f($REDIS_PORT)))"; then
     left=" + leftovers"
     code=${code/#0/99}
@@ -66,7 +66,7 @@ if [[ "${SOAK_SKIP_RELIABILITY:-0}" != "1" ]]; then
   t0=$SECONDS
   rel_log="$SOAK_DIR/reliability.log"
   unset E2E_BACKEND E2E_PG_PORT E2E_REDIS_PORT E2E_STATE_DIR  # each test makes its own sandbox
-  "$VENV/bin/pytest" backend/tests/reliability -m soak -p no:randomly -q -s -rxXfE \
+  "$VENV/bin/pytest" testbed/tests/reliability -m soak -p no:randomly -q -s -rxXfE \
     >"$rel_log" 2>&1
   rel_code=$?
   grep -aoE '(interrupt trials|postgres killed:|valkey killed:|postgres frozen:|valkey frozen:|XFAIL|FAILED|ERROR).*' "$rel_log" | cut -c1-240

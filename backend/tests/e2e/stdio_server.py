@@ -11,8 +11,8 @@ import tempfile
 import threading
 from typing import IO, Any
 
+from testbed.isolation.workers import Worker
 from testbed.services import Endpoints
-from testbed.workers import Worker
 
 ANSWER_WITHIN = 1.0  # seconds: what a client may wait for any answer
 STARTUP_WITHIN = 60.0  # seconds: imports and the schema check, on a loaded machine

@@ -14,7 +14,7 @@ from opsdesk.db import make_session_factory
 from opsdesk.domains.canvas import service as canvas
 from opsdesk.domains.canvas.models import CanvasDoc
 from opsdesk.errors import Conflict
-from testbed.pubsub import EventListener
+from testbed.isolation.pubsub import EventListener
 
 
 async def test_create_get_and_save_bumps_version(

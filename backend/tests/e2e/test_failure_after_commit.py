@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from opsdesk.app import App
 from opsdesk.domains.crm.models import Contact, Deal
-from testbed.data import DataContext
+from testbed.data.context import DataContext
 
 
 def _closed_port() -> int:

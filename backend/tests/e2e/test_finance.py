@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from opsdesk.domains.finance.models import LedgerLine, LedgerTransaction
-from testbed.data import DataContext
-from testbed.pubsub import EventListener
+from testbed.data.context import DataContext
+from testbed.isolation.pubsub import EventListener
 
 
 async def _accounts(mcp: ClientSession, data: DataContext) -> tuple[int, int]:

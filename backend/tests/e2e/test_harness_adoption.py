@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from testbed import schema
+from testbed.isolation import schema
 from testbed.services import Endpoints
 
 pytest_plugins = ["pytester"]

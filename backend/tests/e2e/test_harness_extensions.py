@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from testbed.binaries import PgBinaries, find_postgres
 from testbed.config import load_settings
+from testbed.isolation.workers import Worker
 from testbed.services import Endpoints, extensions, pgdata
-from testbed.workers import Worker
+from testbed.services.binaries import PgBinaries, find_postgres
 
 OFFICIAL_IMAGE_EXTENSIONS = (
     "adminpack",

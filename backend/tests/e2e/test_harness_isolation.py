@@ -7,8 +7,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from opsdesk.domains.crm.models import Contact
-from testbed.isolation import WorkerDatabase
-from testbed.workers import Worker
+from testbed.isolation.sessions import WorkerDatabase
+from testbed.isolation.workers import Worker
 
 
 def _count(session: Session, table: str = "crm_contacts") -> int:

@@ -10,8 +10,8 @@ import pytest
 from fixtures.test_data_factory import ALL_FACTORIES, CRMContactFactory, bind_all
 from sqlalchemy import inspect
 
-from testbed.data import DataContext
-from testbed.factory import Factory, FactoryDefinitionError, UnknownField, field
+from testbed.data.context import DataContext
+from testbed.data.factory import Factory, FactoryDefinitionError, UnknownField, field
 
 pytest_plugins = ["pytester"]
 

@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 
 from opsdesk.domains.crm import service as crm
 from opsdesk.events import EventBus
-from testbed import schema
-from testbed.data import DataContext
-from testbed.isolation import with_db
-from testbed.pubsub import EventListener
-from testbed.run import RunInfo
+from testbed.data.context import DataContext
+from testbed.isolation import schema
+from testbed.isolation.pubsub import EventListener
+from testbed.isolation.sessions import with_db
+from testbed.isolation.workers import Worker
+from testbed.run.controller import RunInfo
 from testbed.services import Endpoints
-from testbed.workers import Worker
 
 BATCH = 10_000
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from opsdesk.app import App
 from opsdesk.domains.crm.models import Company
 from opsdesk.mcp_server import build_server
-from testbed.data import DataContext
+from testbed.data.context import DataContext
 
 pytestmark = pytest.mark.anyio
 

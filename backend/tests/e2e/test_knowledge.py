@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from opsdesk.domains.knowledge.models import KnowledgeDoc
-from testbed.pubsub import EventListener
+from testbed.isolation.pubsub import EventListener
 
 
 async def test_create_doc_normalizes_tags_and_fills_the_search_vector(

@@ -8,7 +8,7 @@ import pytest
 from mcp import ClientSession
 from mcp_calls import call
 
-from testbed.factory import Factory
+from testbed.data.factory import Factory
 
 
 @dataclass(frozen=True)

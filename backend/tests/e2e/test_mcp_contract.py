@@ -9,8 +9,8 @@ from mcp import ClientSession
 from mcp_calls import call
 from sqlalchemy import Engine, text
 
-from testbed.data import DataContext
-from testbed.pubsub import EventListener
+from testbed.data.context import DataContext
+from testbed.isolation.pubsub import EventListener
 
 HERE = Path(__file__).parent
 

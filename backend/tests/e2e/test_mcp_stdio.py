@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from opsdesk.domains.crm.models import Contact
 from opsdesk.domains.tasks.models import Task
-from testbed.data import DataContext
-from testbed.pubsub import EventListener
+from testbed.data.context import DataContext
+from testbed.isolation.pubsub import EventListener
+from testbed.isolation.workers import Worker
 from testbed.services import Endpoints
-from testbed.workers import Worker
 
 pytestmark = pytest.mark.anyio
 

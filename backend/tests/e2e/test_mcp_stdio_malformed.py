@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine
 from stdio_server import ANSWER_WITHIN, StdioServer, server_env
 
+from testbed.isolation.workers import Worker
 from testbed.services import Endpoints
-from testbed.workers import Worker
 
 PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 DEEP = 100_000

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from stdio_server import StdioServer, server_env
 
 from opsdesk.domains.crm.models import Company
+from testbed.isolation.workers import Worker
 from testbed.services import Endpoints
-from testbed.workers import Worker
 
 VALKEY_TIMEOUT = 0.5  # seconds, given to the server as OPSDESK_VALKEY_TIMEOUT
 ANSWER_WITHIN = 15.0  # seconds: a few Valkey timeouts, never "forever"

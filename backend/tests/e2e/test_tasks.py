@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from opsdesk.domains.tasks.models import Task, TaskComment
-from testbed.pubsub import EventListener
+from testbed.isolation.pubsub import EventListener
 
 
 def _iso(delta: timedelta) -> str:

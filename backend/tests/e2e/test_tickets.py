@@ -10,8 +10,8 @@ from mcp_calls import call, call_error, is_invalid
 from sqlalchemy.orm import Session
 
 from opsdesk.domains.tickets.models import Ticket
-from testbed.data import DataContext
-from testbed.pubsub import EventListener
+from testbed.data.context import DataContext
+from testbed.isolation.pubsub import EventListener
 
 SLA = {"urgent": 4, "high": 8, "normal": 24, "low": 72}
 

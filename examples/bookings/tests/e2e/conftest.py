@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from bookings.app import App, create_app
-from testbed.isolation import WorkerDatabase
+from testbed.isolation.sessions import WorkerDatabase
 
 URL_AT_IMPORT = os.environ.get("BOOKINGS_DATABASE_URL")
 

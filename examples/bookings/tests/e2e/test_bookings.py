@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from bookings.app import AlreadyBooked, App, TooManyBookings
-from testbed.workers import Worker
+from testbed.isolation.workers import Worker
 
 pytestmark = pytest.mark.committed
 NIGHT = date(2025, 3, 14)

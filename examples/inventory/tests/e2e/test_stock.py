@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from inventory.models import Product
 from inventory.service import Inventory, OutOfStock
-from testbed.pubsub import EventListener
+from testbed.isolation.pubsub import EventListener
 
 
 def _products(session: Session) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, MetaData, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from testbed.workers import Worker
+from testbed.isolation.workers import Worker
 
 
 class Scratch(DeclarativeBase):

@@ -1,0 +1,265 @@
+"""testbed's pytest plugin: options, hooks and fixtures for the E2E suite.
+
+One owner for shared resources (as in SQLAlchemy's own plugin): the controller (xdist
+master, or the single process) brings the services up once, hands the endpoints, run id
+and seed to workers through workerinput, and tears down only what it started. Each worker
+makes its own schema and Redis namespace (fixtures in testbed.fixtures).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed import report
+from testbed.config import OPTIONS, Settings, load_settings
+from testbed.config.parse import parse_bool
+from testbed.errors import UsageError
+from testbed.isolation.sessions import export_urls
+from testbed.isolation.workers import worker_from_input
+from testbed.run import breaker, stash
+from testbed.run.controller import SKIP_PREFIX, Controller, RunInfo, wants_services
+
+pytest_plugins = ["testbed.fixtures"]
+
+SETUP_KEY = "e2e_setup_seconds"
+WATCH_KEY = pytest.StashKey[breaker.Watch]()
+EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
+
+
+def _skip_location() -> tuple[str, int]:
+    """Where e2e_docker_compose skips: testbed/fixtures.py and the fixture's line."""
+    # Read, not imported: importing it here would defeat pytest's assertion rewriting of it.
+    source = Path(__file__).with_name("fixtures.py").read_text().splitlines()
+    line = next((i for i, text in enumerate(source, 1) if "def e2e_docker_compose" in text), 0)
+    return "testbed/fixtures.py", line
+
+
+SKIP_LOCATION = _skip_location()
+MARKERS = (
+    "e2e: needs the E2E services (PostgreSQL 16, Valkey 8); added to tests using E2E fixtures",
+    "committed: the test's code must see real commits; tables are truncated afterwards",
+    "heavy: a long test (a subprocess, 10k rows); runs first so no xdist worker ends on it",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Declare every testbed setting once: ini key + --flag (+ env var) sharing one help."""
+    group = parser.getgroup("testbed", "testbed: E2E services and isolation")
+    for opt in OPTIONS:
+        text = f"{opt.help} [env {opt.env}, ini {opt.ini}]"
+        parser.addini(opt.ini, help=text, default="")
+        kwargs: dict[str, Any] = {"dest": f"e2e_{opt.name}", "default": None, "help": text}
+        if opt.parse is parse_bool:
+            # `--e2e-keep` alone means true; `--e2e-keep=false` spells the opposite.
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        group.addoption(opt.flag, **kwargs)
+
+
+def _settings(config: pytest.Config) -> Settings:
+    cli = {opt.name: config.getoption(f"e2e_{opt.name}") for opt in OPTIONS}
+    ini = {opt.name: (config.getini(opt.ini) or None) for opt in OPTIONS}
+    try:
+        return load_settings(ini=ini, **cli)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Controller: resolve settings and make the run; worker: receive it from the controller."""
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    settings = config.stash[stash.SETTINGS] = _settings(config)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        info = config.stash[stash.RUN] = RunInfo.from_input(workerinput["e2e_run"])
+        _export_urls(config, info)  # before any conftest or app fixture reads them
+        return
+    report.set_sink(_terminal_sink(config))
+    controller = Controller(settings)
+    numprocesses = getattr(config.option, "numprocesses", None)
+    controller.distributed = bool(numprocesses) and getattr(config.option, "dist", "no") != "no"
+    config.stash[stash.CONTROLLER] = controller
+    _stop_like_ctrl_c()
+    config.stash[stash.RUN] = controller.info
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(controller), "testbed.xdist")
+
+
+def _terminal_sink(config: pytest.Config) -> report.Say:
+    """testbed's progress lines through pytest's terminal: each on a line of its own, never
+    glued to the end of pytest's progress or summary line (which stderr writes were)."""
+
+    def sink(message: str) -> None:
+        if config.pluginmanager.get_plugin("terminalreporter") is None:  # -p no:terminal
+            print(message, file=sys.stderr, flush=True)
+            return
+        writer = config.get_terminal_writer()
+        if writer.width_of_current_line:  # pytest's progress line is still open
+            writer.line()
+        writer.line(message)
+        writer.flush()
+
+    return sink
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Progress lines go back to stderr once pytest's terminal is gone."""
+    if config.stash.get(stash.CONTROLLER, None) is not None:
+        report.set_sink(None)
+
+
+def _export_urls(config: pytest.Config, info: RunInfo) -> None:
+    """Hand the worker's URLs to an app that reads them from the environment."""
+    if info.endpoints is None:
+        return
+    workerinput = getattr(config, "workerinput", None)
+    worker = worker_from_input(workerinput, run_id=info.run_id, redis_db=info.redis_db)
+    export_urls(config.stash[stash.SETTINGS], info.endpoints, worker)
+
+
+def _stop_like_ctrl_c() -> None:
+    """Controller: SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does.
+
+    Python's default action for them ends the process at once, skipping pytest_sessionfinish,
+    so the servers, schemas and keys of a `kill`ed or hung-up run were left behind.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, signal.default_int_handler)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Controller: bring services up before the header is printed and workers start."""
+    config = session.config
+    controller = config.stash.get(stash.CONTROLLER, None)
+    if controller is None or config.option.collectonly or config.option.help:
+        return
+    if wants_services(config.args, config.rootpath, config.stash[stash.SETTINGS].dirs):
+        controller.start()
+        if config.getoption("dist", "no") == "no":  # xdist workers export their own
+            _export_urls(config, controller.info)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses an E2E fixture (or commits) as `e2e` (for -m "not e2e");
+    `heavy` first."""
+    for item in items:
+        uses = "e2e_docker_compose" in getattr(item, "fixturenames", ())
+        if uses or item.get_closest_marker("committed") is not None:
+            item.add_marker(pytest.mark.e2e)
+    # Longest first (after pytest-randomly's shuffle, which stays in force within each group):
+    # xdist hands tests out in this order, so the long ones overlap instead of being the tail.
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
+def _watch(config: pytest.Config) -> breaker.Watch | None:
+    """This process's breaker watch (started on first use when the run has services)."""
+    watch = config.stash.get(WATCH_KEY, None)
+    run = config.stash.get(stash.RUN, None)
+    if watch is None and run is not None and run.run_dir:
+        watch = config.stash[WATCH_KEY] = breaker.Watch(run.run_dir)
+        watch.start()
+    return watch
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail an E2E test at once when the breaker tripped: a service stopped answering."""
+    watch = _watch(item.config)
+    if watch is not None and watch.trip is not None and _uses_services(item):
+        pytest.fail(watch.trip.message(), pytrace=False)
+
+
+def _uses_services(item: pytest.Item) -> bool:
+    return "e2e_docker_compose" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Report every "services unavailable" skip at one location, so -ra shows ONE line; after
+    a trip, a failure is one line naming the service instead of a timeout's traceback."""
+    report = yield
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and SKIP_PREFIX in str(longrepr[2]):
+        report.longrepr = (SKIP_LOCATION[0], SKIP_LOCATION[1], longrepr[2])
+    watch = item.config.stash.get(WATCH_KEY, None)
+    if report.failed and watch is not None and watch.trip is not None and call.excinfo:
+        first = call.excinfo.exconly().strip().splitlines()
+        cause = f"\n  (here: {first[0][:200]})" if first and call.when != "setup" else ""
+        report.longrepr = f"{watch.trip.message()}{cause}"
+    return report
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """Backend, versions, redacted URLs, seed and how long the services took."""
+    controller = config.stash.get(stash.CONTROLLER, None)
+    return controller.header() if controller is not None else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Worker: report setup time; controller: clean up after the run (after workers end)."""
+    config = session.config
+    workeroutput = getattr(config, "workeroutput", None)
+    seconds = config.stash.get(stash.SETUP_SECONDS, None)
+    if workeroutput is not None:
+        if seconds is not None:
+            workeroutput[SETUP_KEY] = seconds
+            workerinput = getattr(config, "workerinput", {})
+            workeroutput["e2e_worker"] = workerinput.get("workerid", "?")
+        return
+    controller = config.stash.get(stash.CONTROLLER, None)
+    if controller is None:
+        return
+    if seconds is not None:
+        controller.worker_setup["main"] = seconds
+    controller.finish()
+    if controller.info.unavailable and controller.info.error:
+        session.exitstatus = EXIT_UNAVAILABLE  # required services missing: not a test failure
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Timings: services, per-worker schema setup; and the seed to replay the run."""
+    controller = config.stash.get(stash.CONTROLLER, None)
+    if controller is None or not controller.info.attempted:
+        return
+    terminalreporter.write_sep("-", "testbed")
+    for line in controller.summary():
+        terminalreporter.write_line(line)
+
+
+class XdistHooks:
+    """Hooks that exist only when pytest-xdist is installed."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def pytest_configure_node(self, node: Any) -> None:
+        """Hand each worker the run (id, seed, endpoints or the reason there are none) and a
+        Valkey database of its own, allocated through the instance."""
+        info = self.controller.info.to_input()
+        if self.controller.info.endpoints is not None and not info["error"]:
+            try:
+                info["redis_db"] = self.controller.allocate_redis_db(str(node.gateway.id))
+            except Exception as exc:
+                info["error"] = f"E2E Valkey database allocation failed: {exc}"
+        node.workerinput["e2e_run"] = info
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """Collect the worker's schema setup time for the summary."""
+        output = getattr(node, "workeroutput", {}) or {}
+        if SETUP_KEY in output:
+            worker = output.get("e2e_worker") or getattr(node.gateway, "id", "?")
+            self.controller.worker_setup[str(worker)] = output[SETUP_KEY]

@@ -1,0 +1,127 @@
+"""Native backend pieces that need no server: command lines, state files, reap, down."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from testbed.config import load_settings
+from testbed.services import pgdata
+from testbed.services.binaries import PgBinaries
+from testbed.services.native import NativeBackend, valkey_argv
+from testbed.services.ownership import ProcessIdentity, Record, StateDir
+from testbed.services.procs import is_alive, stop
+
+
+def test_postgres_flags() -> None:
+    pg = PgBinaries(Path("/pg/bin"), "16.15", "test")
+    argv = pgdata.server_argv(pg, Path("/s/pg/data"), 15433, Path("/s/pg/sock"))
+    assert argv[:7] == ["/pg/bin/postgres", "-D", "/s/pg/data", "-p", "15433", "-k", "/s/pg/sock"]
+    flags = {argv[i + 1] for i, a in enumerate(argv) if a == "-c"}
+    assert {
+        "fsync=off",
+        "synchronous_commit=off",
+        "full_page_writes=off",
+        "listen_addresses=127.0.0.1",
+    } <= flags
+    assert int(next(f for f in flags if f.startswith("max_connections=")).split("=")[1]) >= 200
+    assert (
+        pgdata.database_url(15433, "shop_e2e") == "postgresql://shop_e2e@127.0.0.1:15433/shop_e2e"
+    )
+
+
+def test_valkey_flags() -> None:
+    argv = valkey_argv(Path("/v/valkey-server"), 16380, Path("/s/valkey"))
+    pairs = dict(zip(argv[1::2], argv[2::2], strict=True))
+    assert pairs == {
+        "--bind": "127.0.0.1",
+        "--port": "16380",
+        "--databases": "64",
+        "--save": "",
+        "--appendonly": "no",
+        "--dir": "/s/valkey",
+        "--daemonize": "no",
+        "--protected-mode": "yes",
+    }
+
+
+def _backend(tmp_path: Path) -> NativeBackend:
+    settings = load_settings(
+        {},
+        state_dir=tmp_path / "state",
+        cache_dir=tmp_path / "cache",
+        project="opsdesk-e2e-unittest",
+    )
+    return NativeBackend(settings, say=lambda message: None)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_nothing_running_without_state(tmp_path: Path) -> None:
+    b = _backend(tmp_path)
+    assert b.running() is None
+    status = b.status()
+    assert not status.healthy
+    assert status.processes == ()
+
+
+def test_down_is_idempotent_and_never_deletes_unmarked_files(tmp_path: Path) -> None:
+    b = _backend(tmp_path)
+    assert b.down() == "no services of this checkout"
+    state = b.state_dir
+    (state / "pg" / "data").mkdir(parents=True)
+    (state / "postgres.pid").write_text(f"{_dead_pid()}\n")
+    (state / "postgres.log").write_text("log")
+    (state / "state.json").write_text("{}")
+    assert "was not made by testbed: left alone" in b.down()
+    b.reap()
+    assert sorted(p.name for p in state.iterdir()) == [
+        "pg",
+        "postgres.log",
+        "postgres.pid",
+        "state.json",
+    ]
+
+
+def test_reap_removes_a_marked_dir_whose_servers_are_gone(tmp_path: Path) -> None:
+    b = _backend(tmp_path)
+    StateDir(b.state_dir).prepare(project=b.settings.project)
+    (b.state_dir / "valkey").mkdir()
+    record = Record(backend="native", project=b.settings.project, checkout=str(tmp_path))
+    record.set_process("valkey", ProcessIdentity(_dead_pid(), 1.0, ("valkey-server",)))
+    b.store.write(record)
+    removed = b.reap()
+    assert any(r.endswith("valkey") for r in removed)
+    assert not b.state_dir.exists()
+    assert b.reap() == []
+
+
+def test_stop_only_the_recorded_process(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        ident = ProcessIdentity.of(proc.pid)
+        assert ident is not None
+        assert stop(ProcessIdentity(proc.pid, ident.started + 5, ident.titles)) is False
+        assert is_alive(proc.pid)  # a mismatched identity is never signalled
+        assert stop(ident, timeout=5) is False  # SIGTERM was enough
+        proc.wait(5)
+        assert not is_alive(proc.pid)
+    finally:
+        proc.kill()
+    stubborn = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; echo ready; sleep 30 & wait"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+    )
+    assert stubborn.stdout is not None
+    assert stubborn.stdout.readline() == b"ready\n"
+    ident = ProcessIdentity.of(stubborn.pid)
+    assert ident is not None
+    assert stop(ident, timeout=0.2) is True  # had to SIGKILL
+    stubborn.wait(5)
+    assert not is_alive(stubborn.pid)

@@ -1,0 +1,175 @@
+"""The testbed plugin's degradation rules, with a fake services layer (no real services)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+E2E_TEST = """
+def test_needs_services(e2e_docker_compose):
+    pass
+
+def test_plain():
+    pass
+"""
+
+
+def _fake(pytester: pytest.Pytester, body: str) -> None:
+    # The fake replaces testbed.services.acquire for the inner run and puts it back after.
+    pytester.makeconftest(f"""
+import testbed.services as services
+from testbed import errors
+
+REAL = services.acquire
+
+def pytest_configure(config):
+    def acquire(settings):
+{body}
+    services.acquire = acquire
+
+def pytest_unconfigure(config):
+    services.acquire = REAL
+""")
+    pytester.mkdir("e2e")
+    (pytester.path / "e2e" / "test_one.py").write_text(E2E_TEST)
+
+
+def _run(pytester: pytest.Pytester, *args: str, ci: bool = False) -> pytest.RunResult:
+    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester._monkeypatch.delenv("E2E_DATABASE_URL", raising=False)
+    pytester._monkeypatch.delenv("E2E_REDIS_URL", raising=False)
+    if ci:
+        pytester._monkeypatch.setenv("CI", "true")
+    else:
+        pytester._monkeypatch.delenv("CI", raising=False)
+        pytester._monkeypatch.delenv("E2E_REQUIRE_SERVICES", raising=False)
+    return pytester.runpytest("-p", "testbed.plugin", "-ra", "e2e", *args)
+
+
+UNAVAILABLE = "        raise errors.PortConflict('port 5433 is held by pid 1 (x)', port=5433)"
+
+
+def test_unavailable_services_skip_outside_ci_with_one_line(pytester: pytest.Pytester) -> None:
+    _fake(pytester, UNAVAILABLE)
+    result = _run(pytester)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "testbed: E2E tests will be SKIPPED: E2E services unavailable: port 5433 is held*",
+            "SKIPPED [[]1[]] testbed/fixtures.py:*: E2E services unavailable: port 5433 is held*",
+        ]
+    )
+
+
+@pytest.mark.parametrize("how", ["ci", "flag"])
+def test_unavailable_services_fail_under_ci_or_when_required(
+    pytester: pytest.Pytester, how: str
+) -> None:
+    _fake(pytester, UNAVAILABLE)
+    result = _run(pytester, *(["--e2e-require-services"] if how == "flag" else []), ci=how == "ci")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*E2E services unavailable: port 5433*(required: CI=true*"])
+
+
+def test_required_services_missing_is_exit_3(pytester: pytest.Pytester) -> None:
+    _fake(pytester, UNAVAILABLE)
+    result = _run(pytester, "--e2e-require-services")
+    assert result.ret == 3  # make e2e: "the services could not start", not "a test failed"
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ("        raise RuntimeError('bug in the backend')", "*RuntimeError: bug in the backend*"),
+        ("        raise errors.ForeignTarget('refusing port 5432')", "*refusing port 5432*"),
+        ("        raise errors.UsageError('bad backend')", "*bad backend*"),
+    ],
+)
+def test_other_failures_are_errors_never_skips(
+    pytester: pytest.Pytester, body: str, shown: str
+) -> None:
+    _fake(pytester, body)
+    result = _run(pytester)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([shown])
+
+
+def test_unit_paths_do_not_start_services(pytester: pytest.Pytester) -> None:
+    _fake(pytester, "        raise AssertionError('services must not be started')")
+    pytester.makepyfile(test_unit="def test_x():\n    pass\n")
+    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest("-p", "testbed.plugin", "test_unit.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["testbed: services not started*"])
+
+
+def test_options_are_declared_once_with_ini_flag_and_env(pytester: pytest.Pytester) -> None:
+    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest("-p", "testbed.plugin", "--help")
+    result.stdout.fnmatch_lines(
+        [
+            "*--e2e-backend=E2E_BACKEND*",
+            "*--e2e-seed=E2E_SEED*",
+            "*--e2e-keep*",
+            "*--e2e-require-services*",
+            "*e2e_backend (string):*",
+        ]
+    )
+
+
+def test_bad_setting_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest("-p", "testbed.plugin", "--e2e-backend=podman")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    out = result.stderr if result.stderr.lines else result.stdout
+    out.fnmatch_lines(["*unknown E2E backend 'podman'; valid backends: auto*"])
+
+
+def test_progress_lines_never_run_into_pytest_lines(pytester: pytest.Pytester) -> None:
+    """A backend's "stopped valkey" at the end of a run starts a line of its own: written to
+    stderr it landed on pytest's progress line (`[100%]stopped valkey (pid …)`)."""
+    import inspect
+    import subprocess
+    import sys
+
+    from testbed.services import native
+
+    say = inspect.signature(native.NativeBackend.__init__).parameters["say"].default
+    pytester.makeconftest(f"""
+import os
+
+import pytest
+from {say.__module__} import {say.__name__} as say
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    say("stopped valkey (pid 1)")
+""")
+    pytester.makepyfile(test_one="def test_x():\n    pass\n")
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "testbed.plugin", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert "stopped valkey (pid 1)" in proc.stdout.splitlines(), proc.stdout
+
+
+def test_the_summary_names_the_schemas_made() -> None:
+    """One summary line names every worker schema the run made (and its setup time)."""
+    from testbed.config import load_settings
+    from testbed.run.controller import Controller
+
+    controller = Controller(load_settings(env={}))
+    controller.worker_setup.update({"gw1": 0.25, "gw0": 0.5})
+    run = controller.info.run_id
+    [line] = [x for x in controller.summary() if "schemas" in x]
+    assert f"e2e_{run}_gw0 0.50s, e2e_{run}_gw1 0.25s" in line
