@@ -278,7 +278,8 @@ class DockerBackend:
                         "it or stop it, then run `make down`"
                     )
                 kept = [x for x in record.leases() if x.kind == USER]  # a crashed `make up`
-                self._take_down(rows, "they do not answer")
+                gone = self.credentials() is None
+                self._take_down(rows, "their passwords are gone" if gone else "they do not answer")
             images = self.require(fetch=True)
             StateDir(self.state_dir).prepare(project=self.settings.project)
             Credentials.generate().save(self.state_dir)  # compose_env() passes them
