@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 from testbed import guard, report
 from testbed.config import Settings, default_state_root
-from testbed.errors import InUse, ServicesUnavailable
+from testbed.errors import HealthTimeout, InUse, ServicesUnavailable
 from testbed.services import Endpoints, ServiceStatus, extensions, health, identity, legacy, pgdata
 from testbed.services.binaries import (
     PgBinaries,
@@ -311,22 +313,24 @@ class NativeBackend:
             self.store.write(record)
         procs = record.processes()
         eps = self._endpoints(record, creds)
-        record["redis_version"] = health.wait_redis(
-            eps.redis_url,
-            s.wait_timeout,
-            log=self.logs()["valkey"],
-            alive=procs["valkey"].same_process,
-        )
+        with self._lost_bind(s.redis_port, "Valkey", procs["valkey"]):
+            record["redis_version"] = health.wait_redis(
+                eps.redis_url,
+                s.wait_timeout,
+                log=self.logs()["valkey"],
+                alive=procs["valkey"].same_process,
+            )
         # Ready means the socket answers the bootstrap role (peer: testbed's OS user only); the
         # template's roles have no password until this instance's are set, so nobody can log in
         # over TCP before that.
         admin_socket = socket_url(admin_role(s.pg_role), pg_dir / "sock", s.pg_port, s.pg_role)
-        health.wait_postgres(
-            admin_socket,
-            s.wait_timeout,
-            log=self.logs()["postgres"],
-            alive=procs["postgres"].same_process,
-        )
+        with self._lost_bind(s.pg_port, "PostgreSQL", procs["postgres"]):
+            health.wait_postgres(
+                admin_socket,
+                s.wait_timeout,
+                log=self.logs()["postgres"],
+                alive=procs["postgres"].same_process,
+            )
         pgdata.set_passwords(
             admin_socket, {s.pg_role: creds.pg_app, admin_role(s.pg_role): creds.pg_admin}
         )
@@ -340,6 +344,20 @@ class NativeBackend:
             record.set_process(name, proc.with_current_title())
         self.store.write(record)
         return self._endpoints(record)
+
+    @contextlib.contextmanager
+    def _lost_bind(self, port: int, service: str, proc: ProcessIdentity) -> Iterator[None]:
+        """A server of ours that exits while another process holds its port lost the bind to
+        it (a race no lock covers): say whose it is, not "exited before it answered"."""
+        try:
+            yield
+        except HealthTimeout:
+            if proc.same_process() or is_free(port):
+                raise
+            seen = "ours exited: another process holds the port"
+            raise identity.lost_race(
+                port, service, seen, self._other(port), self._ports()
+            ) from None
 
     def admin_url(self, creds: Credentials, database: str | None = None) -> str:
         """The bootstrap superuser's URL (testbed's own use only: never exported)."""
