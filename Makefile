@@ -7,11 +7,16 @@ SHELL := /bin/bash
 PYTHON ?=
 VENV ?= .venv
 BENCH_VENV ?= .venv-bench
+# make workflow: which jobs (JOB or JOB:key=value,...; all by default), and more options.
+JOBS ?=
+WORKFLOW_ARGS ?=
 N ?= auto
 SHARD ?=
 # Extra pytest arguments, split like shell words: PYTEST_ARGS='-k "crm or tasks" -x'.
 # Exported, never re-quoted: scripts/e2e.sh reads it from the environment.
 PYTEST_ARGS ?=
+# make mutation: which modules (default all: guard schema breaker ownership).
+MUTATION_TARGETS ?=
 export PYTEST_ARGS
 # JUNIT_DIR=reports: every pytest stage writes DIR/<stage>.xml (what CI uploads).
 JUNIT_DIR ?=
@@ -92,9 +97,17 @@ images: deps
 example: deps
 	@N='$(if $(filter auto,$(N)),2,$(N))' scripts/examples.sh
 
+.PHONY: adoption  ## A service outside this layout adopts testbed from the built wheel (its own pins, -n 0 and -n 2)
+adoption: deps
+	@E2E_REQUIRE_SERVICES=1 scripts/adoption.sh
+
 .PHONY: unit  ## Run the unit tests (no services): testbed's, opsdesk's and the tooling checks
 unit: deps
-	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q -p no:randomly $(call junit,unit) $(PYTEST_ARGS)
+	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q $(call junit,unit) $(PYTEST_ARGS)
+
+.PHONY: mutation  ## Mutation score of guard, schema, breaker and ownership against their unit tests (CPU-heavy)
+mutation: deps
+	@$(BIN)/python scripts/mutation.py $(MUTATION_TARGETS)
 
 .PHONY: integration  ## Tests that start services or run tools for real (native and docker lifecycle, shards, lint)
 integration: deps
@@ -119,13 +132,17 @@ nix-tools:
 reliability: deps
 	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/reliability -q -p no:randomly -m "not soak" $(call junit,reliability) $(PYTEST_ARGS)
 
-.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e (native and docker) + example + reliability
+.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e (native and docker) + example + adoption + reliability
 test: deps
 	@scripts/with-docker.sh $(MAKE) --no-print-directory test-steps
 
 # Under CI=true, with-docker.sh provides one Docker engine for all of these and stops it after.
 .PHONY: test-steps
-test-steps: nix-tools lint unit integration e2e-native e2e-docker example reliability
+test-steps: nix-tools lint unit integration e2e-native e2e-docker example adoption reliability
+
+.PHONY: workflow  ## Run the CI workflow's jobs here with act, one at a time (JOBS="lint:python=3.12 e2e:group=1", LIST=1)
+workflow: deps
+	@scripts/with-docker.sh $(BIN)/python scripts/workflow.py $(if $(LIST),--list) $(WORKFLOW_ARGS) $(JOBS)
 
 .PHONY: bench  ## Benchmarks side by side; writes bench/results.json and bench/RESULTS.md
 bench: deps $(BENCH_VENV)/.deps-stamp
@@ -143,4 +160,4 @@ soak: deps
 .PHONY: clean  ## Stop services, reap leftovers, remove .venv and caches
 clean:
 	@if [ -x $(BIN)/python ]; then $(TESTBED) down || true; $(TESTBED) reap || true; fi
-	rm -rf $(VENV) $(BENCH_VENV) $(VENV).lock $(BENCH_VENV).lock .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(BENCH_VENV) .venv-adoption $(VENV).lock $(BENCH_VENV).lock .pytest_cache .ruff_cache .mypy_cache

@@ -19,8 +19,17 @@ from bench.report import Figure, judge, render_markdown, render_table, to_json
 
 REPO = Path(__file__).resolve().parent.parent
 # `ready` cycles services up and down itself, so it runs before the shared services start.
-COMPARISONS = ("ready", "floor", "isolation", "factories", "xdist", "fastloop", "stages")
-NEEDS_SHARED_SERVICES = ("floor", "isolation", "factories", "xdist", "fastloop", "stages")
+COMPARISONS = (
+    "ready",
+    "floor",
+    "isolation",
+    "factories",
+    "xdist",
+    "fastloop",
+    "stages",
+    "migrations",
+)
+NEEDS_SHARED_SERVICES = COMPARISONS[1:]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

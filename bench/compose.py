@@ -27,8 +27,8 @@ def _settings(state_dir: Path) -> Any:
 
 def measure(state_dir: Path, quick: bool) -> tuple[list[float], list[float], str]:
     """(up seconds, reuse milliseconds, skip reason): the reason is set when docker can't run."""
-    from testbed.services import ensure_up
     from testbed.services.docker import DockerBackend, unavailable
+    from testbed.services.lifecycle import ensure_up
     from testbed.services.ownership import USER, new_lease
 
     settings = _settings(state_dir)

@@ -1,19 +1,22 @@
 """Generated pytest suites for the isolation comparison: one conftest per contender, same tests.
 
 Every suite runs the same test bodies (a company and three deals written through an ORM Session,
-committed, read back). Only the `db` fixture differs, so wall(suite) - wall(baseline) is the cost
-of the isolation alone.
+committed, read back). Only the `db` fixture differs. Each isolated test runs right after a
+baseline test in the same process, and pytest times each phase of each test, so the cost of the
+isolation is read off the setup and teardown phases next to the baseline's, not off the noisy
+difference of two whole runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-# Shared by every contender: timing hooks (per-test protocol time, written at session end).
+# Shared by every contender: pytest's own per-phase durations of every test (setup, call,
+# teardown), written at session end. The isolation is what the setup and teardown phases cost
+# beyond the baseline's; the call phase is the test body.
 COMMON = """
 import json
 import os
-import time
 
 import pytest
 from sqlalchemy.orm import Session
@@ -25,14 +28,11 @@ URL = os.environ["BENCH_DB_URL"]
 SCHEMA = os.environ["BENCH_SCHEMA"]
 db.table_names()  # imports every opsdesk model, so Base.metadata knows every table
 METADATA = db.Base.metadata
-_TIMES = []
+_TIMES = {}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    t0 = time.perf_counter()
-    yield
-    _TIMES.append((item.name, t0, time.perf_counter()))
+def pytest_runtest_logreport(report):
+    _TIMES.setdefault(report.nodeid.rpartition("::")[2], {})[report.when] = report.duration
 
 
 def pytest_sessionfinish(session, exitstatus):

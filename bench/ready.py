@@ -41,7 +41,7 @@ def _fresh_cache(parent: Path) -> Path:
 
 
 def _timed_up(settings: Any) -> float:
-    from testbed.services import ensure_up
+    from testbed.services.lifecycle import ensure_up
 
     t0 = time.perf_counter()
     ensure_up(settings, owner="user")  # as `make up`: kept until _down()
@@ -49,14 +49,14 @@ def _timed_up(settings: Any) -> float:
 
 
 def _down(settings: Any) -> None:
-    from testbed.services import choose
+    from testbed.services.lifecycle import choose
 
     choose(settings).down()
 
 
 def run(ctx: Context) -> list[Figure]:
     """Time cold starts, template starts and reuse; then the same on docker compose."""
-    from testbed.services import ensure_up
+    from testbed.services.lifecycle import ensure_up
 
     state_dir: Path = ctx.extra["state_dir"]
     cold_reps, tmpl_reps, reuse_reps = (1, 2, 5) if ctx.quick else (3, 5, 30)

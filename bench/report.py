@@ -79,6 +79,9 @@ class Figure:
     note: str = ""
     why: str = ""  # explanation + what would close the gap, shown when a target is missed
     skipped: str = ""  # non-empty: not measurable here, and why
+    # True: each sample is one round's figure (e.g. a per-run median of hundreds of tests), so
+    # the spread is min-max over rounds; else it is the interquartile range of the samples.
+    rounds: bool = False
 
     @property
     def median(self) -> float | None:
@@ -89,6 +92,15 @@ class Figure:
     def p95(self) -> float | None:
         """95th percentile of the samples, or None if not measured."""
         return percentile(self.samples, 95) if self.samples else None
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """(low, high): min-max over rounds for per-round samples, else the IQR; None if none."""
+        if not self.samples:
+            return None
+        if self.rounds:
+            return min(self.samples), max(self.samples)
+        return percentile(self.samples, 25), percentile(self.samples, 75)
 
     @property
     def headline(self) -> float | None:
@@ -127,7 +139,10 @@ def judge(figures: Iterable[Figure]) -> list[Judged]:
             rat = 1.0
         elif ref is not None and value is not None and ref.headline is not None:
             # Compare like with like: a figure in ms against a reference in s.
-            mine, theirs = to_seconds(value, fig.unit), to_seconds(ref.headline, ref.unit)
+            mine, theirs = (
+                to_seconds(value, fig.unit),
+                to_seconds(ref.headline, ref.unit),
+            )
             if mine is None or theirs is None:
                 mine, theirs = value, ref.headline
             rat = ratio(mine, theirs, fig.better)
@@ -176,6 +191,17 @@ def fmt_ratio(rat: float | None) -> str:
     return "-" if rat is None else fmt(rat) + TIMES
 
 
+def fmt_spread(fig: Figure) -> str:
+    """The figure's spread, e.g. '0.12-0.15 ms (4 rounds)' or '2.1-2.9 ms (IQR)'."""
+    spread = fig.spread
+    if spread is None:
+        return "-"
+    low, high = spread
+    count = len(fig.samples)
+    how = (f"{count} rounds" if count > 1 else "1 round") if fig.rounds else "IQR"
+    return f"{fmt(low)}\u2013{fmt(high, fig.unit)} ({how})"
+
+
 def verdict_text(j: Judged) -> str:
     """PASS / MISS / n/a / '' (no target)."""
     if j.figure.skipped:
@@ -192,13 +218,14 @@ def rows(judged: Sequence[Judged]) -> list[list[str]]:
         f = j.figure
         targets = "; ".join(t.text for t in f.targets)
         if f.skipped:
-            out.append([f.label, "-", "-", "-", "-", "-", targets, "n/a: " + f.skipped])
+            out.append([f.label, "-", "-", "-", "-", "-", "-", targets, "n/a: " + f.skipped])
             continue
         value = fmt(f.headline, f.unit) if f.value is not None else ""
         out.append(
             [
                 f.label,
                 fmt(f.median, f.unit),
+                fmt_spread(f),
                 fmt(f.p95, f.unit),
                 value,
                 fmt_ratio(j.ratio)
@@ -218,6 +245,7 @@ def rows(judged: Sequence[Judged]) -> list[list[str]]:
 HEADERS = [
     "figure",
     "median",
+    "spread",
     "p95",
     "judged",
     f"ratio ({TIMES} better)",
@@ -279,7 +307,9 @@ def render_markdown(judged: Sequence[Judged], meta: Mapping[str, Any]) -> str:
         "reference / figure, for throughputs: figure / reference). RTTs is a figure's median "
         "in loopback round trips (PostgreSQL `SELECT 1` for database figures, Valkey `PING` for "
         'Redis figures). "judged" is the value a target is checked against when it is not '
-        "the median.",
+        'the median. "spread" is min\u2013max over rounds where a figure is measured per round '
+        "(each round a whole run of many tests), else the interquartile range of the samples; "
+        "a rerun that lands inside it reproduces the figure.",
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join("---" for _ in HEADERS) + "|",
@@ -290,10 +320,21 @@ def render_markdown(judged: Sequence[Judged], meta: Mapping[str, Any]) -> str:
     if notes:
         md += ["", "## Notes", "", *notes]
     for name, prof in (meta.get("profiles") or {}).items():
-        md += ["", f"## Profile: factories, {name} (cProfile, top cost centres by own time)", ""]
+        md += [
+            "",
+            f"## Profile: factories, {name} (cProfile, top cost centres by own time)",
+            "",
+        ]
         for side in ("ours", "factory_boy"):
             share = prof.get(f"faker_share_{side}", 0.0)
-            md += [f"{side} (Faker: {share:.0%} of the time):", "", "```", prof[side], "```", ""]
+            md += [
+                f"{side} (Faker: {share:.0%} of the time):",
+                "",
+                "```",
+                prof[side],
+                "```",
+                "",
+            ]
     missed = misses(judged)
     md += ["", "## Missed targets", ""]
     md += [f"- {m}" for m in missed] if missed else ["None: every measured target holds."]
@@ -309,6 +350,7 @@ def to_json(judged: Sequence[Judged], meta: Mapping[str, Any]) -> dict[str, Any]
         d.pop("targets")
         d.update(
             median=f.median,
+            spread=f.spread,
             p95=f.p95,
             judged=f.headline,
             ratio=j.ratio,

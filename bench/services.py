@@ -60,7 +60,7 @@ def running_services(state_dir: Path) -> Iterator[tuple[Any, Any]]:
     if db_url and redis_url:
         yield _external(db_url, redis_url), None
         return
-    from testbed.services import choose, ensure_up
+    from testbed.services.lifecycle import choose, ensure_up
 
     settings = bench_settings(state_dir=state_dir)
     log(

@@ -21,6 +21,7 @@ STAGES = (
     "e2e-native",
     "e2e-docker",
     "example",
+    "adoption",
     "reliability",
 )
 TOTAL_TARGET_S = 600.0  # make test under 10 minutes on this 2-core machine

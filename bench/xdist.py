@@ -45,6 +45,8 @@ def run_suite(ctx: Context, workers: int) -> tuple[float, str]:
         "no:randomly",
         "-n",
         str(workers),
+        "--dist",
+        "loadgroup",  # as scripts/e2e.sh: the stdio tests share one server on one worker
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(

@@ -18,21 +18,8 @@ PYTEST_ARGS=${PYTEST_ARGS:-}
 export E2E_REQUIRE_SERVICES=${E2E_REQUIRE_SERVICES:-1}
 cd "$ROOT"
 
-# PYTEST_ARGS is one string from make; split it as a shell would (quotes respected), no eval.
-user_args=()
-if [[ -n "$PYTEST_ARGS" ]]; then
-  mapfile -d '' -t user_args < <("$PY" -c \
-    'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' \
-    "$PYTEST_ARGS")
-fi
-
-# pytest-randomly shuffles unless PYTEST_ARGS chose for itself: "-p randomly" given twice is
-# harmless, but ours next to the user's "-p no:randomly" turned every test into a TypeError.
-randomly=(-p randomly)
-if [[ "$PYTEST_ARGS" =~ -p[[:space:]]*(no:)?randomly ]]; then
-  randomly=()
-fi
-[[ "$PYTEST_ARGS" =~ -p[[:space:]]*no:randomly ]] && no_randomly=1 || no_randomly=
+# shellcheck source=scripts/pytest-args.sh
+source "$ROOT/scripts/pytest-args.sh"  # user_args, randomly, no_randomly
 
 shard_args=()
 if [[ -n "$SHARD" ]]; then
@@ -48,12 +35,16 @@ if [[ -n "$SHARD" ]]; then
   [[ -z "$no_randomly" ]] && shard_args+=("--randomly-seed=${E2E_SEED:-1}")
 fi
 
+# loadgroup: tests marked xdist_group(name) share a worker (the stdio tests share one server
+# per worker that way); every other test is handed out as with the default, load.
+dist=(-n "$N" --dist loadgroup)
+
 # pytest is the process that gets signals (its plugin ends the lease on the way out).
 if [[ -z "$SHARD" ]]; then
-  exec "$VENV/bin/pytest" backend/tests/e2e -n "$N" "${randomly[@]}" "${user_args[@]}"
+  exec "$VENV/bin/pytest" backend/tests/e2e "${dist[@]}" "${randomly[@]}" "${user_args[@]}"
 fi
 set +e
-"$VENV/bin/pytest" backend/tests/e2e -n "$N" "${randomly[@]}" "${shard_args[@]}" "${user_args[@]}"
+"$VENV/bin/pytest" backend/tests/e2e "${dist[@]}" "${randomly[@]}" "${shard_args[@]}" "${user_args[@]}"
 code=$?
 set -e
 if [[ -n "$SHARD" && $code -eq 5 ]]; then

@@ -33,20 +33,8 @@ if [[ "$pg" != "${E2E_PG_PORT:-5433}" || "$redis" != "${E2E_REDIS_PORT:-6380}" ]
 fi
 export E2E_PG_PORT=$pg E2E_REDIS_PORT=$redis
 
-# PYTEST_ARGS is one string from make; split it as a shell would (quotes respected), no eval.
-user_args=()
-if [[ -n "${PYTEST_ARGS:-}" ]]; then
-  mapfile -d '' -t user_args < <("$PY" -c \
-    'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' \
-    "$PYTEST_ARGS")
-fi
-
-# pytest-randomly shuffles unless PYTEST_ARGS chose for itself (ours next to "-p no:randomly"
-# turned every test into a TypeError inside pytest-randomly).
-randomly=(-p randomly)
-if [[ "${PYTEST_ARGS:-}" =~ -p[[:space:]]*(no:)?randomly ]]; then
-  randomly=()
-fi
+# shellcheck source=scripts/pytest-args.sh
+source "$ROOT/scripts/pytest-args.sh"  # user_args, randomly
 
 # One xdist mode each, so both keep working with worker schemas: loadscope and loadgroup.
 status=0

@@ -13,7 +13,8 @@ venv="${E2E_VENV:-$root/.venv}"
 # actionlint runs shellcheck on every `run:` block; both come pinned from uv.lock.
 export PATH="$venv/bin:$PATH"
 
-ALL_CHECKS="ruff ruff-format mypy lock boundary actionlint workflow-schema compose-schema compose-config shellcheck nix make docs readme"
+TWINE_VERSION=7.0.0
+ALL_CHECKS="ruff ruff-format mypy lock boundary dist actionlint workflow-schema compose-schema compose-config shellcheck nix make docs readme"
 
 now() {
   if [ -n "${EPOCHREALTIME:-}" ]; then echo "${EPOCHREALTIME/,/.}"; else python3 -c 'import time; print(time.time())'; fi
@@ -49,7 +50,7 @@ run_check() {
       # From the root, pyproject.toml configures ruff for every tree, .github/scripts too.
       cd "$target" || return 1
       local paths=() extra
-      for extra in testbed backend tests .github/scripts bench examples; do [ -d "$extra" ] && paths+=("$extra"); done
+      for extra in testbed backend tests scripts .github/scripts .github/act bench examples; do [ -d "$extra" ] && paths+=("$extra"); done
       if [ "$1" = ruff ]; then ruff check --no-cache "${paths[@]}"; else ruff format --no-cache --check "${paths[@]}"; fi ;;
     mypy) cd "$target" && mypy ;;
     lock)
@@ -113,6 +114,20 @@ run_check() {
       local site; site="$(mktemp -d)"
       (cd "$target" && mkdocs build --strict --site-dir "$site" 2>&1 | grep -v "^INFO"; exit "${PIPESTATUS[0]}"); local rc=$?
       rm -rf "$site"; return "$rc" ;;
+    dist)
+      # testbed is a distribution of its own: its wheel and sdist build, carry the typing marker
+      # and no application code, and pass `twine check --strict` (pinned, run by uv).
+      local out; out="$(mktemp -d)" || return 1
+      uv build --quiet --out-dir "$out" "$target/testbed" || { rm -rf "$out"; return 1; }
+      local wheel; wheel="$(echo "$out"/testbed-*.whl)"
+      local names; names="$(python3 -m zipfile -l "$wheel" | awk '{print $1}')"
+      grep -qx 'testbed/py.typed' <<<"$names" || { echo "$wheel lacks testbed/py.typed"; rm -rf "$out"; return 1; }
+      if grep -v -e '^testbed/' -e '^testbed-[^/]*\.dist-info/' -e '^File$' <<<"$names" | grep -q .; then
+        echo "$wheel holds files outside testbed/:"; grep -v -e '^testbed/' -e '^testbed-[^/]*\.dist-info/' -e '^File$' <<<"$names"
+        rm -rf "$out"; return 1
+      fi
+      uv tool run --quiet --from "twine==$TWINE_VERSION" twine check --strict "$out"/* || { rm -rf "$out"; return 1; }
+      rm -rf "$out" ;;
     readme)
       # The README is the front door, not the manual: keep it short and its links alive.
       local f="$target/README.md" size link

@@ -14,6 +14,7 @@ from bench.report import (
     Figure,
     Target,
     fmt,
+    fmt_spread,
     judge,
     median,
     misses,
@@ -159,7 +160,9 @@ def test_table_and_markdown_render_every_figure() -> None:
     assert md.startswith("# Benchmark results\n")
     assert "2026-01-01" in md
     assert "tmpfs on /dev/shm" in md
-    assert "| ours | 0.5 ms | 0.59 ms | 0.5 ms | 60.0\u00d7 vs peer |" in md
+    assert (
+        "| ours | 0.5 ms | 0.45\u20130.55 ms (IQR) | 0.59 ms | 0.5 ms | 60.0\u00d7 vs peer |" in md
+    )
     assert "## Missed targets" in md
     assert "one extra round trip per test" in md
 
@@ -181,3 +184,34 @@ def test_fmt_uses_three_significant_figures() -> None:
     assert fmt(12.345) == "12.3"
     assert fmt(25_000.0, "rows/s") == "25,000 rows/s"
     assert fmt(None) == "-"
+
+
+def test_spread_is_min_max_over_rounds_or_the_iqr() -> None:
+    """Per-round figures spread over their rounds; plain samples over their middle half."""
+    per_round = Figure("i.r", "isolation", "r", "ms", [0.2, 0.1, 0.4, 0.3], rounds=True)
+    assert per_round.spread == (0.1, 0.4)
+    assert fmt_spread(per_round) == "0.1\u20130.4 ms (4 rounds)"
+    plain = Figure("i.p", "isolation", "p", "ms", [float(x) for x in range(1, 102)])
+    assert plain.spread == (26.0, 76.0)
+    assert Figure("i.n", "isolation", "n", "ms", []).spread is None
+    doc = to_json(judge([per_round]), {})
+    assert doc["figures"][0]["spread"] == (0.1, 0.4)
+
+
+def test_isolation_round_reads_setup_and_teardown_next_to_the_baseline() -> None:
+    """The isolation is what setup + teardown cost beyond the baseline neighbour's, median over
+    pairs: a stalled pair (a busy machine) does not move it, and pair 0000 is not counted."""
+    from bench.isolation import round_of
+
+    def phases(setup: float, call: float, teardown: float) -> dict[str, float]:
+        return {"setup": setup / 1e3, "call": call / 1e3, "teardown": teardown / 1e3}
+
+    times = {"test_0000_base": phases(50, 50, 50), "test_0000_iso": phases(90, 50, 90)}
+    for i in range(1, 6):
+        times[f"test_{i:04d}_base"] = phases(0.05, 3.0, 0.05)
+        times[f"test_{i:04d}_iso"] = phases(0.15, 2.9, 0.10)
+    times["test_0003_iso"] = phases(40.0, 80.0, 0.1)  # preempted
+    got = round_of(times, 5)
+    assert got.isolation == pytest.approx(0.15)
+    assert got.body == pytest.approx(-0.1)
+    assert got.baseline == pytest.approx(3.0)

@@ -256,3 +256,19 @@ def test_lock_check_passes_the_real_lock_and_catches_a_stale_one(tmp_path: Path)
     assert rc == 0, out
     edit(root / "pyproject.toml", '"pytest-timeout==2.4.0"', '"pytest-timeout==2.3.1"')
     assert_fails("lock", root, "uv.lock is out of date", "uv lock")
+
+
+# --- testbed's distribution: wheel and sdist, typing marker, twine check --------------------------
+
+
+def test_dist_builds_testbed_alone_and_catches_a_missing_typing_marker(tmp_path: Path) -> None:
+    """The real distribution passes; without py.typed (typed for adopters' mypy) it fails."""
+    shutil.copytree(
+        ROOT / "testbed",
+        tmp_path / "testbed",
+        ignore=shutil.ignore_patterns("tests", "__pycache__", "*.egg-info"),
+    )
+    rc, out = run_lint("dist", tmp_path)
+    assert rc == 0, out
+    (tmp_path / "testbed" / "src" / "testbed" / "py.typed").unlink()
+    assert_fails("dist", tmp_path, "lacks testbed/py.typed")

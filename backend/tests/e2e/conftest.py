@@ -9,46 +9,39 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pytest
-import redis
-from fixtures.test_data_factory import (
-    AccountFactory,
-    CanvasDataFactory,
-    CompanyFactory,
-    CRMContactFactory,
-    DealFactory,
-    FinanceDataFactory,
-    InvoiceLineFactory,
-    KnowledgeDocFactory,
-    LedgerTransactionFactory,
-    SupportTicketFactory,
-    TaskCommentFactory,
-    TaskFactory,
-)
-from mcp import Client, ClientSession
-from mcp.server.mcpserver import MCPServer
-from sqlalchemy.orm import Session
 
-from opsdesk.app import App
-from opsdesk.mcp_server import build_server
 from testbed.fixtures import factory_fixture
+
+if TYPE_CHECKING:
+    # Imported where used: the xdist controller loads this conftest too and runs no test, so
+    # it never needs opsdesk, the MCP SDK or SQLAlchemy (about a second of start-up each).
+    import redis
+    from mcp import ClientSession
+    from mcp.server.mcpserver import MCPServer
+    from sqlalchemy.orm import Session
+
+    from opsdesk.app import App
 
 collect_ignore = ["fixtures"]
 
-# One fixture per factory, bound to e2e_session (rolled back, or committed when marked).
-company_factory = factory_fixture(CompanyFactory)
-crm_contact_factory = factory_fixture(CRMContactFactory)
-deal_factory = factory_fixture(DealFactory)
-task_factory = factory_fixture(TaskFactory)
-task_comment_factory = factory_fixture(TaskCommentFactory)
-support_ticket_factory = factory_fixture(SupportTicketFactory)
-knowledge_doc_factory = factory_fixture(KnowledgeDocFactory)
-canvas_data_factory = factory_fixture(CanvasDataFactory)
-account_factory = factory_fixture(AccountFactory)
-ledger_transaction_factory = factory_fixture(LedgerTransactionFactory)
-finance_data_factory = factory_fixture(FinanceDataFactory)
-invoice_line_factory = factory_fixture(InvoiceLineFactory)
+# One fixture per factory, bound to e2e_session (rolled back, or committed when marked); by
+# path, so the factories (and opsdesk's models) load when a test first asks for one.
+_FACTORIES = "fixtures.test_data_factory:"
+company_factory = factory_fixture(_FACTORIES + "CompanyFactory")
+crm_contact_factory = factory_fixture(_FACTORIES + "CRMContactFactory")
+deal_factory = factory_fixture(_FACTORIES + "DealFactory")
+task_factory = factory_fixture(_FACTORIES + "TaskFactory")
+task_comment_factory = factory_fixture(_FACTORIES + "TaskCommentFactory")
+support_ticket_factory = factory_fixture(_FACTORIES + "SupportTicketFactory")
+knowledge_doc_factory = factory_fixture(_FACTORIES + "KnowledgeDocFactory")
+canvas_data_factory = factory_fixture(_FACTORIES + "CanvasDataFactory")
+account_factory = factory_fixture(_FACTORIES + "AccountFactory")
+ledger_transaction_factory = factory_fixture(_FACTORIES + "LedgerTransactionFactory")
+finance_data_factory = factory_fixture(_FACTORIES + "FinanceDataFactory")
+invoice_line_factory = factory_fixture(_FACTORIES + "InvoiceLineFactory")
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +53,8 @@ def anyio_backend() -> str:
 @pytest.fixture
 def opsdesk_app(e2e_session: Session, e2e_redis: redis.Redis[str], e2e_redis_prefix: str) -> App:
     """opsdesk's App over the test's Session and the worker's Redis database and prefix."""
+    from opsdesk.app import App
+
     return App.for_session(e2e_session, redis=e2e_redis, prefix=e2e_redis_prefix)
 
 
@@ -67,6 +62,11 @@ def opsdesk_app(e2e_session: Session, e2e_redis: redis.Redis[str], e2e_redis_pre
 def e2e_mcp_server() -> tuple[App, MCPServer[object]]:
     """(App, server): one opsdesk MCP server per worker, since building one costs ~0.1 s;
     mcp_service points the App at each test's opsdesk_app for the length of the test."""
+    from sqlalchemy.orm import Session
+
+    from opsdesk.app import App
+    from opsdesk.mcp_server import build_server
+
     shared = App.for_session(Session())  # placeholder until a test binds its own
     return shared, build_server(shared)
 
@@ -74,7 +74,7 @@ def e2e_mcp_server() -> tuple[App, MCPServer[object]]:
 @contextmanager
 def _serving(shared: App, app: App) -> Iterator[None]:
     """The server's tools read the App's fields at call time: lend them the test's."""
-    names = [f.name for f in dataclasses.fields(App)]
+    names = [f.name for f in dataclasses.fields(app)]
     idle = {name: getattr(shared, name) for name in names}
     try:
         for name in names:
@@ -91,6 +91,8 @@ async def mcp_service(
 ) -> AsyncIterator[ClientSession]:
     """An MCP ClientSession connected in-memory to opsdesk's server over opsdesk_app (the
     test's Session, the worker's Redis namespace). Use it from async tests."""
+    from mcp import Client
+
     shared, server = e2e_mcp_server
     with _serving(shared, opsdesk_app):
         async with Client(server) as client:

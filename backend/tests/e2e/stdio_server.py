@@ -1,4 +1,6 @@
-"""`python -m opsdesk.mcp_server` in a subprocess, spoken to in raw JSON-RPC lines."""
+"""`python -m opsdesk.mcp_server` in a subprocess, spoken to in raw JSON-RPC lines, or by the
+MCP SDK's own client over the same pipes (``pipe_transport``): one server per worker serves
+every stdio test, since starting one (Python, the SDK, the app) costs more than the tests."""
 
 from __future__ import annotations
 
@@ -9,10 +11,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import IO, Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import IO, TYPE_CHECKING, Any
+
+import anyio
 
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
+
+if TYPE_CHECKING:
+    from mcp.client._transport import TransportStreams
 
 ANSWER_WITHIN = 1.0  # seconds: what a client may wait for any answer
 STARTUP_WITHIN = 60.0  # seconds: imports and the schema check, on a loaded machine
@@ -105,6 +114,14 @@ class StdioServer:
         assert "result" in answer, answer
         self.send(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
 
+    def drain(self) -> None:
+        """Drop lines nobody read yet (a previous user's late notifications)."""
+        while True:
+            try:
+                self.lines.get_nowait()
+            except queue.Empty:
+                return
+
     def close(self, within: float = 10.0) -> int:
         """Close stdin (the client leaves) and return the exit code."""
         assert self.proc.stdin is not None
@@ -116,3 +133,45 @@ class StdioServer:
                 self.proc.kill()
                 self.proc.wait()
             self.stderr.close()
+
+
+@asynccontextmanager
+async def pipe_transport(server: StdioServer) -> AsyncIterator[TransportStreams]:
+    """The SDK client's transport over ``server``'s pipes, as ``mcp``'s stdio_client speaks
+    them (one JSON message a line), without starting a process of its own or ending it."""
+    from mcp import types
+    from mcp.shared.message import SessionMessage
+
+    server.drain()
+    to_client, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+    write_stream, from_client = anyio.create_memory_object_stream[SessionMessage](16)
+
+    def next_line() -> bytes | None:
+        try:
+            return server.lines.get(timeout=0.05)  # short: lets the task see its cancellation
+        except queue.Empty:
+            return None
+
+    async def reader() -> None:
+        while True:
+            line = await anyio.to_thread.run_sync(next_line)
+            if line is None:
+                continue
+            try:
+                message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            except ValueError as exc:
+                await to_client.send(exc)
+                continue
+            await to_client.send(SessionMessage(message))
+
+    async def writer() -> None:
+        async for sent in from_client:
+            server.send(sent.message.model_dump_json(by_alias=True, exclude_unset=True).encode())
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(reader)
+        tasks.start_soon(writer)
+        try:
+            yield read_stream, write_stream
+        finally:
+            tasks.cancel_scope.cancel()

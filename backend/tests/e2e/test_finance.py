@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -11,7 +12,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from opsdesk.domains.finance.models import LedgerLine, LedgerTransaction
+from opsdesk.domains.finance import service as finance
+from opsdesk.domains.finance.models import Invoice, LedgerLine, LedgerTransaction
+from opsdesk.errors import InvalidArgument
 from testbed.data.context import DataContext
 from testbed.isolation.pubsub import EventListener
 
@@ -230,3 +233,90 @@ async def test_search_invoices_by_customer_and_status(
     got = await call(mcp_service, "finance_get_invoice", invoice_id=target.id)
     assert len(got["lines"]) == 3
     assert Decimal(str(got["total"])) == sum(Decimal(str(x["line_total"])) for x in got["lines"])
+
+
+async def test_invoice_keeps_its_contact_due_date_and_notes(
+    mcp_service: ClientSession,
+    e2e_session: Session,
+    e2e_data: DataContext,
+    crm_contact_factory: object,
+) -> None:
+    contact = crm_contact_factory.create()  # type: ignore[attr-defined]
+    notes = e2e_data.sentence()
+    inv = await call(
+        mcp_service,
+        "finance_create_invoice",
+        number=e2e_data.code("INV-", 12),
+        customer_name="Initech",
+        contact_id=contact.id,
+        due_date="2030-01-31",
+        notes=notes,
+        lines=[{"description": "Consulting", "quantity": "1", "unit_price": "10"}],
+    )
+    assert (inv["contact_id"], inv["due_date"], inv["notes"]) == (contact.id, "2030-01-31", notes)
+    got = await call(mcp_service, "finance_get_invoice", invoice_id=inv["id"])
+    assert (got["contact_id"], got["due_date"], got["notes"]) == (contact.id, "2030-01-31", notes)
+    row = e2e_session.get(Invoice, inv["id"])  # what PostgreSQL holds, not the tool's echo
+    assert row is not None
+    assert (row.contact_id, row.due_date, row.notes) == (contact.id, date(2030, 1, 31), notes)
+    bare = await call(
+        mcp_service,
+        "finance_create_invoice",
+        number=e2e_data.code("INV-", 12),
+        customer_name="Initech",
+        lines=[{"description": "Consulting", "quantity": "1", "unit_price": "10"}],
+    )
+    assert (bare["contact_id"], bare["due_date"], bare["notes"]) == (None, None, "")
+
+
+async def test_amounts_up_to_the_limit_are_kept_exactly_and_beyond_it_refused(
+    mcp_service: ClientSession, e2e_session: Session, e2e_data: DataContext
+) -> None:
+    cash, sales = await _accounts(mcp_service, e2e_data)
+    top = finance.MAX_AMOUNT
+    assert top == Decimal("9999999999999999.99")  # Numeric(18, 2): the column's own limit
+    tx = await call(
+        mcp_service,
+        "finance_post_transaction",
+        memo="Limit",
+        lines=[
+            {"account_id": cash, "amount": str(top)},
+            {"account_id": sales, "amount": f"-{top}"},
+        ],
+    )
+    got = await call(mcp_service, "finance_get_transaction", transaction_id=tx["id"])
+    assert sorted(Decimal(str(x["amount"])) for x in got["lines"]) == [-top, top]
+    inv = await call(
+        mcp_service,
+        "finance_create_invoice",
+        number=e2e_data.code("INV-", 12),
+        customer_name="Initech",
+        lines=[{"description": "All of it", "quantity": "1", "unit_price": str(top)}],
+    )
+    assert Decimal(str(inv["total"])) == top
+    # One cent more, either way: the MCP schema refuses it, and so does the service behind it.
+    over = top + Decimal("0.01")
+    for amount in (over, -over):
+        with pytest.raises(InvalidArgument, match="exceeds"):
+            finance.money(amount)
+        assert is_invalid(
+            await call_error(
+                mcp_service,
+                "finance_post_transaction",
+                memo="Over",
+                lines=[
+                    {"account_id": cash, "amount": str(amount)},
+                    {"account_id": sales, "amount": str(-amount)},
+                ],
+            )
+        )
+    lines = [finance.LineSpec(cash, over), finance.LineSpec(sales, -over)]
+    with pytest.raises(InvalidArgument, match="exceeds"):
+        finance.post_transaction(e2e_session, memo="Over", lines=lines)
+    spec = finance.InvoiceLineSpec("Too much", Decimal(1), over)
+    with pytest.raises(InvalidArgument, match="exceeds"):
+        finance.create_invoice(
+            e2e_session, number=e2e_data.code("I-"), customer_name="C", lines=[spec]
+        )
+    assert finance.money(top) == top
+    assert finance.money(-top) == -top

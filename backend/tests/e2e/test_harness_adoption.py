@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from testbed.isolation import schema
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 pytest_plugins = ["pytester"]
 

@@ -20,8 +20,9 @@ from psycopg import sql
 
 from testbed.config import load_settings
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints, extensions, pgdata
+from testbed.services import extensions, pgdata
 from testbed.services.binaries import PgBinaries, find_postgres
+from testbed.services.endpoints import Endpoints
 
 OFFICIAL_IMAGE_EXTENSIONS = (
     "adminpack",

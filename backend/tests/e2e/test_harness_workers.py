@@ -18,7 +18,7 @@ from testbed.isolation.pubsub import EventListener
 from testbed.isolation.sessions import with_db
 from testbed.isolation.workers import Worker
 from testbed.run.controller import RunInfo
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 BATCH = 10_000
 

@@ -17,7 +17,8 @@ from testbed.config.inifile import find_ini, ini_values
 from testbed.errors import HealthTimeout, TestbedError, UsageError
 from testbed.guard import redact
 from testbed.run.controller import reap_runs
-from testbed.services import Endpoints, Hold, acquire, choose
+from testbed.services.endpoints import Endpoints
+from testbed.services.lifecycle import Hold, acquire, choose
 from testbed.services.ownership import RUN, USER
 
 COMMANDS = {

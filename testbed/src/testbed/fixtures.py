@@ -26,7 +26,7 @@ from testbed.isolation.sessions import (
 from testbed.isolation.workers import Worker, worker_from_input
 from testbed.run import stash
 from testbed.run.controller import RunInfo
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     # Imported where used: this module loads with the plugin in every pytest process,
@@ -107,12 +107,25 @@ def e2e_database(
 ) -> Iterator[WorkerDatabase]:
     """The worker's schema e2e_<run>_<worker>, its tables and the app's setup; dropped when
     the worker ends (with every table in it, including those tests created)."""
+    from testbed.isolation import templates
+
     export_urls(e2e_settings, e2e_docker_compose, e2e_worker)
     database = WorkerDatabase(
-        e2e_docker_compose.database_url, e2e_worker, e2e_metadata, e2e_schema_setup
+        e2e_docker_compose.database_url,
+        e2e_worker,
+        e2e_metadata,
+        e2e_schema_setup,
+        templates.for_worker(
+            e2e_settings,
+            e2e_docker_compose.pg_version,
+            e2e_metadata,
+            e2e_schema_setup,
+            pytestconfig.rootpath,
+        ),
     )
     database.create()
     pytestconfig.stash[stash.SETUP_SECONDS] = database.setup_seconds
+    pytestconfig.stash[stash.SETUP_SOURCE] = database.setup_source
     yield database
     database.drop()
 
@@ -286,14 +299,22 @@ def e2e_data(request: pytest.FixtureRequest, e2e_run: RunInfo) -> DataContext:
     return DataContext(e2e_run.seed, request.node.nodeid)
 
 
-def factory_fixture(cls: type[Factory[Any]]) -> Callable[..., Factory[Any]]:
+def factory_fixture(cls: type[Factory[Any]] | str) -> Callable[..., Factory[Any]]:
     """A fixture named after the factory (CRMContactFactory -> crm_contact_factory) that binds
-    it to the test's Session (e2e_session) and seeded data (e2e_data)."""
-    from testbed.data.factory import fixture_name
+    it to the test's Session (e2e_session) and seeded data (e2e_data).
+
+    ``cls`` may be the class or its "module:Class" path: a path is imported when a test first
+    uses the fixture, so a conftest that declares factories imports none of the app (nor
+    SQLAlchemy) in a process that runs no test, such as the xdist controller."""
+    from testbed.data.names import fixture_name
 
     def make(e2e_session: Session, e2e_data: DataContext) -> Factory[Any]:
-        return cls(e2e_session, e2e_data)
+        factory = app.load(cls, setting="factory_fixture") if isinstance(cls, str) else cls
+        made: Factory[Any] = factory(e2e_session, e2e_data)
+        return made
 
-    make.__doc__ = f"{cls.__name__} bound to the test's Session and seeded data."
-    make.__name__ = fixture_name(cls)
-    return pytest.fixture(name=fixture_name(cls))(make)
+    name = fixture_name(cls)
+    make.__doc__ = f"{cls if isinstance(cls, str) else cls.__name__} bound to the test's Session "
+    make.__doc__ += "and seeded data."
+    make.__name__ = name
+    return pytest.fixture(name=name)(make)

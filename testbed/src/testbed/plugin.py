@@ -8,10 +8,11 @@ makes its own schema and Redis namespace (fixtures in testbed.fixtures).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,19 +29,22 @@ from testbed.run.controller import SKIP_PREFIX, Controller, RunInfo, wants_servi
 pytest_plugins = ["testbed.fixtures"]
 
 SETUP_KEY = "e2e_setup_seconds"
+SOURCE_KEY = "e2e_setup_source"
 WATCH_KEY = pytest.StashKey[breaker.Watch]()
 EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
 
 
+@functools.cache
 def _skip_location() -> tuple[str, int]:
-    """Where e2e_docker_compose skips: testbed/fixtures.py and the fixture's line."""
-    # Read, not imported: importing it here would defeat pytest's assertion rewriting of it.
-    source = Path(__file__).with_name("fixtures.py").read_text().splitlines()
-    line = next((i for i, text in enumerate(source, 1) if "def e2e_docker_compose" in text), 0)
-    return "testbed/fixtures.py", line
+    """Where e2e_docker_compose skips: testbed/fixtures.py and the fixture's `def` line."""
+    # Looked up when the first skip is reported, not at import: by then pytest_plugins has
+    # imported testbed.fixtures with assertion rewriting (importing it here would bypass that).
+    fixture = inspect.unwrap(sys.modules["testbed.fixtures"].e2e_docker_compose)
+    lines, first = inspect.getsourcelines(fixture)  # first: the decorator's line, 1-based
+    offset = next((i for i, text in enumerate(lines) if text.lstrip().startswith("def ")), 0)
+    return "testbed/fixtures.py", first + offset
 
 
-SKIP_LOCATION = _skip_location()
 MARKERS = (
     "e2e: needs the E2E services (PostgreSQL 16, Valkey 8); added to tests using E2E fixtures",
     "committed: the test's code must see real commits; tables are truncated afterwards",
@@ -191,7 +195,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     longrepr = report.longrepr
     if report.skipped and isinstance(longrepr, tuple) and SKIP_PREFIX in str(longrepr[2]):
-        report.longrepr = (SKIP_LOCATION[0], SKIP_LOCATION[1], longrepr[2])
+        report.longrepr = (*_skip_location(), longrepr[2])
     watch = item.config.stash.get(WATCH_KEY, None)
     if report.failed and watch is not None and watch.trip is not None and call.excinfo:
         first = call.excinfo.exconly().strip().splitlines()
@@ -212,9 +216,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     workeroutput = getattr(config, "workeroutput", None)
     seconds = config.stash.get(stash.SETUP_SECONDS, None)
+    source = config.stash.get(stash.SETUP_SOURCE, "")
     if workeroutput is not None:
         if seconds is not None:
             workeroutput[SETUP_KEY] = seconds
+            workeroutput[SOURCE_KEY] = source
             workerinput = getattr(config, "workerinput", {})
             workeroutput["e2e_worker"] = workerinput.get("workerid", "?")
         return
@@ -223,6 +229,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if seconds is not None:
         controller.worker_setup["main"] = seconds
+        controller.worker_setup_source["main"] = source
     controller.finish()
     if controller.info.unavailable and controller.info.error:
         session.exitstatus = EXIT_UNAVAILABLE  # required services missing: not a test failure
@@ -263,3 +270,4 @@ class XdistHooks:
         if SETUP_KEY in output:
             worker = output.get("e2e_worker") or getattr(node.gateway, "id", "?")
             self.controller.worker_setup[str(worker)] = output[SETUP_KEY]
+            self.controller.worker_setup_source[str(worker)] = output.get(SOURCE_KEY, "")

@@ -26,11 +26,11 @@ from conftest import RESERVED
 
 from testbed.config import Settings, default_state_root, load_settings
 from testbed.errors import PortConflict, ServicesUnavailable
-from testbed.services import acquire, resolve_backend_name
 from testbed.services.containers import engine_objects
 from testbed.services.docker import DockerBackend, unavailable
 from testbed.services.engine import engine_problem
 from testbed.services.images import PG_VERSION, VALKEY_VERSION
+from testbed.services.lifecycle import acquire, resolve_backend_name
 from testbed.services.ownership import USER, new_lease
 from testbed.services.ports import is_free
 
@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 CHILD = """
 import json, sys, time
 from testbed.config import load_settings
-from testbed.services import ensure_up
+from testbed.services.lifecycle import ensure_up
 eps, started = ensure_up(load_settings({}, **json.loads(sys.argv[1])))
 print("ready", started, flush=True)
 time.sleep(300)

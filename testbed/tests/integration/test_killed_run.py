@@ -16,7 +16,7 @@ import pytest
 from conftest import RESERVED
 
 from testbed.config import Settings, default_state_root, load_settings
-from testbed.services import acquire, ensure_up
+from testbed.services.lifecycle import acquire, ensure_up
 from testbed.services.native import NativeBackend
 from testbed.services.ports import is_free
 from testbed.services.procs import is_alive
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 CHILD = """
 import json, sys, time
 from testbed.config import load_settings
-from testbed.services import acquire, ensure_up
+from testbed.services.lifecycle import acquire, ensure_up
 eps, started = ensure_up(load_settings({}, **json.loads(sys.argv[1])))
 print("ready", started, flush=True)
 time.sleep(300)

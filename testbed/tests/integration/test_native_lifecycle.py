@@ -17,7 +17,7 @@ import redis
 
 from testbed.config import Settings
 from testbed.errors import PortConflict
-from testbed.services import ensure_up
+from testbed.services.lifecycle import ensure_up
 from testbed.services.native import NativeBackend
 from testbed.services.procs import is_alive
 

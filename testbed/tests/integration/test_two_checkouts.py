@@ -14,7 +14,8 @@ import pytest
 
 from testbed.config import Settings, default_state_root, load_settings
 from testbed.errors import PortConflict
-from testbed.services import Endpoints, native
+from testbed.services import native
+from testbed.services.endpoints import Endpoints
 from testbed.services.native import NativeBackend
 from testbed.services.ownership import USER, new_lease
 from testbed.services.portlock import lock_path

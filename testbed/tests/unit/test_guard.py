@@ -83,3 +83,42 @@ def test_foreign_redis_targets_are_refused(url: str, why: str) -> None:
 )
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://opsdesk_e2e@127.0.0.1:5433/opsdesk_e2e?port=x",
+        "postgresql://opsdesk_e2e@127.0.0.1:port/opsdesk_e2e",
+    ],
+)
+def test_a_port_that_is_not_a_number_is_refused(url: str) -> None:
+    with pytest.raises(ForeignTarget, match="the port is not a number"):
+        check_postgres_url(url)
+
+
+def test_a_redis_port_that_is_not_a_number_is_refused() -> None:
+    with pytest.raises(ForeignTarget, match="the port is not a number"):
+        check_redis_url("redis://127.0.0.1:port/0")
+
+
+@pytest.mark.parametrize("scheme", ["redis", "rediss", "valkey", "valkeys"])
+def test_every_redis_scheme_is_checked_for_the_dev_port(scheme: str) -> None:
+    check_redis_url(f"{scheme}://127.0.0.1:6380/0")
+    with pytest.raises(ForeignTarget, match="port 6379"):
+        check_redis_url(f"{scheme.upper()}://127.0.0.1:6379/0")
+
+
+def test_the_last_of_repeated_query_parameters_counts_as_libpq_reads_it() -> None:
+    check_postgres_url("postgresql://app_e2e@127.0.0.1:5433/x?dbname=prod&dbname=app_e2e")
+    with pytest.raises(ForeignTarget, match="database name 'prod'"):
+        check_postgres_url("postgresql://app_e2e@127.0.0.1:5433/x?dbname=app_e2e&dbname=prod")
+
+
+def test_the_refusal_names_the_database_as_given() -> None:
+    with pytest.raises(ForeignTarget, match="database name 'Xprod'"):
+        check_postgres_url("postgresql://app_e2e@127.0.0.1:5433/Xprod")
+
+
+def test_an_empty_password_is_left_as_it_is() -> None:
+    assert redact("postgresql://u:@h/db") == "postgresql://u:@h/db"

@@ -9,8 +9,10 @@ import pytest
 
 from testbed.config import load_settings
 from testbed.errors import ForeignTarget, InUse, UsageError
-from testbed.services import Endpoints, ServiceStatus, acquire, choose
 from testbed.services import docker as docker_mod
+from testbed.services.backend import ServiceStatus
+from testbed.services.endpoints import Endpoints
+from testbed.services.lifecycle import acquire, choose
 from testbed.services.ownership import (
     RUN,
     Lease,
@@ -111,7 +113,7 @@ class FakeBackend:
 @pytest.mark.parametrize("healthy", [True, False])
 def test_acquire_hands_the_backend_a_lease(monkeypatch: pytest.MonkeyPatch, healthy: bool) -> None:
     fake = FakeBackend(healthy)
-    monkeypatch.setattr("testbed.services.choose", lambda settings, **kw: fake)
+    monkeypatch.setattr("testbed.services.lifecycle.choose", lambda settings, **kw: fake)
     hold = acquire(load_settings({}))
     assert (hold.endpoints, hold.started) == (EPS, not healthy)
     assert [lease.kind for lease in fake.leases] == ["run"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from testbed import __main__ as cli
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 EPS = Endpoints(
     "docker",

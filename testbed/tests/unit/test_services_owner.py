@@ -18,8 +18,9 @@ import pytest
 from testbed import __main__ as cli
 from testbed.config import load_settings
 from testbed.errors import ServicesUnavailable, UsageError
-from testbed.services import Endpoints, Hold
 from testbed.services import ownership as own
+from testbed.services.endpoints import Endpoints
+from testbed.services.lifecycle import Hold
 from testbed.services.native import NativeBackend
 from testbed.services.procs import is_alive
 

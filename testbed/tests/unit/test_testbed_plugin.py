@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +19,9 @@ def test_plain():
 
 
 def _fake(pytester: pytest.Pytester, body: str) -> None:
-    # The fake replaces testbed.services.acquire for the inner run and puts it back after.
+    # The fake replaces testbed.services.lifecycle.acquire for the inner run and puts it back after.
     pytester.makeconftest(f"""
-import testbed.services as services
+import testbed.services.lifecycle as services
 from testbed import errors
 
 REAL = services.acquire
@@ -37,15 +38,15 @@ def pytest_unconfigure(config):
     (pytester.path / "e2e" / "test_one.py").write_text(E2E_TEST)
 
 
-def _run(pytester: pytest.Pytester, *args: str, ci: bool = False) -> pytest.RunResult:
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    pytester._monkeypatch.delenv("E2E_DATABASE_URL", raising=False)
-    pytester._monkeypatch.delenv("E2E_REDIS_URL", raising=False)
-    if ci:
-        pytester._monkeypatch.setenv("CI", "true")
-    else:
-        pytester._monkeypatch.delenv("CI", raising=False)
-        pytester._monkeypatch.delenv("E2E_REQUIRE_SERVICES", raising=False)
+@pytest.fixture(autouse=True)
+def _inner_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs load testbed's plugin alone and see no E2E URLs or CI from outside."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    for name in ("E2E_DATABASE_URL", "E2E_REDIS_URL", "CI", "E2E_REQUIRE_SERVICES"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest("-p", "testbed.plugin", "-ra", "e2e", *args)
 
 
@@ -59,17 +60,27 @@ def test_unavailable_services_skip_outside_ci_with_one_line(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(
         [
             "testbed: E2E tests will be SKIPPED: E2E services unavailable: port 5433 is held*",
-            "SKIPPED [[]1[]] testbed/fixtures.py:*: E2E services unavailable: port 5433 is held*",
+            f"SKIPPED [[]1[]] testbed/fixtures.py:{_fixture_line()}: E2E services unavailable:*",
         ]
     )
 
 
+def _fixture_line() -> int:
+    """The line of `def e2e_docker_compose` in testbed/fixtures.py (1-based)."""
+    from testbed import fixtures
+
+    source = Path(fixtures.__file__).read_text().splitlines()
+    return next(i for i, text in enumerate(source, 1) if text.startswith("def e2e_docker_compose"))
+
+
 @pytest.mark.parametrize("how", ["ci", "flag"])
 def test_unavailable_services_fail_under_ci_or_when_required(
-    pytester: pytest.Pytester, how: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     _fake(pytester, UNAVAILABLE)
-    result = _run(pytester, *(["--e2e-require-services"] if how == "flag" else []), ci=how == "ci")
+    if how == "ci":
+        monkeypatch.setenv("CI", "true")
+    result = _run(pytester, *(["--e2e-require-services"] if how == "flag" else []))
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*E2E services unavailable: port 5433*(required: CI=true*"])
 
@@ -100,14 +111,12 @@ def test_other_failures_are_errors_never_skips(
 def test_unit_paths_do_not_start_services(pytester: pytest.Pytester) -> None:
     _fake(pytester, "        raise AssertionError('services must not be started')")
     pytester.makepyfile(test_unit="def test_x():\n    pass\n")
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = pytester.runpytest("-p", "testbed.plugin", "test_unit.py")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["testbed: services not started*"])
 
 
 def test_options_are_declared_once_with_ini_flag_and_env(pytester: pytest.Pytester) -> None:
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = pytester.runpytest("-p", "testbed.plugin", "--help")
     result.stdout.fnmatch_lines(
         [
@@ -121,7 +130,6 @@ def test_options_are_declared_once_with_ini_flag_and_env(pytester: pytest.Pytest
 
 
 def test_bad_setting_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = pytester.runpytest("-p", "testbed.plugin", "--e2e-backend=podman")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     out = result.stderr if result.stderr.lines else result.stdout

@@ -28,6 +28,7 @@ from testbed.config.parse import (
     parse_extension_names,
     parse_optional_path,
     parse_optional_str,
+    parse_paths,
     parse_port,
     parse_project_name,
     parse_seconds,
@@ -185,9 +186,27 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "schema_setup",
-        "a callable module:function(engine) run once per worker schema after the tables are "
-        "created, e.g. Alembic migrations or seed data; its engine selects the worker schema",
+        "a callable module:function(engine) run on a worker schema after the tables are "
+        "created, e.g. Alembic migrations or seed data; its engine selects the worker schema "
+        "(with e2e_schema_cache, later schemas of the same inputs are restored instead)",
         parse_dotted,
+    ),
+    Option(
+        "schema_cache",
+        "restore worker schemas from a dump of the first one made from the same inputs (the "
+        "MetaData's DDL, the setup hook and its package's files, e2e_schema_inputs) instead "
+        "of running the setup again; any change to them builds a new one",
+        parse_bool,
+        default=True,
+    ),
+    Option(
+        "schema_inputs",
+        "files or directories the schema setup reads besides its own package (e.g. an "
+        "alembic/ directory at the project root), relative to pytest's rootdir; a change to "
+        "any of them rebuilds the cached schema",
+        parse_paths,
+        default=(),
+        default_text="(none)",
     ),
     Option(
         "channel_format",
@@ -346,6 +365,8 @@ class Settings:
     project_name: str
     metadata: str | None
     schema_setup: str | None
+    schema_cache: bool
+    schema_inputs: tuple[str, ...]
     channel_format: str
     database_url_env: tuple[str, ...]
     redis_url_env: tuple[str, ...]

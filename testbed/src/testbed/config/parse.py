@@ -167,6 +167,11 @@ def parse_dir_names(value: str) -> tuple[str, ...]:
     return names
 
 
+def parse_paths(value: str) -> tuple[str, ...]:
+    """Return paths from a comma- or newline-separated list (spaces inside a path are kept)."""
+    return tuple(part.strip() for part in re.split(r"[,\n]+", value) if part.strip())
+
+
 def parse_session_options(value: str) -> dict[str, bool]:
     """Return Session keyword arguments from `expire_on_commit=true, autoflush=false`."""
     options: dict[str, bool] = {}

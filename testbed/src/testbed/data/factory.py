@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapper, Session
 
 from testbed.data.bulk import insert_rows
 from testbed.data.context import DataContext
+from testbed.data.names import fixture_name
 
 M = TypeVar("M")
 Row = dict[str, Any]
@@ -263,18 +264,3 @@ class Factory(Generic[M]):
             row[decl.fk] = None if parent is None else parent.id
         else:
             row[key] = parent
-
-
-def fixture_name(cls: type[Any]) -> str:
-    """The fixture name for a factory class: CRMContactFactory -> crm_contact_factory."""
-    name = cls.__name__
-    out: list[str] = []
-    for i, ch in enumerate(name):
-        if (
-            ch.isupper()
-            and i
-            and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower()))
-        ):
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)

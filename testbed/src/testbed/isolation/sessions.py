@@ -14,8 +14,9 @@ from testbed import guard
 from testbed.config import Settings
 from testbed.config.app import SchemaSetup
 from testbed.isolation import schema
+from testbed.isolation.templates import SchemaTemplates
 from testbed.isolation.workers import Worker
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     # SQLAlchemy is imported where it is used: the controller (which only needs psycopg and
@@ -40,9 +41,11 @@ class WorkerDatabase:
     worker: Worker
     metadata: MetaData | None = None
     setup: SchemaSetup | None = None
+    templates: SchemaTemplates | None = None  # set: restore a cached dump instead of migrating
     engine: Engine = field(init=False)
     seeded: frozenset[str] = field(init=False, default=frozenset())
     setup_seconds: float = field(init=False, default=0.0)
+    setup_source: str = field(init=False, default="built")  # or "restored" (from templates)
 
     def __post_init__(self) -> None:
         guard.check_postgres_url(self.database_url)
@@ -58,19 +61,29 @@ class WorkerDatabase:
         return schema.schema_url(self.database_url, self.worker.schema)
 
     def create(self) -> None:
-        """Create the schema, the MetaData's tables, then run the app's setup (migrations)."""
+        """Create the schema, the MetaData's tables, then run the app's setup (migrations), or
+        restore all of that from a dump of the same inputs (testbed.isolation.templates)."""
         started = time.perf_counter()
         self.engine = schema.make_engine(
             self.database_url,
             self.worker.schema,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "options": PG_SESSION_OPTIONS},
         )
+        if self.templates is None:
+            self._build()
+        else:
+            self.setup_source, self.seeded = self.templates.create(
+                self.database_url, self.worker.schema, self._build
+            )
+        self.setup_seconds = time.perf_counter() - started
+
+    def _build(self) -> frozenset[str]:
         schema.create(self.engine, self.worker.schema, self.metadata)
         if self.setup is not None:
             self.setup(self.engine)
             # Rows a setup wrote (seed data, alembic_version) survive committed-mode truncation.
             self.seeded = frozenset(schema.non_empty_tables(self.engine, self.worker.schema))
-        self.setup_seconds = time.perf_counter() - started
+        return self.seeded
 
     def drop(self) -> None:
         """Drop the worker's schema and dispose of its connections."""

@@ -197,6 +197,7 @@ class Watch(threading.Thread):
         self.every = every
         self.trip: Trip | None = None
         self.pid = os.getpid()
+        self.stopping = threading.Event()
 
     def run(self) -> None:
         """Poll the trip file; after a trip, cut new connections as they appear."""
@@ -208,4 +209,11 @@ class Watch(threading.Thread):
                     hosts = _addresses(self.trip.address.rsplit(":", 1)[0])
             if self.trip is not None:
                 cut_connections(self.trip.port, hosts)
-            time.sleep(self.every)
+            if self.stopping.wait(self.every):
+                return
+
+    def stop(self) -> None:
+        """End the watching (a process that lives on after its tests, or a test of the watch)."""
+        self.stopping.set()
+        if self.is_alive():
+            self.join(self.every * 2 + 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed import guard, services
+from testbed import guard
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable, TestbedError
 from testbed.isolation.schema import RunLock, worker_schema
@@ -22,8 +22,10 @@ from testbed.isolation.schema import reap as reap_stale_schemas
 from testbed.isolation.sessions import delete_run_keys, run_redis
 from testbed.isolation.workers import CONTROLLER, new_run_id, new_seed
 from testbed.run import allocation, breaker
-from testbed.services import Endpoints, Hold
+from testbed.services import lifecycle
+from testbed.services.endpoints import Endpoints
 from testbed.services.health import log_tail
+from testbed.services.lifecycle import Hold
 
 E2E_DIR = "e2e"
 SKIP_PREFIX = "E2E services unavailable"
@@ -101,6 +103,7 @@ class Controller:
     teardown_seconds: float | None = None
     reaped: list[str] = field(default_factory=list)
     worker_setup: dict[str, float] = field(default_factory=dict)
+    worker_setup_source: dict[str, str] = field(default_factory=dict)  # "built" / "restored"
     problems: list[str] = field(default_factory=list)
     stopped: bool = False
     distributed: bool = False  # xdist workers run the tests (each gets its own database)
@@ -124,7 +127,7 @@ class Controller:
         self.info.attempted = True
         began = time.perf_counter()
         try:
-            self._hold = services.acquire(self.settings)
+            self._hold = lifecycle.acquire(self.settings)
             self.started = self._hold.started
         except ServicesUnavailable as exc:
             self.info.unavailable = True
@@ -284,7 +287,8 @@ class Controller:
         made = []
         for worker, seconds in sorted(self.worker_setup.items()):
             name = worker_schema(self.info.run_id, CONTROLLER if worker == "main" else worker)
-            made.append(f"{name} {seconds:.2f}s")
+            restored = " restored" if self.worker_setup_source.get(worker) == "restored" else ""
+            made.append(f"{name} {seconds:.2f}s{restored}")
         return f"schemas made (schema + tables, dropped at the end): {', '.join(made)}"
 
     def header(self) -> list[str]:

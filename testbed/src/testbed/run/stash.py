@@ -11,3 +11,4 @@ SETTINGS = pytest.StashKey[Settings]()
 CONTROLLER = pytest.StashKey[Controller]()  # only in the controller (or single process)
 RUN = pytest.StashKey[RunInfo]()
 SETUP_SECONDS = pytest.StashKey[float]()  # the worker's schema setup time, for the summary
+SETUP_SOURCE = pytest.StashKey[str]()  # "built" or "restored" (from a cached dump)

@@ -18,6 +18,7 @@ from testbed.services.binaries import Say
 from testbed.services.engine import ENGINE_TIMEOUT, Runner, run
 from testbed.services.identity import suggest_ports
 from testbed.services.ownership import Record, Store, read_record
+from testbed.services.portlock import lock_file
 from testbed.services.ports import check_free, is_free
 
 if TYPE_CHECKING:
@@ -105,8 +106,6 @@ def unused(record: Record, rows: list[Container]) -> str | None:
 
 def reap_projects(backend: DockerBackend) -> list[str]:
     """Take down every compose project of ours on the engine that nobody uses any more."""
-    from testbed.services.native import lock_file
-
     projects: dict[str, list[Container]] = {}
     for row in backend.containers(every=True):
         projects.setdefault(row.project, []).append(row)

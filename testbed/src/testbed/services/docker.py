@@ -17,7 +17,8 @@ from pathlib import Path
 from testbed import guard, report
 from testbed.config import Settings
 from testbed.errors import InUse, ServicesUnavailable
-from testbed.services import Endpoints, ServiceStatus, extensions, health, pgdata
+from testbed.services import extensions, health, pgdata
+from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import Say
 from testbed.services.containers import (
     COMPOSE_PROJECT,
@@ -35,6 +36,7 @@ from testbed.services.credentials import (
     postgres_url,
     redis_url,
 )
+from testbed.services.endpoints import Endpoints
 from testbed.services.engine import (
     ENGINE_TIMEOUT,
     INSTALL,
@@ -58,7 +60,7 @@ from testbed.services.ownership import (
     release_lease,
     request_down,
 )
-from testbed.services.portlock import port_lock
+from testbed.services.portlock import lock_file, port_lock
 
 REDIS_DATABASES = 64  # must match --databases in docker-compose-e2e.yml
 
@@ -98,8 +100,6 @@ class DockerBackend:
         compose: Sequence[str] | None = None,
         say: Say = report.say,
     ) -> None:
-        from testbed.services.native import lock_file  # one lock per checkout, either backend
-
         self.settings = settings
         self.runner = runner
         self.say = say

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
-from testbed.services import Endpoints
 from testbed.services.binaries import PG_MAJOR, VALKEY_MAJOR
+from testbed.services.endpoints import Endpoints
 from testbed.services.images import LOCAL_PG, LOCAL_REDIS, OFFICIAL_PG, OFFICIAL_REDIS, candidates
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]

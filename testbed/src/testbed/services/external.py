@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 from testbed import guard
 from testbed.config import Settings
 from testbed.errors import UsageError
-from testbed.services import Endpoints, ServiceStatus, health
+from testbed.services import health
+from testbed.services.backend import ServiceStatus
+from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     from testbed.services.ownership import Lease

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from testbed.config import STATE_DIR_GLOB
 from testbed.errors import PortConflict
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 from testbed.services.ownership import read_record
 from testbed.services.ports import holder, is_free
 

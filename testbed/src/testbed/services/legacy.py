@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 from testbed.services.ownership import (
     RUN,
     USER,

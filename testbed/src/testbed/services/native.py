@@ -12,7 +12,8 @@ from typing import NamedTuple
 from testbed import guard, report
 from testbed.config import Settings, default_state_root
 from testbed.errors import HealthTimeout, InUse, ServicesUnavailable
-from testbed.services import Endpoints, ServiceStatus, extensions, health, identity, legacy, pgdata
+from testbed.services import extensions, health, identity, legacy, pgdata
+from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import (
     PgBinaries,
     Say,
@@ -28,6 +29,7 @@ from testbed.services.credentials import (
     socket_url,
     write_secret,
 )
+from testbed.services.endpoints import Endpoints
 from testbed.services.ownership import (
     USER,
     ProcessIdentity,
@@ -40,7 +42,7 @@ from testbed.services.ownership import (
     request_down,
 )
 from testbed.services.ownership import Lease as Lease
-from testbed.services.portlock import port_lock
+from testbed.services.portlock import lock_file, port_lock
 from testbed.services.ports import check_free, is_free
 from testbed.services.procs import (
     RunAs,
@@ -73,11 +75,6 @@ def valkey_argv(binary: Path, port: int, workdir: Path, config: Path | None = No
         *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
         *("--daemonize", "no", "--protected-mode", "yes"),
     ]
-
-
-def lock_file(settings: Settings, project: str | None = None) -> Path:
-    """The project's lock (in the cache, so `down` may delete the state dir while holding it)."""
-    return settings.cache_dir / "locks" / f"{project or settings.project}.lock"
 
 
 class NativeBackend:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from testbed.config import STATE_DIR_GLOB
 from testbed.services.ownership import USER, Store, read_record
+from testbed.services.portlock import lock_file
 
 if TYPE_CHECKING:
     from testbed.services.native import NativeBackend
@@ -15,8 +16,6 @@ if TYPE_CHECKING:
 
 def reap_native(backend: NativeBackend) -> list[str]:
     """Reap backend's own state dir and its native siblings; return what was removed."""
-    from testbed.services.native import lock_file
-
     removed: list[str] = []
     mine = backend.state_dir
     candidates = [mine]

@@ -1,0 +1,277 @@
+"""The Docker engine for the compose backend: reuse one that answers; under CI=true, provide one.
+
+    docker-engine.sh check         exit 0 when an engine >= 25 with Compose v2 answers; else say why
+    docker-engine.sh ensure        reuse such an engine, or (CI=true only) install and start dockerd
+    docker-engine.sh stop          stop the dockerd this tool started, proven by its identity
+    docker-engine.sh run -- CMD..  ensure, run CMD, then stop the daemon if this call started it
+
+An engine that already answers is never stopped. Outside CI nothing is installed or started.
+Who started the daemon is decided as testbed decides it for its servers: a recorded process
+identity (pid, start time, command line; testbed.services.ownership), never a pid alone.
+Env: E2E_ENGINE_DIR (record and log; default /run/testbed-engine), E2E_CACHE_DIR (the .debs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from testbed.services.engine import compose_command, engine_problem, engine_version
+from testbed.services.ownership import ProcessIdentity
+
+ROOT = Path(__file__).resolve().parents[1]
+MIN_ENGINE = 25
+DIR = Path(os.environ.get("E2E_ENGINE_DIR", "/run/testbed-engine"))
+RECORD = DIR / "dockerd.json"  # {"dockerd": identity, "owner": identity of the run that holds it}
+LOG = DIR / "dockerd.log"
+CACHE = Path(os.environ.get("E2E_CACHE_DIR", "/var/cache/testbed"))
+# --iptables=false: leave the host's firewall alone (published 127.0.0.1 ports still work);
+# --ip-forward=false: do not switch on net.ipv4.ip_forward. Never --bridge=none: -p is then ignored.
+DOCKERD_FLAGS = ["--iptables=false", "--ip6tables=false", "--ip-forward=false"]
+DOCKERD_FLAGS += ["--storage-driver=overlay2"]
+START_TIMEOUT = 60.0
+STOP_GRACE = 30.0  # dockerd stops its containers (10 s each) and containerd before it exits
+
+
+def say(message: str) -> None:
+    """One line on stderr, prefixed like every other tool's output here."""
+    print(f"docker-engine: {message}", file=sys.stderr, flush=True)
+
+
+def problem() -> str | None:
+    """None when an engine >= 25 with Compose v2 answers; else what is missing."""
+    if shutil.which("docker") is None:
+        return "no docker command on PATH"
+    why = engine_problem()
+    if why is not None:
+        return why
+    command, found = compose_command()
+    if command is None:
+        return f"no Compose v2 ({found})"
+    return None
+
+
+def versions() -> str:
+    """'Docker Engine X, Compose Y' of the engine that answers (the Compose testbed would use)."""
+    return f"Docker Engine {engine_version()[0]}, Compose {compose_command()[1]}"
+
+
+def private_dir() -> None:
+    """The record's directory: ours (root's), 0700, not a link; refuse anything else."""
+    DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = DIR.lstat()
+    if DIR.is_symlink() or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise SystemExit(
+            f"docker-engine: {DIR} is not a private directory of this user (owner uid "
+            f"{info.st_uid}, mode {info.st_mode & 0o777:o}); remove it or set E2E_ENGINE_DIR"
+        )
+
+
+def read_record() -> tuple[ProcessIdentity, ProcessIdentity] | None:
+    """(dockerd, owner) as recorded; None when absent or malformed (never trusted)."""
+    try:
+        fd = os.open(RECORD, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    daemon = ProcessIdentity.from_json(data.get("dockerd"))
+    owner = ProcessIdentity.from_json(data.get("owner"))
+    return (daemon, owner) if daemon and owner else None
+
+
+def write_record(daemon: ProcessIdentity) -> None:
+    """Record dockerd and this process (its owner), written aside and renamed into place."""
+    owner = ProcessIdentity.of(os.getpid())
+    assert owner is not None
+    private_dir()
+    tmp = RECORD.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"dockerd": daemon.to_json(), "owner": owner.to_json()}, handle)
+    tmp.replace(RECORD)
+
+
+def adopt_orphan() -> bool:
+    """A daemon of a run that was killed before it could stop it: this run takes it over."""
+    found = read_record()
+    if found is None:
+        return False
+    daemon, owner = found
+    if not daemon.alive() or owner.alive():
+        return False
+    write_record(daemon)
+    say(f"adopted dockerd (pid {daemon.pid}) left by a killed run; it stops after this one")
+    return True
+
+
+def install(packages: list[str]) -> None:
+    """Debian trixie's engine/compose .debs (root and apt only)."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SystemExit(
+            "docker-engine: CI=true and no Docker engine answers, but installing one needs root "
+            f"and apt-get; install Docker Engine >= {MIN_ENGINE} with Compose v2 first "
+            "(https://docs.docker.com/engine/install/)"
+        )
+    started = time.monotonic()
+    subprocess.run([str(ROOT / "scripts" / "engine-install.sh"), str(CACHE), *packages], check=True)
+    say(f"installed {' '.join(packages)} in {time.monotonic() - started:.1f} s")
+
+
+def start_daemon() -> None:
+    """dockerd in its own session (Ctrl-C of the run must not reach it before compose has taken
+    its containers down), recorded before anything else can happen."""
+    started = time.monotonic()
+    private_dir()
+    log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    proc = subprocess.Popen(
+        ["dockerd", *DOCKERD_FLAGS],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    os.close(log)
+    daemon = ProcessIdentity.of(proc.pid)
+    if daemon is None:
+        raise SystemExit(f"docker-engine: dockerd exited at start; see {LOG}")
+    write_record(daemon)
+    while engine_version(timeout=5)[0] is None:
+        if proc.poll() is not None:
+            tail = LOG.read_text(errors="replace").splitlines()[-15:]
+            RECORD.unlink(missing_ok=True)
+            raise SystemExit(
+                "docker-engine: dockerd exited at start; its log ends with:\n    "
+                + "\n    ".join(tail)
+            )
+        if time.monotonic() - started > START_TIMEOUT:
+            stop_daemon()
+            raise SystemExit(
+                f"docker-engine: dockerd (pid {proc.pid}) does not answer after 60 s; log: {LOG}"
+            )
+        time.sleep(0.2)
+    # Detached on purpose: the daemon outlives this process until `stop`; drop the handle quietly.
+    proc.returncode = 0
+    took = time.monotonic() - started
+    say(f"started dockerd {engine_version()[0]} (pid {proc.pid}, log {LOG}) in {took:.1f} s")
+
+
+def stop_daemon() -> None:
+    """Stop the dockerd this tool recorded, only while it is provably that process."""
+    found = read_record()
+    if found is None:
+        say("no dockerd recorded as started here; nothing to stop")
+        return
+    daemon, _ = found
+    if not daemon.alive():
+        RECORD.unlink(missing_ok=True)
+        say(f"the recorded dockerd (pid {daemon.pid}) is gone")
+        return
+    started = time.monotonic()
+    os.kill(daemon.pid, signal.SIGTERM)
+    while daemon.alive() and time.monotonic() - started < STOP_GRACE:
+        time.sleep(0.1)
+    if daemon.alive():
+        say(f"dockerd (pid {daemon.pid}) ignored SIGTERM for {STOP_GRACE:g} s; SIGKILL")
+        os.kill(daemon.pid, signal.SIGKILL)
+    RECORD.unlink(missing_ok=True)
+    say(f"stopped dockerd (pid {daemon.pid}) in {time.monotonic() - started:.1f} s")
+
+
+def ensure() -> bool:
+    """Reuse an engine that answers or (CI=true) provide one; True when this call started (or
+    adopted) the daemon, so that `run` stops it afterwards."""
+    why = problem()
+    if why is None:
+        if adopt_orphan():
+            return True
+        say(f"reusing {versions()} (left running)")
+        return False
+    if os.environ.get("CI") != "true":
+        say(why)
+        raise SystemExit(
+            f"docker-engine: install Docker Engine >= {MIN_ENGINE} with the Compose v2 plugin "
+            "and start it, or use E2E_BACKEND=native"
+        )
+    version = engine_version()[0] if shutil.which("docker") else None
+    if version is not None and engine_problem() is not None:
+        raise SystemExit(
+            f"docker-engine: {why}; that engine is not this project's to replace: upgrade it, "
+            "or use E2E_BACKEND=native"
+        )
+    packages = [] if shutil.which("docker") else ["docker-cli"]
+    if version is None and not _installed_engine_ok():
+        packages.append("docker.io")
+    if compose_command()[0] is None:
+        packages.append("docker-compose")
+    if packages:
+        install(packages)
+    started = False
+    if engine_version()[0] is None:
+        start_daemon()
+        started = True
+    why = problem()
+    if why is not None:
+        raise SystemExit(f"docker-engine: {why}")
+    return started
+
+
+def _installed_engine_ok() -> bool:
+    """An installed dockerd new enough to start (`dockerd --version`)."""
+    if shutil.which("dockerd") is None:
+        return False
+    argv = ["dockerd", "--version"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+    words = out.split()
+    major = words[2].split(".")[0] if len(words) > 2 else ""
+    return major.isdigit() and int(major) >= MIN_ENGINE
+
+
+def main(argv: list[str]) -> int:
+    """The four commands; `run` passes the command's exit code through."""
+    command = argv[0] if argv else ""
+    if command == "check":
+        why = problem()
+        if why is not None:
+            say(why)
+            return 1
+        print(versions())
+        return 0
+    if command == "ensure":
+        ensure()
+        return 0
+    if command == "stop":
+        stop_daemon()
+        return 0
+    if command == "run":
+        rest = argv[1:]
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        if not rest:
+            say("usage: docker-engine.sh run -- COMMAND...")
+            return 2
+        started = ensure()
+        # SIGTERM ends the command and then us, through the finally below.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            return subprocess.run(rest, check=False).returncode
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            if started:
+                stop_daemon()
+    print("usage: docker-engine.sh check|ensure|stop|run -- COMMAND...", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""ledger: accounts, transfers between them, balances cached in Redis."""

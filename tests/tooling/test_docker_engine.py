@@ -1,0 +1,134 @@
+"""scripts/docker_engine.py stops only the dockerd it can prove it started, and trusts no record
+it did not write (the daemon is faked by a `sleep`; no engine is needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from testbed.services.ownership import ProcessIdentity
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The tool, its record and log in a private dir of this test's own."""
+    spec = importlib.util.spec_from_file_location(
+        "docker_engine", ROOT / "scripts" / "docker_engine.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    directory = tmp_path / "engine"
+    monkeypatch.setattr(module, "DIR", directory)
+    monkeypatch.setattr(module, "RECORD", directory / "dockerd.json")
+    monkeypatch.setattr(module, "LOG", directory / "dockerd.log")
+    monkeypatch.setattr(module, "STOP_GRACE", 5.0)
+    return module
+
+
+@pytest.fixture
+def daemon() -> Iterator[subprocess.Popen[bytes]]:
+    """A long-running process standing in for dockerd."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def identity(pid: int) -> ProcessIdentity:
+    found = ProcessIdentity.of(pid)
+    assert found is not None
+    return found
+
+
+def gone_identity() -> ProcessIdentity:
+    """The identity of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    found = identity(proc.pid)
+    proc.wait()
+    return found
+
+
+def record(engine: ModuleType, dockerd: ProcessIdentity, owner: ProcessIdentity) -> None:
+    engine.DIR.mkdir(mode=0o700, exist_ok=True)
+    engine.RECORD.write_text(json.dumps({"dockerd": dockerd.to_json(), "owner": owner.to_json()}))
+
+
+def test_stop_ends_the_recorded_daemon(engine: ModuleType, daemon: subprocess.Popen[bytes]) -> None:
+    record(engine, identity(daemon.pid), identity(os.getpid()))
+    engine.stop_daemon()
+    assert daemon.wait(timeout=10) is not None
+    assert not engine.RECORD.exists()
+
+
+def test_a_reused_pid_is_never_signalled(
+    engine: ModuleType, daemon: subprocess.Popen[bytes]
+) -> None:
+    """Same pid, another start time: not the daemon we started; left alone, record dropped."""
+    real = identity(daemon.pid)
+    record(engine, ProcessIdentity(real.pid, real.started - 100, real.titles), real)
+    engine.stop_daemon()
+    assert daemon.poll() is None
+    assert not engine.RECORD.exists()
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"dockerd": {"pid": 1}}', '{"dockerd": 7}'])
+def test_a_malformed_record_is_not_trusted(engine: ModuleType, text: str) -> None:
+    engine.DIR.mkdir(mode=0o700)
+    engine.RECORD.write_text(text)
+    assert engine.read_record() is None
+
+
+def test_a_linked_record_is_not_followed(
+    engine: ModuleType, daemon: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """A record that is a symlink (planted by someone else) is never read."""
+    elsewhere = tmp_path / "planted.json"
+    elsewhere.write_text(
+        json.dumps({"dockerd": identity(daemon.pid).to_json(), "owner": gone_identity().to_json()})
+    )
+    engine.DIR.mkdir(mode=0o700)
+    engine.RECORD.symlink_to(elsewhere)
+    engine.stop_daemon()
+    assert daemon.poll() is None
+
+
+def test_a_killed_runs_daemon_is_adopted_and_a_live_runs_is_not(
+    engine: ModuleType, daemon: subprocess.Popen[bytes]
+) -> None:
+    record(engine, identity(daemon.pid), identity(os.getppid()))
+    assert not engine.adopt_orphan()  # its owner (our parent) still runs
+    record(engine, identity(daemon.pid), gone_identity())
+    assert engine.adopt_orphan()
+    adopted = engine.read_record()
+    assert adopted is not None
+    assert adopted[1].pid == os.getpid()
+
+
+def test_a_shared_record_directory_is_refused(engine: ModuleType) -> None:
+    engine.DIR.mkdir(mode=0o755)
+    engine.DIR.chmod(0o777)
+    with pytest.raises(SystemExit, match="not a private directory"):
+        engine.private_dir()
+
+
+def test_outside_ci_nothing_is_installed_or_started(
+    engine: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "problem", lambda: "no Docker engine answers (test)")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(engine, "install", lambda packages: pytest.fail("installed"))
+    monkeypatch.setattr(engine, "start_daemon", lambda: pytest.fail("started"))
+    with pytest.raises(SystemExit, match="E2E_BACKEND=native"):
+        engine.ensure()
