@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from rel_sandbox import PYTEST, PYTHON, REPO, Sandbox, payload_suite, server_pids, wait_for
 
-from testbed.config import default_cache_dir
+from testbed.config import default_cache_dir, default_state_root, project_name
 from testbed.services.procs import is_alive
 
 pytestmark = pytest.mark.timeout(240)
@@ -149,8 +149,10 @@ def _fake_checkout(root: Path) -> Path:
 
 def test_case06_services_of_a_deleted_checkout_are_reaped(sandbox: Sandbox) -> None:
     checkout = _fake_checkout(sandbox.root)
-    gone_state = sandbox.root / "opsdesk-e2e-gone"
-    env = sandbox.env(PYTHONPATH=str(checkout / "testbed" / "src"), E2E_STATE_DIR=str(gone_state))
+    env = sandbox.env(PYTHONPATH=str(checkout / "testbed" / "src"))
+    # Its default state dir: reap looks in the invoking user's base, and nowhere else.
+    env.pop("E2E_STATE_DIR")
+    gone_state = default_state_root() / project_name(checkout.resolve(), "opsdesk")
     try:
         code, out = sandbox.run(
             [str(PYTHON), "-m", "testbed", "up"], env=env, cwd=checkout, timeout=90

@@ -201,7 +201,8 @@ def test_other_checkout_on_the_same_ports_gets_a_conflict_naming_it(tmp_path: Pa
         assert re.fullmatch(
             re.escape(
                 f"port {pg} is held by the E2E services of another checkout "
-                f"(state dir {winner.state_dir}, pid {os.getpid()}): run `make down` in "
+                f"(project {winner.project}, state dir {winner.state_dir}, "
+                f"pid {os.getpid()}): run `make down` in "
                 f"{winner.checkout}, or use other ports: "
             )
             + r"E2E_PG_PORT=\d+ E2E_REDIS_PORT=\d+",

@@ -44,6 +44,7 @@ COMPOSE_FILE = "docker-compose-e2e.yml"
 TOOL = "testbed"
 # Every state dir and compose project is `<project name>-e2e-<hash of checkout>`.
 STATE_DIR_GLOB = "*-e2e-*"
+PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # a project as records may name it
 
 
 def _is_root() -> bool:
@@ -81,8 +82,11 @@ def state_filesystem(shm: Path = Path("/dev/shm")) -> Path:  # noqa: S108 (check
 
 
 def default_state_root() -> Path:
-    """Parent of per-project state dirs (see state_filesystem)."""
-    return state_filesystem()
+    """Parent of per-project state dirs: the invoking user's private base on the state
+    filesystem (/dev/shm/testbed-<uid>, see state_filesystem), made 0700 and verified on use
+    (testbed.services.private). Fixed per user, so `up` in one shell and `pytest` in another
+    meet in it; never from XDG_RUNTIME_DIR (a login has it, cron does not)."""
+    return state_filesystem() / f"testbed-{os.geteuid()}"
 
 
 def find_checkout(start: Path | None = None) -> Path:
@@ -107,7 +111,7 @@ def _project(given: object, checkout: Path, name: str) -> str:
     """The project: given (override, E2E_PROJECT: e.g. two runs of one checkout on one
     engine), else derived from the app's name and the checkout."""
     project = str(given or project_name(checkout, name))
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", project):
+    if not PROJECT_RE.fullmatch(project):
         raise UsageError(
             f"E2E_PROJECT={project!r}: a project is 1-63 lowercase letters, digits, '-' or "
             "'_', starting with a letter or digit (it names the compose project and state dir)"
@@ -315,7 +319,8 @@ OPTIONS: tuple[Option, ...] = (
         "pid files, logs and data dirs of the native services",
         parse_optional_path,
         derive=_state_dir,
-        default_text="<project> under /dev/shm (256 MB free, exec allowed), else the temp dir",
+        default_text="<project> in testbed-<uid> (0700) under /dev/shm (256 MB free, exec "
+        "allowed), else the temp dir",
         cli=True,
     ),
     Option(

@@ -16,13 +16,13 @@ from typing import Any
 
 from testbed import guard
 from testbed.config import Settings
-from testbed.errors import ServicesUnavailable, TestbedError
+from testbed.errors import ServicesUnavailable, TestbedError, UnsafePath
 from testbed.isolation.schema import RunLock, worker_schema
 from testbed.isolation.schema import reap as reap_stale_schemas
 from testbed.isolation.sessions import delete_run_keys, run_redis
 from testbed.isolation.workers import CONTROLLER, new_run_id, new_seed
 from testbed.run import allocation, breaker
-from testbed.services import lifecycle
+from testbed.services import lifecycle, manifest
 from testbed.services.endpoints import Endpoints
 from testbed.services.health import log_tail
 from testbed.services.lifecycle import Hold
@@ -79,17 +79,9 @@ def wants_services(args: Sequence[str], rootdir: Path, names: Sequence[str] = (E
 
 
 def reap_runs(eps: Endpoints, current_run: str = "") -> list[str]:
-    """Drop dead runs' schemas and free their Valkey databases (`make reap`, and each run)."""
-    removed = [f"schema {s}" for s in reap_stale_schemas(eps.database_url, current_run=current_run)]
-    client = run_redis(eps.redis_url)
-    try:
-        freed = allocation.release(
-            client,
-            dead=lambda run: run != current_run and not allocation.run_alive(eps.database_url, run),
-        )
-    finally:
-        client.close()
-    return removed + [f"Valkey database {n} of a dead run" for n in freed]
+    """Drop dead runs' schemas (`make reap`, and each run). Dead runs' Valkey databases need
+    nothing: their claims expire (allocation.TTL_S), whatever project or database made them."""
+    return [f"schema {s}" for s in reap_stale_schemas(eps.database_url, current_run=current_run)]
 
 
 @dataclass
@@ -186,7 +178,7 @@ class Controller:
 
     def _renew(self) -> None:
         if (
-            time.monotonic() - self._last_renew < allocation.TTL_S / 4
+            time.monotonic() - self._last_renew < allocation.RENEW_EVERY_S
             or self.info.endpoints is None
         ):
             return
@@ -254,6 +246,11 @@ class Controller:
         if trip is not None:
             self.problems.append(f"breaker: {trip.message()}")
         kept_logs = self.settings.cache_dir / "logs"
+        try:  # logs are copied (and old ones removed) as us: never in a cache others can write
+            manifest.check_cache(self.settings.cache_dir)
+        except UnsafePath as exc:
+            self.problems.append(f"server logs not kept: {exc}")
+            return
         for old in sorted(kept_logs.glob("*-*"))[:-KEPT_LOG_RUNS]:  # oldest first, by name
             shutil.rmtree(old, ignore_errors=True)
         keep = kept_logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.info.run_id}"

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testbed.errors import PortConflict
+from testbed.services import private
 from testbed.services.binaries import Say
 from testbed.services.engine import ENGINE_TIMEOUT, Runner, run
 from testbed.services.identity import suggest_ports
 from testbed.services.ownership import Record, Store, read_record
-from testbed.services.portlock import lock_file
 from testbed.services.ports import check_free, is_free
 
 if TYPE_CHECKING:
@@ -115,11 +115,13 @@ def reap_projects(backend: DockerBackend) -> list[str]:
         state_dir = Path(rows[0].state_dir) if rows[0].state_dir else None
         if mine:
             state_dir = backend.state_dir
+        elif state_dir is not None and not private.inside(state_dir, private.base_dir()):
+            continue  # another user's, or an explicit E2E_STATE_DIR elsewhere: not ours to judge
         if state_dir is None:  # an older testbed's: only stopped ones prove themselves unused
             if any(r.state != "running" for r in rows):
                 removed += backend.take_down(project, rows, "stopped", None)
             continue
-        store = Store(state_dir, lock_file(backend.settings, project))
+        store = Store(state_dir)
         with store.locked(wait=mine) as locked:
             if not locked:
                 continue  # that checkout is busy starting or stopping: not ours to judge now

@@ -59,8 +59,9 @@ from testbed.services.ownership import (
     new_record,
     release_lease,
     request_down,
+    state_dir_of,
 )
-from testbed.services.portlock import lock_file, port_lock
+from testbed.services.portlock import port_lock
 
 REDIS_DATABASES = 64  # must match --databases in docker-compose-e2e.yml
 
@@ -103,8 +104,8 @@ class DockerBackend:
         self.settings = settings
         self.runner = runner
         self.say = say
-        self.state_dir = settings.state_dir
-        self.store = Store(self.state_dir, lock_file(settings))
+        self.state_dir = state_dir_of(settings)
+        self.store = Store(self.state_dir)  # one lock per state dir, either backend
         self._compose_cmd = list(compose) if compose is not None else None
         # Never publish containers on the developer's ports.
         guard.check_postgres_url(self.database_url)
@@ -248,7 +249,9 @@ class DockerBackend:
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
         """Reuse this checkout's healthy containers or start them, and register the lease; the
         bool says whether this call started them (decided under the project lock)."""
+        StateDir(self.state_dir).check(self.settings.project)
         with self.store.locked():
+            StateDir(self.state_dir).check(self.settings.project)
             record = self.store.read()
             record.reap_leases()
             if record.get("backend") == "native" and record.processes():
@@ -398,6 +401,7 @@ class DockerBackend:
         if problem is not None:
             raise ServicesUnavailable(f"{problem}; {INSTALL}")
         with self.store.locked():
+            StateDir(self.state_dir).refuse_other_project(self.settings.project)
             record = self.store.read()
             rows = self.containers()
             if record.get("backend") == self.name and (runs := request_down(record)):

@@ -24,11 +24,13 @@ class OtherCheckout:
     state_dir: Path
     pid: int | None = None
     checkout: str | None = None
+    project: str | None = None
 
     def describe(self) -> str:
-        """'state dir /dev/shm/shop-e2e-1a2b3c4d, pid 1234'."""
+        """'project shop-e2e-1a2b3c4d, state dir /dev/shm/testbed-0/shop-e2e-1a2b3c4d, pid 1234'."""
+        project = f"project {self.project}, " if self.project else ""
         pid = f", pid {self.pid}" if self.pid is not None else ""
-        return f"state dir {self.state_dir}{pid}"
+        return f"{project}state dir {self.state_dir}{pid}"
 
 
 def postgres_data_dir(url: str) -> str:
@@ -93,8 +95,13 @@ def other_checkout(port: int, roots: Iterable[Path], *, exclude: Path) -> OtherC
                 continue
             # The visible listener must be that process; when we cannot see it, it must live.
             if (seen[0] == proc.pid and proc.alive()) if seen else proc.alive():
-                checkout = record.get("checkout")
-                return OtherCheckout(state_dir, proc.pid, str(checkout) if checkout else None)
+                checkout, project = record.get("checkout"), record.get("project")
+                return OtherCheckout(
+                    state_dir,
+                    proc.pid,
+                    str(checkout) if checkout else None,
+                    str(project) if project else None,
+                )
     return None
 
 

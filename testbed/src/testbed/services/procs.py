@@ -153,9 +153,9 @@ def spawn(
     library_dir: Path | None = None,
 ) -> int:
     """Start a server in its own session (survives our exit, gets no terminal signals)."""
-    # 0600 and never through a symlink: server logs can show queries and their data.
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "ab") as out:
+    from testbed.services.private import open_append
+
+    with os.fdopen(open_append(log), "ab") as out:  # never through a planted link
         proc = subprocess.Popen(  # type: ignore[call-overload]  # kwargs from run_as_kwargs
             argv,
             stdin=subprocess.DEVNULL,
