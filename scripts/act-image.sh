@@ -19,7 +19,7 @@ NODE_VERSION=24.21.0
 # The Pythons setup-python finds in its tool cache: every pyenv build of a version the workflow
 # asks for (3.14 only exists here as Debian forky's python3.14, which needs forky's libc).
 PYENV=${PYENV_ROOT:-/root/.pyenv}/versions
-PACKAGES=git,make,curl,ca-certificates,sudo,jq,zstd,lsb-release,xz-utils,procps,unzip,file,iproute2,util-linux,tzdata,python3,patchelf,libossp-uuid16,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,zlib1g,libreadline8,libncursesw6,libuuid1,libgdbm6,libgdbm-compat4,libexpat1
+PACKAGES=git,make,curl,ca-certificates,sudo,jq,zstd,lsb-release,xz-utils,procps,unzip,file,iproute2,util-linux,tzdata,python3,python3-venv,libpython3.11,patchelf,libossp-uuid16,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,zlib1g,libreadline8,libncursesw6,libuuid1,libgdbm6,libgdbm-compat4,libexpat1
 FORCE=0
 [[ "${1:-}" == --force ]] && FORCE=1
 
@@ -43,16 +43,24 @@ recipe=$( {
   for p in "${pythons[@]}"; do echo "$p $(sha256sum "$p"/bin/python3 | cut -c1-16)"; done
 } | sha256sum | cut -c1-16)
 tar_file=$CACHE/runner-$recipe.tar
-
-if ((FORCE == 0)) && [[ "$(recipe_of "$IMAGE")" == "$recipe" ]]; then
+# ci.yml's debian job runs in `container: debian:12`, which no registry provides here: the runner
+# image (bookworm, Debian's python3 3.11.2, python3-venv and libpython3.11 as that job installs)
+# stands in under that name, unless the engine has a debian:12 that is not ours.
+finish() {
+  if ! docker image inspect debian:12 >/dev/null 2>&1 || [[ -n "$(recipe_of debian:12)" ]]; then
+    docker tag "$IMAGE" debian:12
+  fi
   echo "$IMAGE"
   exit 0
+}
+
+if ((FORCE == 0)) && [[ "$(recipe_of "$IMAGE")" == "$recipe" ]]; then
+  finish
 fi
 if ((FORCE == 0)) && [[ -f "$tar_file" ]] && docker load --quiet --input "$tar_file" >/dev/null &&
   [[ "$(recipe_of "$IMAGE")" == "$recipe" ]]; then
   say "$IMAGE loaded from $tar_file"
-  echo "$IMAGE"
-  exit 0
+  finish
 fi
 if [[ $(id -u) -ne 0 ]]; then
   say "building $IMAGE needs root (debootstrap); run \`sudo make workflow\` once"
@@ -119,4 +127,4 @@ done
 rm -f "$CACHE"/runner-*.tar
 docker save --output "$tar_file.tmp" "$IMAGE" && mv "$tar_file.tmp" "$tar_file"
 say "$IMAGE built in $(since "$t0") s (cached as $tar_file)"
-echo "$IMAGE"
+finish

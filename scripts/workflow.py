@@ -64,6 +64,7 @@ TLS_ENV = (
     "GIT_SSL_CAINFO",
     "NODE_EXTRA_CA_CERTS",
 )
+TOOL_CACHE_PYTHON = "/opt/hostedtoolcache/Python"
 CHECKOUT_FILTER = "label=dev.testbed.checkout"  # testbed.services.containers.CHECKOUT_LABEL
 
 
@@ -265,9 +266,12 @@ def remove_new(before: dict[str, str]) -> list[str]:
     return removed
 
 
-def pythons_in(image: str) -> set[str]:
+def pythons_in(image: str, volume: str | None = None) -> set[str]:
+    """The minor versions in the image's tool cache; with volume, in act's tool cache volume,
+    which act mounts over /opt/hostedtoolcache and seeds from the first image that used it."""
+    mount = ["-v", f"{volume}:/opt/hostedtoolcache"] if volume else []
     out = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", image, "ls", "/opt/hostedtoolcache/Python"],
+        ["docker", "run", "--rm", "--network", "none", *mount, image, "ls", TOOL_CACHE_PYTHON],
         capture_output=True,
         text=True,
         check=False,
@@ -276,7 +280,7 @@ def pythons_in(image: str) -> set[str]:
 
 
 def run_leg(
-    leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain: bool
+    leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain: bool, cache: Path
 ) -> tuple[str, float]:
     argv = [str(act), "push", "-W", str(WORKFLOWS / leg.workflow), "-j", leg.job]
     for key, value in leg.matrix.items():
@@ -293,8 +297,12 @@ def run_leg(
         "--rm",  # the job container goes also when the job failed
         *repos,
     ]  # fmt: skip
-    if not plain:
-        argv += ["--container-options", RUNNER_LIKE]
+    # actions/cache's stand-in restores nothing: this host directory, mounted where the jobs
+    # keep pip's and uv's downloads, is the warm cache a job on GitHub restores.
+    pip_cache = cache / "pip-cache"
+    pip_cache.mkdir(parents=True, exist_ok=True)
+    options = f"-v {pip_cache}:/root/.cache/pip"
+    argv += ["--container-options", options if plain else f"{RUNNER_LIKE} {options}"]
     # A shared machine: the services' ports this checkout was given, not the defaults. And the
     # machine's TLS settings: its extra CA certificates are in the runner image's bundle, and
     # these point pip, uv, curl, git and node at that bundle (re-signed TLS, as on the machine).
@@ -365,7 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     runner = image.stdout.strip().splitlines()[-1]
     # GitHub's jobs pull the official service images; here `make images` builds them once.
     subprocess.run([str(ROOT / "scripts" / "docker-images.sh")], check=True)
-    have = pythons_in(runner)
+    have = pythons_in(runner, "act-toolcache")
+    stale = pythons_in(runner) - have
+    if stale:
+        say(
+            f"act's tool cache volume lacks Python {', '.join(sorted(stale))} of {runner} (seeded "
+            "from an older image): `docker volume rm act-toolcache` when no act job runs"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     for note in notes:
         say(note)
@@ -382,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((leg.label, f"not run: {skip}", 0.0))
             continue
         say(f"{leg.label}: running (log {args.out / (leg.slug + '.log')})")
-        result, wall = run_leg(leg, act, runner, repos, args.out, args.plain)
+        result, wall = run_leg(leg, act, runner, repos, args.out, args.plain, cache)
         say(f"{leg.label}: {result} in {wall:.0f} s")
         rows.append((leg.label, result, wall))
     lines = ["| job | result | wall |", "|---|---|---|"]
