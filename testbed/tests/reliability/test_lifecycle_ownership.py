@@ -84,8 +84,10 @@ def test_case02_a_reused_pid_is_never_stopped(sandbox: Sandbox) -> None:
             state_file.write_text(json.dumps(state))
         code, out = sandbox.testbed("down")
         assert code == 0, out
-        time.sleep(0.5)
-        assert decoy.poll() is None, f"down stopped a process it did not start:\n{out}"
+        # A stopped decoy would exit within moments of `down` returning: wait for exactly that.
+        with pytest.raises(subprocess.TimeoutExpired):
+            decoy.wait(timeout=0.5)
+        assert decoy.returncode is None, f"down stopped a process it did not start:\n{out}"
         assert f"left pid {decoy.pid} alone" in out, out
     finally:
         decoy.kill()

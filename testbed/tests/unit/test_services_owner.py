@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -350,19 +351,25 @@ def test_a_server_that_rewrites_its_title_while_starting_is_not_called_dead() ->
 
     from testbed.services.ownership import ProcessIdentity
 
-    # sh shows "sh -c ..." until it execs sleep: the title changes, the process does not.
-    proc = subprocess.Popen(["sh", "-c", "sleep 0.3; exec sleep 5"])
+    # sh shows "sh -c ..." until it execs sleep, which it does once told to (a line on stdin).
+    proc = subprocess.Popen(["sh", "-c", "read go; exec sleep 5"], stdin=subprocess.PIPE)
     try:
         recorded = ProcessIdentity.of(proc.pid)
         assert recorded is not None
+        assert recorded.alive()
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
         deadline = _time.monotonic() + 5
         while recorded.alive() and _time.monotonic() < deadline:
-            _time.sleep(0.05)
+            threading.Event().wait(0.01)
         assert not recorded.alive(), "the title never changed; the test proves nothing"
         assert recorded.same_process()
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
     assert not recorded.same_process()
 
 

@@ -22,9 +22,11 @@ from testbed.config.parse import (
     parse_backend,
     parse_bool,
     parse_channel_format,
+    parse_command,
     parse_dir_names,
     parse_dotted,
     parse_env_names,
+    parse_marker_names,
     parse_optional_path,
     parse_optional_str,
     parse_paths,
@@ -89,8 +91,9 @@ def default_state_root() -> Path:
 
 
 def find_checkout(start: Path | None = None) -> Path:
-    """The checkout holding docker-compose-e2e.yml: above this package, else above cwd."""
-    for base in (Path(__file__).resolve().parent, start or Path.cwd()):
+    """The checkout holding docker-compose-e2e.yml: above this package, else above start (the
+    pytest rootdir; default cwd), else start itself."""
+    for base in (Path(__file__).resolve().parent, (start or Path.cwd()).resolve()):
         for candidate in (base, *base.parents):
             if (candidate / COMPOSE_FILE).is_file():
                 return candidate
@@ -249,6 +252,29 @@ OPTIONS: tuple[Option, ...] = (
         default=("e2e",),
         default_text="e2e",
     ),
+    Option(
+        "committed_dirs",
+        "names of test directories whose tests run committed, as if each were marked "
+        "@pytest.mark.committed (real commits, then TRUNCATE), e.g. concurrency",
+        parse_dir_names,
+        default=(),
+        default_text="(none)",
+    ),
+    Option(
+        "committed_markers",
+        "markers that make a test run committed, as @pytest.mark.committed does, e.g. "
+        "transactional",
+        parse_marker_names,
+        default=(),
+        default_text="(none)",
+    ),
+    Option(
+        "command",
+        "how messages name testbed's commands (up, down, status, env, reap): python -m testbed, "
+        "or the command the repository wraps them in, e.g. make",
+        parse_command,
+        default="python -m testbed",
+    ),
     # The services -----------------------------------------------------------------------
     Option(
         "backend",
@@ -367,6 +393,9 @@ class Settings:
     redis_url_env: tuple[str, ...]
     session_options: Mapping[str, bool]
     dirs: tuple[str, ...]
+    committed_dirs: tuple[str, ...]
+    committed_markers: tuple[str, ...]
+    command: str
     backend: str
     pg_port: int
     redis_port: int

@@ -33,7 +33,11 @@ return n
 
 
 def allocate(client: redis.Redis[str], run_id: str, worker: str, available: int) -> int:
-    """Claim a free database (1..available-1) for run_id's worker; database 0 stays shared."""
+    """Claim a free database (1..available-1) for run_id's worker; database 0 stays shared.
+    Asked again for the same worker (the controller, then the worker itself), the same one."""
+    for number, owner in held(client).items():
+        if owner == f"{run_id}:{worker}":
+            return number
     for number in range(1, available):
         if client.set(f"{PREFIX}{number}", f"{run_id}:{worker}", nx=True, px=TTL_S * 1000):
             flush(client, number)  # a dead run may have left keys in it

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testbed.errors import PortConflict
+from testbed.report import command
 from testbed.services import private
 from testbed.services.binaries import Say
 from testbed.services.engine import ENGINE_TIMEOUT, Runner, run
@@ -179,7 +180,8 @@ def check_port(backend: DockerBackend, port: int, service: str, env: str) -> Non
     s = backend.settings
     raise PortConflict(
         f"port {port} for {service} is held by the testbed containers of another checkout "
-        f"(container {other.name}, compose project {other.project}): run `make down` {where}, "
+        f"(container {other.name}, compose project {other.project}): "
+        f"run {command('down')} {where}, "
         f"or use other ports: {suggest_ports(s.pg_port, s.redis_port)}",
         port=port,
         holder=f"container {other.name}",

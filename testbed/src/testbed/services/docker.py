@@ -17,6 +17,7 @@ from pathlib import Path
 from testbed import guard, report
 from testbed.config import Settings
 from testbed.errors import InUse, ServicesUnavailable
+from testbed.report import command
 from testbed.services import health
 from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import Say
@@ -235,7 +236,7 @@ class DockerBackend:
             if record.get("backend") == "native" and record.processes():
                 raise InUse(
                     f"this checkout's native services are recorded in {self.state_dir}; "
-                    "run `make down` first, or use E2E_BACKEND=native"
+                    f"run {command('down')} first, or use E2E_BACKEND=native"
                 )
             kept: list[Lease] = []
             rows = self.containers()
@@ -256,7 +257,7 @@ class DockerBackend:
                     raise InUse(
                         f"this checkout's containers (compose project {self.settings.project}) "
                         f"do not answer, and {users[0].describe()} still uses them; wait for "
-                        "it or stop it, then run `make down`"
+                        f"it or stop it, then run {command('down')}"
                     )
                 kept = [x for x in record.leases() if x.kind == USER]  # a crashed `make up`
                 self._take_down(rows, "they do not answer")
@@ -313,7 +314,8 @@ class DockerBackend:
             ports = ", ".join(r.ports for r in rows)
             raise InUse(
                 f"this checkout's containers already run on other ports ({ports}): use those "
-                "ports (E2E_PG_PORT / E2E_REDIS_PORT), or run `make down` first to move them"
+                f"ports (E2E_PG_PORT / E2E_REDIS_PORT), or run {command('down')} first to move "
+                "them"
             )
 
     def _compose(self, argv: list[str], what: str, timeout: float, images: Images | None) -> None:
@@ -327,7 +329,7 @@ class DockerBackend:
             tail = "\n".join(f"    {line}" for line in proc.stderr.strip().splitlines()[-15:])
             raise ServicesUnavailable(
                 f"`{what}` failed (exit {proc.returncode}):\n{tail}\n"
-                "  try: `python -m testbed reap`, then `make up` again"
+                f"  try: {command('reap')}, then {command('up')} again"
             )
 
     def take_down(
@@ -390,7 +392,8 @@ class DockerBackend:
         details += [f"used by: {x.describe()}" for x in live] or ["used by: nobody"]
         eps = self.running(rows)
         orphaned = eps is not None and not live
-        problems = ["no run or `make up` uses them any more: `make reap`"] if orphaned else []
+        unused = f"no run or {command('up')} uses them any more: {command('reap')} removes them"
+        problems = [unused] if orphaned else []
         return ServiceStatus(
             backend=self.name,
             endpoints=eps,

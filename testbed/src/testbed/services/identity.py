@@ -9,6 +9,7 @@ from pathlib import Path
 
 from testbed.config import STATE_DIR_GLOB
 from testbed.errors import PortConflict
+from testbed.report import command
 from testbed.services.endpoints import Endpoints
 from testbed.services.ownership import read_record
 from testbed.services.ports import holder, is_free
@@ -125,9 +126,9 @@ def suggest_ports(pg_port: int, redis_port: int) -> str:
 def held_by_other(port: int, other: OtherCheckout, ports: tuple[int, int]) -> PortConflict:
     """PortConflict for a port that another checkout's testbed services hold."""
     if other.checkout and not Path(other.checkout).exists():
-        fix = f"its checkout {other.checkout} is gone: run `make reap` here"
+        fix = f"its checkout {other.checkout} is gone: run {command('reap')} here"
     else:
-        fix = f"run `make down` {f'in {other.checkout}' if other.checkout else 'there'}"
+        fix = f"run {command('down')} {f'in {other.checkout}' if other.checkout else 'there'}"
     return PortConflict(
         f"port {port} is held by the E2E services of another checkout "
         f"({other.describe()}): {fix}, or use other ports: {suggest_ports(*ports)}",

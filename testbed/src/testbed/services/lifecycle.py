@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from testbed.config import Settings
 from testbed.errors import UsageError
-from testbed.report import say
+from testbed.report import command, say
 from testbed.services.backend import ServiceBackend
 from testbed.services.endpoints import Endpoints
 
@@ -117,7 +117,7 @@ def _refuse_other_backend(settings: Settings, name: str) -> None:
     if recorded in ("native", "docker") and recorded != name and live:
         raise InUse(
             f"this checkout's {recorded} services are in use by {live[0].describe()}; "
-            f"use E2E_BACKEND={recorded}, or `make down` first (and wait for that run)"
+            f"use E2E_BACKEND={recorded}, or {command('down')} first (and wait for that run)"
         )
 
 

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from testbed import guard, report
 from testbed.config import Settings, default_state_root
 from testbed.errors import InUse, ServicesUnavailable
+from testbed.report import command
 from testbed.services import extensions, health, identity, legacy, pgdata, private
 from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import (
@@ -155,7 +156,7 @@ class NativeBackend:
                     raise InUse(
                         f"this checkout's services (state dir {self.state_dir}) do not answer, "
                         f"and {users[0].describe()} still uses them; wait for it or stop it, "
-                        "then run `make down`"
+                        f"then run {command('down')}"
                     )
             kept = [x for x in record.leases() if x.kind == "user"]  # a crashed `make up`
             self._stop_and_clean(record, quiet=True)
@@ -179,7 +180,7 @@ class NativeBackend:
         raise InUse(
             f"this checkout's services already run on ports {ports[0]} (PostgreSQL) and "
             f"{ports[1]} (Valkey), not {self._ports()[0]} and {self._ports()[1]}: use those "
-            "ports, or run `make down` first to move them (it removes their data)"
+            f"ports, or run {command('down')} first to move them (it removes their data)"
         )
 
     def release(self, lease_id: str, *, keep: bool = False) -> bool:
@@ -383,11 +384,22 @@ class NativeBackend:
             if name not in alive:
                 problems.append(f"{name} (pid {p.pid}) is no longer the process we started")
         eps = self._healthy(record) if alive else None
-        if eps is None and alive:
-            problems.append("processes are up but do not answer: `make down && make up`")
+        runs = [x for x in record.leases() if x.alive() and x.kind != "user"]
+        if eps is None and alive and runs:
+            # Never advise stopping what a live run holds: its breaker reports a dead service.
+            problems.append(
+                f"processes are up but do not answer; {runs[0].describe()} uses them: once it "
+                f"ends, {command('down')} and {command('up')}"
+            )
+        elif eps is None and alive:
+            problems.append(
+                f"processes are up but do not answer: {command('down')}, then {command('up')}"
+            )
         orphaned = bool(alive) and not any(x.alive() for x in record.leases())
         if orphaned:
-            problems.append("no run or `make up` uses them any more: `make reap` removes them")
+            problems.append(
+                f"no run or {command('up')} uses them any more: {command('reap')} removes them"
+            )
         return ServiceStatus(
             backend=self.name,
             endpoints=eps,

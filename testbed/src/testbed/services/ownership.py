@@ -22,6 +22,7 @@ import psutil
 
 from testbed.config import PROJECT_RE, default_state_root, state_filesystem
 from testbed.errors import InUse, ServicesUnavailable, UnsafePath, UsageError
+from testbed.report import command
 from testbed.services import private
 
 if TYPE_CHECKING:
@@ -301,7 +302,7 @@ class Lease:
     def describe(self) -> str:
         """'run pid 1234 (since 10:01:02)' or 'the user (make up)'."""
         if self.kind == USER:
-            return "the user (make up; kept until make down)"
+            return f"the user ({command('up')}; kept until {command('down')})"
         pid = self.holder.pid if self.holder else "?"
         return f"run pid {pid} (since {time.strftime('%H:%M:%S', time.localtime(self.since))})"
 
