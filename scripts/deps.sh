@@ -65,6 +65,11 @@ fi
 
 # Rebuild deliberately, never as a side effect of uv: when PYTHON was asked for and $VENV is on
 # another interpreter, or when $VENV's interpreter no longer runs or no longer satisfies the project.
+# Only empty directories (what a bytecode cache prefix under $VENV, or act's copy of a working
+# tree that skips ignored files, leaves): no one's data, and no venv. Remove them and build one.
+if [ -d "$VENV" ] && [ ! -L "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ] && [ -z "$(find "$VENV" ! -type d -print | head -n 1)" ]; then
+  find "$VENV" -depth -type d -empty -delete
+fi
 if [ -e "$VENV" ]; then
   reason=""
   rc=0 && have=$(identify "$VENV/bin/python") || rc=$?
