@@ -222,14 +222,21 @@ def install_refusals(
     missing: Mapping[str, list[str]],
     *,
     create: tuple[str, ...] = (),
+    superuser_refusal: bool = True,
 ) -> None:
     """As the bootstrap superuser: create the extensions asked for (in the first database, the
     E2E one) and put the refusal triggers in each database (template1 too, so new databases
-    inherit them)."""
+    inherit them). superuser_refusal=False: the databases have that trigger already (the
+    native backend's template carries it)."""
     import psycopg
 
     for index, url in enumerate(database_urls):
-        statements = [*superuser_refusal_sql(), *refusal_sql(missing)]
+        statements = [
+            *(superuser_refusal_sql() if superuser_refusal else []),
+            *refusal_sql(missing),
+        ]
+        if not statements and not (create and index == 0):
+            continue
         with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
             for statement in (create_sql(create) if index == 0 else []) + statements:
                 conn.execute(statement.encode())

@@ -387,10 +387,14 @@ class NativeBackend:
         if missing:
             self.say(extensions.describe(missing))
         base = admin_url.rsplit("/", 1)[0]
-        # template1: scratch databases inherit the triggers; postgres only needs the loader's.
-        others = [f"{base}/{db}" for db in ("template1", *(("postgres",) if missing else ()))]
+        # template1: scratch databases inherit the triggers. The one for extensions that need a
+        # superuser is in the template already; the loader's depends on this machine.
+        others = [f"{base}/{db}" for db in ("template1", "postgres")] if missing else []
         extensions.install_refusals(
-            [admin_url, *others], missing, create=self.settings.pg_extensions
+            [admin_url, *others],
+            missing,
+            create=self.settings.pg_extensions,
+            superuser_refusal=False,
         )
 
     def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:

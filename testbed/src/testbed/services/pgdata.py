@@ -13,6 +13,7 @@ from pathlib import Path
 from testbed.errors import ServicesUnavailable
 from testbed.services.binaries import PgBinaries, Say, cache_lock
 from testbed.services.credentials import admin_role, postgres_url
+from testbed.services.extensions import superuser_refusal_sql
 from testbed.services.procs import RunAs, chown, run_as_kwargs, server_env
 
 MAX_CONNECTIONS = 300  # xdist workers x (app pool + harness pool) with headroom
@@ -25,7 +26,7 @@ def template_dir(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, role: st
     """Cache path of the template for this PostgreSQL version, owner and E2E role (`scram`: the
     layout with a bootstrap superuser and no trust; older templates are never reused)."""
     uid = run_as.uid if run_as else os.geteuid()
-    return cache_dir / f"pgdata-template-{pg.version}-uid{uid}-{role}-scram"
+    return cache_dir / f"pgdata-template-{pg.version}-uid{uid}-{role}-scram2"
 
 
 def _run(
@@ -87,6 +88,7 @@ def _create_database(
             "-D",
             str(data),
             "-F",
+            "-j",  # a statement ends at ";" and an empty line: the trigger's body spans lines
             "-c",
             "exit_on_error=on",
             "template1",
@@ -95,10 +97,16 @@ def _create_database(
         cwd,
         # The app role is no superuser: it owns its database (schemas, tables, trusted
         # extensions) and may create scratch databases. It has no password in the template;
-        # each start sets new ones (set_passwords).
-        stdin=(
-            f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEROLE CREATEDB NOREPLICATION;\n'
-            f'CREATE DATABASE "{role}" OWNER "{role}";\n'  # database named like the role
+        # each start sets new ones (set_passwords). The refusal of extensions that need a
+        # superuser goes into template1 first, so the database (and every scratch database)
+        # inherits it, once per template instead of at every start.
+        stdin="".join(
+            f"{statement};\n\n"
+            for statement in (
+                *superuser_refusal_sql(),
+                f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEROLE CREATEDB NOREPLICATION',
+                f'CREATE DATABASE "{role}" OWNER "{role}"',  # database named like the role
+            )
         ),
     )
     if proc.returncode != 0 or "ERROR" in proc.stderr:
