@@ -144,7 +144,8 @@ _U = urlsplit(URL)
 
 
 def _load_tables(host, port, user, dbname, password):
-    eng = create_engine(f"postgresql+psycopg://{user}@{host}:{port}/{dbname}", poolclass=NullPool)
+    auth = f"{user}:{password}" if password else user  # the services require their password
+    eng = create_engine(f"postgresql+psycopg://{auth}@{host}:{port}/{dbname}", poolclass=NullPool)
     METADATA.create_all(eng)
     eng.dispose()
 
