@@ -195,11 +195,12 @@ def test_a_python_without_ensurepip_says_which_package_to_install(tmp_path: Path
     assert not venv.exists()
 
 
-def test_a_venv_dir_of_empty_directories_is_replaced_by_a_venv(tmp_path: Path) -> None:
-    """Only empty dirs (a bytecode prefix, act's copy of a tree without its ignored files) is
+def test_a_venv_dir_of_only_bytecode_cache_is_replaced_by_a_venv(tmp_path: Path) -> None:
+    """Only dirs and the Makefile's bytecode cache (act's copy of a tree without its venv) is
     no one's data and no venv: deps removes them and creates the venv instead of refusing."""
     venv = tmp_path / "venv"
     (venv / "pycache" / "usr").mkdir(parents=True)
+    (venv / "pycache" / "usr" / "site.cpython-311.pyc").write_bytes(b"bytecode")
     # venv creation itself is stubbed: this test is about what happens before it.
     (tmp_path / "stub" / "venv").mkdir(parents=True)
     (tmp_path / "stub" / "venv" / "__init__.py").write_text("")
