@@ -275,7 +275,7 @@ _PYTEST_ARGS = (
     "-p",
     "no:cacheprovider",
     *("-p", "no:xdist", "-p", "no:xdist.looponfail", "-p", "no:pytest-split"),
-    *("-p", "no:anyio", "-p", "no:hypothesispytest", "-p", "no:timeout", "-p", "no:faker"),
+    *("-p", "no:anyio", "-p", "no:hypothesispytest", "-p", "no:faker"),
 )
 
 

@@ -433,3 +433,11 @@ def test_a_lost_monitor_trips_the_breaker_naming_it(tmp_path: Path) -> None:
     assert f"testbed's service monitor (pid {monitor.proc.pid}) stopped" in message
     assert "exit code -9" in message
     assert "the rest of the run fails at once" in message
+
+
+def test_default_intervals_are_bounded(tmp_path: Path) -> None:
+    # 0 would spin a core; the tests pass their own intervals, so the defaults are checked here.
+    assert breaker.Monitor([], tmp_path).every == breaker.PROBE_EVERY_S
+    assert 0 < breaker.PROBE_EVERY_S <= 2
+    assert breaker.Watch(tmp_path).every == breaker.WATCH_EVERY_S
+    assert 0 < breaker.WATCH_EVERY_S < 1

@@ -187,6 +187,19 @@ def test_the_summary_names_the_schemas_made() -> None:
     assert f"e2e_{run}_gw0 0.50s, e2e_{run}_gw1 0.25s" in line
 
 
+def test_the_summary_marks_schemas_restored_from_the_cache() -> None:
+    """A worker schema restored from the schema cache says so; one built by the setup does not."""
+    from testbed.config import load_settings
+    from testbed.run.controller import Controller
+
+    controller = Controller(load_settings(env={}))
+    controller.worker_setup.update({"gw0": 3.1, "gw1": 0.08})
+    controller.worker_setup_source.update({"gw0": "built", "gw1": "restored"})
+    run = controller.info.run_id
+    [line] = [x for x in controller.summary() if "schemas" in x]
+    assert line.endswith(f"e2e_{run}_gw0 3.10s, e2e_{run}_gw1 0.08s restored")
+
+
 def test_committed_by_directory_or_marker_from_the_ini(pytester: pytest.Pytester) -> None:
     """e2e_committed_dirs and e2e_committed_markers make tests committed without a hook."""
     pytester.makeini(
