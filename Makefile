@@ -7,6 +7,9 @@ SHELL := /bin/bash
 PYTHON ?=
 VENV ?= .venv
 BENCH_VENV ?= .venv-bench
+# make workflow: which jobs (JOB or JOB:key=value,...; all by default), and more options.
+JOBS ?=
+WORKFLOW_ARGS ?=
 N ?= auto
 SHARD ?=
 # Extra pytest arguments, split like shell words: PYTEST_ARGS='-k "crm or tasks" -x'.
@@ -100,7 +103,7 @@ adoption: deps
 
 .PHONY: unit  ## Run the unit tests (no services): testbed's, opsdesk's and the tooling checks
 unit: deps
-	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q -p no:randomly $(call junit,unit) $(PYTEST_ARGS)
+	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q $(call junit,unit) $(PYTEST_ARGS)
 
 .PHONY: mutation  ## Mutation score of guard, schema, breaker and ownership against their unit tests (CPU-heavy)
 mutation: deps
@@ -136,6 +139,10 @@ test: deps
 # Under CI=true, with-docker.sh provides one Docker engine for all of these and stops it after.
 .PHONY: test-steps
 test-steps: nix-tools lint unit integration e2e-native e2e-docker example adoption reliability
+
+.PHONY: workflow  ## Run the CI workflow's jobs here with act, one at a time (JOBS="lint:python=3.12 e2e:group=1", LIST=1)
+workflow: deps
+	@scripts/with-docker.sh $(BIN)/python scripts/workflow.py $(if $(LIST),--list) $(WORKFLOW_ARGS) $(JOBS)
 
 .PHONY: bench  ## Benchmarks side by side; writes bench/results.json and bench/RESULTS.md
 bench: deps $(BENCH_VENV)/.deps-stamp

@@ -86,6 +86,19 @@ if [ -e "$VENV" ]; then
 fi
 pinned_uv_on_path() { command -v uv >/dev/null 2>&1 && uv --version | grep -q "uv $UV_VERSION"; }
 if [ ! -x "$VENV/bin/python" ]; then
+  # Debian and Ubuntu ship ensurepip apart (python3.X-venv); without it venv stops halfway.
+  if ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+    venv_pkg="python$(echo "${want%% *}" | cut -d. -f1-2)-venv"
+    if [ "${CI:-}" = true ] && command -v apt-get >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+      echo "deps: installing $venv_pkg (CI=true): PYTHON=$PYTHON has no ensurepip"
+      $sudo apt-get install -y -q --no-install-recommends "$venv_pkg" >/dev/null 2>&1 ||
+        { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends "$venv_pkg" >/dev/null; }
+    else
+      echo "deps: PYTHON=$PYTHON has no ensurepip, which venv needs; install $venv_pkg (apt-get install $venv_pkg), or set PYTHON to another interpreter" >&2
+      exit 2
+    fi
+  fi
   echo "deps: creating $VENV with Python ${want%% *} (${want#* })"
   # pip is only needed to install uv; with the pinned uv at hand, skip its ~3 s bootstrap.
   if pinned_uv_on_path; then "$PYTHON" -m venv --without-pip "$VENV"; else "$PYTHON" -m venv "$VENV"; fi

@@ -50,7 +50,7 @@ run_check() {
       # From the root, pyproject.toml configures ruff for every tree, .github/scripts too.
       cd "$target" || return 1
       local paths=() extra
-      for extra in testbed backend tests .github/scripts bench examples; do [ -d "$extra" ] && paths+=("$extra"); done
+      for extra in testbed backend tests scripts .github/scripts .github/act bench examples; do [ -d "$extra" ] && paths+=("$extra"); done
       if [ "$1" = ruff ]; then ruff check --no-cache "${paths[@]}"; else ruff format --no-cache --check "${paths[@]}"; fi ;;
     mypy) cd "$target" && mypy ;;
     lock)

@@ -56,7 +56,11 @@ TARGETS = {
         Target("guard", "testbed.guard", (f"{_UNIT}/test_guard.py",)),
         Target("breaker", "testbed.run.breaker", (f"{_UNIT}/test_breaker.py",)),
         Target("schema", "testbed.isolation.schema", (f"{_UNIT}/test_schema.py",)),
-        Target("ownership", "testbed.services.ownership", (f"{_UNIT}/test_services_owner.py",)),
+        Target(
+            "ownership",
+            "testbed.services.ownership",
+            (f"{_UNIT}/test_services_owner.py", f"{_UNIT}/test_services_ownership.py"),
+        ),
     )
 }
 
@@ -271,7 +275,7 @@ _PYTEST_ARGS = (
     "-p",
     "no:cacheprovider",
     *("-p", "no:xdist", "-p", "no:xdist.looponfail", "-p", "no:pytest-split"),
-    *("-p", "no:anyio", "-p", "no:hypothesispytest", "-p", "no:timeout", "-p", "no:faker"),
+    *("-p", "no:anyio", "-p", "no:hypothesispytest", "-p", "no:faker"),
 )
 
 

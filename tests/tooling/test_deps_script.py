@@ -106,7 +106,9 @@ def fake_venv_with_uv(tmp: Path) -> tuple[Path, dict[str, str]]:
     """A venv on this interpreter whose uv is FAKE_UV, and the env that runs deps.sh on it."""
     venv = tmp / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    # The base interpreter's own home: /usr/bin worked only where /usr/lib held the same
+    # version (make workflow's 3.12 job has Debian's 3.11 there, and it did not start).
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.base_prefix) / 'bin'}\n")
     (venv / "bin" / "python").symlink_to(sys.executable)
     uv = venv / "bin" / "uv"
     uv.write_text(FAKE_UV)
@@ -170,3 +172,23 @@ def test_an_untrusted_certificate_says_in_one_line_what_to_set(tmp_path: Path) -
     assert len(hint) == 1, hint
     assert "SSL_CERT_FILE=" in hint[0]
     assert "UV_NATIVE_TLS=1" in hint[0]
+
+
+def test_a_python_without_ensurepip_says_which_package_to_install(tmp_path: Path) -> None:
+    """Debian's python3 without python3-venv: one line naming python3.X-venv, no venv made
+    (venv would stop halfway and leave a venv without pip)."""
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "ensurepip.py").write_text("raise ImportError('split off by Debian')\n")
+    venv = tmp_path / "venv"
+    proc = run_deps(
+        ROOT / "scripts" / "deps.sh",
+        PYTHON=sys.executable,
+        VENV=str(venv),
+        PYTHONPATH=str(tmp_path / "split"),
+        CI="",
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    package = f"python{sys.version_info[0]}.{sys.version_info[1]}-venv"
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"has no ensurepip, which venv needs; install {package}" in line
+    assert not venv.exists()

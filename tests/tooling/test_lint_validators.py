@@ -74,7 +74,11 @@ def test_workflow_validators_pass_the_real_workflow(tmp_path: Path, check: str) 
 def test_actionlint_catches_a_needs_on_a_missing_job(tmp_path: Path) -> None:
     """A typo in the all-green job's needs would silently drop a job from the required check."""
     root = copy_into(tmp_path, WORKFLOW)
-    edit(root / WORKFLOW, "needs: [lint, integration, e2e, nix]", "needs: [lint, e2e, nix, docs]")
+    edit(
+        root / WORKFLOW,
+        "needs: [lint, integration, e2e, debian, nix]",
+        "needs: [lint, e2e, nix, docs]",
+    )
     assert_fails("actionlint", root, "ci.yml:", '"docs" which does not exist')
 
 

@@ -21,6 +21,10 @@ import os
 import pytest
 from sqlalchemy import text
 
+# An app's conftest that reads its settings once, at import (KeyError when they come late).
+DATABASE_URL = os.environ["APP_DATABASE_URL"]
+REDIS_URL = os.environ["APP_REDIS_URL"]
+
 
 def setup(engine):
     """The app's init script: a table and one seed row, once per worker schema."""
@@ -39,7 +43,9 @@ def record(request, e2e_worker, e2e_engine):
             runs = conn.execute(text("SELECT count(*) FROM setup_runs")).scalar_one()
         line = dict(test=request.node.name, worker=e2e_worker.worker_id,
                     schema=e2e_worker.schema, seen=seen, setup_runs=runs,
-                    url_at_import=url_at_import, url=os.environ.get("APP_DATABASE_URL"), **extra)
+                    url_at_import=url_at_import, url=os.environ.get("APP_DATABASE_URL"),
+                    conftest_url=DATABASE_URL, conftest_redis=REDIS_URL,
+                    redis=os.environ.get("APP_REDIS_URL"), **extra)
         with open(os.environ["RECORD_TO"], "a") as fh:
             fh.write(json.dumps(line) + "\\n")
     return write
@@ -87,6 +93,7 @@ def _run(pytester: pytest.Pytester, eps: Endpoints, *args: str) -> list[dict[str
     (pytester.path / "functional" / "test_app.py").write_text(TESTS)
     pytester.makeini(
         "[pytest]\ne2e_schema_setup = conftest:setup\ne2e_database_url_env = APP_DATABASE_URL\n"
+        "e2e_redis_url_env = APP_REDIS_URL\n"
         "e2e_dirs = functional\n"  # a suite whose E2E tests live elsewhere than e2e/
     )
     out = pytester.path / "records.jsonl"
@@ -101,6 +108,7 @@ def _run(pytester: pytest.Pytester, eps: Endpoints, *args: str) -> list[dict[str
     for name, value in env.items():
         pytester._monkeypatch.setenv(name, value)
     pytester._monkeypatch.delenv("APP_DATABASE_URL", raising=False)
+    pytester._monkeypatch.delenv("APP_REDIS_URL", raising=False)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
     result.assert_outcomes(passed=10)
     run_id = next(
@@ -120,7 +128,8 @@ def _check_common(records: list[dict[str, Any]], eps: Endpoints) -> None:
         # Each worker sees its own schema, set up exactly once, and hands the app its URL.
         assert record["seen"] == record["schema"] == f"e2e_{record['run']}_{record['worker']}"
         assert record["setup_runs"] == 1
-        assert record["url"] == record["url_at_import"]
+        assert record["url"] == record["url_at_import"] == record["conftest_url"]
+        assert record["redis"] == record["conftest_redis"]  # the worker's own database
         assert f"search_path%3D%22{record['schema']}%22" in record["url"]
     # Nothing of the inner run is left: its schemas went at the end, with the test's table.
     with psycopg.connect(schema.libpq_url(eps.database_url)) as conn:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.services import Endpoints
+from testbed.services.endpoints import Endpoints
 
 pytest_plugins = ["pytester"]
 

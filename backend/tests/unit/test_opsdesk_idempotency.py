@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 from sqlalchemy.orm import Session
 
+from opsdesk import idempotency
 from opsdesk.creation import Creation
 from opsdesk.errors import Conflict, InvalidArgument
 from opsdesk.idempotency import IdempotencyStore, fingerprint
@@ -208,12 +210,17 @@ def test_valkey_failing_after_the_commit_does_not_fail_the_call(valkey: FakeValk
     assert store.run(fake_session(), creation(), lambda: 1 / 0) == (101, True)
 
 
-def test_an_expired_lease_is_not_released_as_it_may_be_another_calls(valkey: FakeValkey) -> None:
+def test_an_expired_lease_is_not_released_as_it_may_be_another_calls(
+    valkey: FakeValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]  # the store's clock: the call outlives its lease without waiting for it
+    clock = types.SimpleNamespace(monotonic=lambda: now[0], sleep=time.sleep)
+    monkeypatch.setattr(idempotency, "time", clock)
     store = Store(valkey, lease=0.01)
     made = creation()
 
     def slow() -> int:
-        time.sleep(0.03)
+        now[0] += 0.03
         valkey.data["idem:crm_create_contact:k-1"] = "pending:fp"  # a later call's lease
         return maker(store, made)()
 

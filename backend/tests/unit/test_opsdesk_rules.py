@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opsdesk.domains.canvas.service import check_data
@@ -104,6 +104,8 @@ def test_any_debits_balanced_by_one_credit_pass(debits: list[Decimal]) -> None:
     assert sum(x.amount for x in check_balanced(lines)) == 0
 
 
+# The filter rejects some draws; on a loaded machine that trips the too_slow health check.
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.decimals(min_value=Decimal("-1000"), max_value=Decimal("1000"), places=2),

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from testbed.config import OPTIONS, Settings, load_settings
+from testbed import report
+from testbed.config import OPTIONS, Settings, find_checkout, load_settings
 from testbed.config.inifile import find_ini, ini_values
 from testbed.errors import HealthTimeout, TestbedError, UsageError
 from testbed.guard import redact
+from testbed.report import command
 from testbed.run.controller import reap_runs
 from testbed.services.endpoints import Endpoints
 from testbed.services.lifecycle import Hold, acquire, choose
@@ -73,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
                 default=None,
                 metavar="PID",
                 help="the services belong to this process (e.g. a script's $$): once it is "
-                "gone, `reap` or the next run removes them; default: kept until `make down`",
+                "gone, `reap` or the next run removes them; default: kept until `down`",
             )
     return p
 
@@ -99,7 +101,7 @@ def cmd_up(settings: Settings, foreground: bool, owner_pid: int | None = None) -
     print(f"E2E services {verb} in {took:.2f} s: {describe(hold.endpoints)}", flush=True)
     if not foreground:
         if owner_pid is None:
-            print("stop them with `make down` (python -m testbed down)")
+            print(f"stop them with {command('down')}")
         return 0
     return _hold(hold)
 
@@ -132,7 +134,7 @@ def cmd_wait(settings: Settings) -> int:
         if time.monotonic() > deadline:
             raise HealthTimeout(
                 f"the {backend.name} services are not healthy after "
-                f"{settings.wait_timeout:g} s; see `make status`, then `make up`"
+                f"{settings.wait_timeout:g} s; see {command('status')}, then {command('up')}"
             )
         time.sleep(0.1)
     print(f"healthy: {describe(eps)}")
@@ -143,7 +145,10 @@ def cmd_env(settings: Settings) -> int:
     """Shell assignments for the running services (real URLs: they are meant for eval)."""
     eps = choose(settings).running()
     if eps is None:
-        print("error: the E2E services are not running; start them with `make up`", file=sys.stderr)
+        print(
+            f"error: the E2E services are not running; start them with {command('up')}",
+            file=sys.stderr,
+        )
         return 1
     for name, value in (
         ("E2E_DATABASE_URL", eps.database_url),
@@ -182,7 +187,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if given is not None and not given.is_file():
         raise UsageError(f"ini file {given} (--inifile or E2E_INIFILE): no such file")
     inifile = given or find_ini(Path.cwd())
-    return load_settings(ini=ini_values(inifile), **overrides)
+    # The plugin keys the project on pytest's rootdir (the ini file's directory): so do we.
+    checkout = find_checkout(inifile.parent if inifile is not None else Path.cwd())
+    settings = load_settings(ini=ini_values(inifile), checkout=checkout, **overrides)
+    report.set_command(settings.command)
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

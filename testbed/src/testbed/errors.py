@@ -37,3 +37,8 @@ class InUse(TestbedError):
 
 class ForeignTarget(TestbedError):
     """The guard refused a target that is not an E2E service; never turned into a skip."""
+
+
+class UnsafePath(UsageError):
+    """A directory or file another user could write or swap (state, cache, lock): refused,
+    never used; the message says why and what to do."""

@@ -6,6 +6,7 @@ import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from testbed.errors import ForeignTarget
+from testbed.report import command
 
 DEV_PG_PORT = 5432
 DEV_REDIS_PORT = 6379
@@ -36,7 +37,7 @@ def check_postgres_url(url: str) -> None:
         raise _refuse(
             url,
             f"not a PostgreSQL URL (scheme {parts.scheme!r})",
-            "Use the E2E database's URL, e.g. postgresql://shop_e2e@127.0.0.1:5433/shop_e2e.",
+            "Use the E2E database's URL, e.g. postgresql://shop_e2e@127.0.0.1:<E2E_PG_PORT>/shop_e2e.",
         )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     try:
@@ -47,7 +48,8 @@ def check_postgres_url(url: str) -> None:
         raise _refuse(
             url,
             f"port {DEV_PG_PORT} is the developer's PostgreSQL, not an E2E service",
-            "Use the E2E PostgreSQL on 5433 (`make up`); check E2E_PG_PORT / E2E_DATABASE_URL.",
+            f"Use the E2E PostgreSQL (on E2E_PG_PORT; {command('env')} prints its URL); "
+            "check E2E_PG_PORT / E2E_DATABASE_URL.",
         )
     dbname = unquote(query.get("dbname") or parts.path.lstrip("/"))
     user = unquote(query.get("user") or parts.username or "")
@@ -67,14 +69,16 @@ def check_redis_url(url: str) -> None:
     scheme = parts.scheme.lower()
     if scheme not in _REDIS_SCHEMES:
         raise _refuse(
-            url, f"not a Redis URL (scheme {parts.scheme!r})", "Use redis://127.0.0.1:6380/0."
+            url,
+            f"not a Redis URL (scheme {parts.scheme!r})",
+            "Use redis://127.0.0.1:<E2E_REDIS_PORT>/0.",
         )
     if scheme == "unix":
         if MARKER not in parts.path.lower():
             raise _refuse(
                 url,
                 "a unix socket whose path does not contain 'e2e'",
-                "Use the TCP URL of the E2E Valkey (redis://127.0.0.1:6380/0).",
+                "Use the TCP URL of the E2E Valkey (redis://127.0.0.1:<E2E_REDIS_PORT>/0).",
             )
         return
     try:
@@ -85,5 +89,6 @@ def check_redis_url(url: str) -> None:
         raise _refuse(
             url,
             f"port {DEV_REDIS_PORT} is the developer's Redis, not an E2E service",
-            "Use the E2E Valkey on port 6380 (`make up`); check E2E_REDIS_PORT / E2E_REDIS_URL.",
+            f"Use the E2E Valkey (on E2E_REDIS_PORT; {command('env')} prints its URL); "
+            "check E2E_REDIS_PORT / E2E_REDIS_URL.",
         )

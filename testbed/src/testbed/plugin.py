@@ -8,40 +8,54 @@ makes its own schema and Redis namespace (fixtures in testbed.fixtures).
 
 from __future__ import annotations
 
+import atexit
+import functools
+import inspect
+import json
+import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from testbed import report
-from testbed.config import OPTIONS, Settings, load_settings
+from testbed.config import OPTIONS, Settings, find_checkout, load_settings
 from testbed.config.parse import parse_bool
 from testbed.errors import UsageError
 from testbed.isolation.sessions import export_urls
 from testbed.isolation.workers import worker_from_input
 from testbed.run import breaker, stash
-from testbed.run.controller import SKIP_PREFIX, Controller, RunInfo, wants_services
+from testbed.run.controller import (
+    SKIP_PREFIX,
+    Controller,
+    RunInfo,
+    allocate_redis_db,
+    wants_services,
+)
 
 pytest_plugins = ["testbed.fixtures"]
 
 SETUP_KEY = "e2e_setup_seconds"
 SOURCE_KEY = "e2e_setup_source"
 WATCH_KEY = pytest.StashKey[breaker.Watch]()
+PREVIOUS_COMMAND = pytest.StashKey[str]()  # an inner pytest run puts the outer run's back
 EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
+RUN_ENV = "TESTBED_RUN"  # the controller's run for its xdist workers (they inherit it)
 
 
+@functools.cache
 def _skip_location() -> tuple[str, int]:
-    """Where e2e_docker_compose skips: testbed/fixtures.py and the fixture's line."""
-    # Read, not imported: importing it here would defeat pytest's assertion rewriting of it.
-    source = Path(__file__).with_name("fixtures.py").read_text().splitlines()
-    line = next((i for i, text in enumerate(source, 1) if "def e2e_docker_compose" in text), 0)
-    return "testbed/fixtures.py", line
+    """Where e2e_docker_compose skips: testbed/fixtures.py and the fixture's `def` line."""
+    # Looked up when the first skip is reported, not at import: by then pytest_plugins has
+    # imported testbed.fixtures with assertion rewriting (importing it here would bypass that).
+    fixture = inspect.unwrap(sys.modules["testbed.fixtures"].e2e_docker_compose)
+    lines, first = inspect.getsourcelines(fixture)  # first: the decorator's line, 1-based
+    offset = next((i for i, text in enumerate(lines) if text.lstrip().startswith("def ")), 0)
+    return "testbed/fixtures.py", first + offset
 
 
-SKIP_LOCATION = _skip_location()
 MARKERS = (
     "e2e: needs the E2E services (PostgreSQL 16, Valkey 8); added to tests using E2E fixtures",
     "committed: the test's code must see real commits; tables are truncated afterwards",
@@ -64,30 +78,107 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _settings(config: pytest.Config) -> Settings:
     cli = {opt.name: config.getoption(f"e2e_{opt.name}") for opt in OPTIONS}
+    return _load(config, cli)
+
+
+def _load(config: pytest.Config, cli: dict[str, Any]) -> Settings:
     ini = {opt.name: (config.getini(opt.ini) or None) for opt in OPTIONS}
-    try:
-        return load_settings(ini=ini, **cli)
+    try:  # keyed on pytest's rootdir, as `python -m testbed` finds it from the ini file
+        return load_settings(ini=ini, checkout=find_checkout(config.rootpath), **cli)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+_claimed_run = False  # this process's first pytest run took the run its controller handed on
+
+
+def _inherited_run() -> RunInfo | None:
+    """In an xdist worker: the run its controller put in RUN_ENV before spawning it (not in a
+    pytest that a test starts: its parent is not the controller)."""
+    global _claimed_run
+    raw, worker = os.environ.get(RUN_ENV), os.environ.get("PYTEST_XDIST_WORKER")
+    if not raw or not worker or _claimed_run:
+        return None
+    try:
+        data = json.loads(raw)
+        if data.pop("controller_pid") != os.getppid():
+            return None
+        info = RunInfo.from_input(data)
+    except (ValueError, TypeError, KeyError):
+        return None
+    _claimed_run = True
+    return info
+
+
+def _test_paths(config: pytest.Config) -> list[str]:
+    """The paths this run collects, as pytest will find them (args, else testpaths, else .)."""
+    paths = [str(p) for p in (getattr(config.known_args_namespace, "file_or_dir", None) or [])]
+    if not paths and config.invocation_params.dir == config.rootpath:
+        paths = [str(config.rootpath / p) for p in config.getini("testpaths")]
+    return paths or [str(config.invocation_params.dir)]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Start the services and export the URLs before pytest imports the initial conftests: a
+    conftest may read DATABASE_URL (e2e_database_url_env) at import. An xdist worker exports
+    its own URLs from the run its controller handed on."""
+    config = early_config
+    ns = config.known_args_namespace
+    if getattr(ns, "help", False) or getattr(ns, "version", False):
+        return
+    cli = {opt.name: getattr(ns, f"e2e_{opt.name}", None) for opt in OPTIONS}
+    settings = config.stash[stash.SETTINGS] = _load(config, cli)
+    config.stash[PREVIOUS_COMMAND] = report.set_command(settings.command)
+    info = _inherited_run()
+    if info is not None:
+        worker = os.environ["PYTEST_XDIST_WORKER"]
+        info.redis_db = None  # the controller's; the worker's own comes next
+        if info.endpoints is not None and not info.error:
+            try:
+                info.redis_db = allocate_redis_db(info, worker)
+            except Exception as exc:
+                info.error = f"E2E Valkey database allocation failed: {exc}"
+        config.stash[stash.RUN] = info
+        _export_urls(config, info, worker={"workerid": worker})
+        return
+    controller = Controller(settings)
+    numprocesses = getattr(ns, "numprocesses", None)
+    controller.distributed = bool(numprocesses) and config.pluginmanager.hasplugin("xdist")
+    config.stash[stash.CONTROLLER] = controller
+    config.stash[stash.RUN] = controller.info
+    _stop_like_ctrl_c()
+    if not getattr(ns, "collectonly", False) and wants_services(
+        _test_paths(config), config.rootpath, settings.dirs
+    ):
+        atexit.register(controller.finish)  # a run that ends before its session (bad args)
+        controller.start()
+        _export_urls(config, controller.info)
+    os.environ[RUN_ENV] = json.dumps({**controller.info.to_input(), "controller_pid": os.getpid()})
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Controller: resolve settings and make the run; worker: receive it from the controller."""
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    settings = config.stash[stash.SETTINGS] = _settings(config)
+    settings = config.stash.get(stash.SETTINGS, None) or _settings(config)
+    config.stash[stash.SETTINGS] = settings
+    previous = report.set_command(settings.command)
+    config.stash.setdefault(PREVIOUS_COMMAND, previous)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
-        info = config.stash[stash.RUN] = RunInfo.from_input(workerinput["e2e_run"])
-        _export_urls(config, info)  # before any conftest or app fixture reads them
+        if stash.RUN not in config.stash:  # not handed on before the conftests: a remote worker
+            info = config.stash[stash.RUN] = RunInfo.from_input(workerinput["e2e_run"])
+            _export_urls(config, info)
         return
     report.set_sink(_terminal_sink(config))
-    controller = Controller(settings)
+    controller = config.stash.get(stash.CONTROLLER, None)
+    if controller is None:
+        controller = config.stash[stash.CONTROLLER] = Controller(settings)
+        config.stash[stash.RUN] = controller.info
+        _stop_like_ctrl_c()
     numprocesses = getattr(config.option, "numprocesses", None)
     controller.distributed = bool(numprocesses) and getattr(config.option, "dist", "no") != "no"
-    config.stash[stash.CONTROLLER] = controller
-    _stop_like_ctrl_c()
-    config.stash[stash.RUN] = controller.info
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(controller), "testbed.xdist")
 
@@ -110,18 +201,22 @@ def _terminal_sink(config: pytest.Config) -> report.Say:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Progress lines go back to stderr once pytest's terminal is gone."""
+    """Progress lines go back to stderr once pytest's terminal is gone (and messages to
+    testbed's own command names: a pytest run inside a test configures its own)."""
     if config.stash.get(stash.CONTROLLER, None) is not None:
         report.set_sink(None)
+    report.set_command(config.stash.get(PREVIOUS_COMMAND, report.DEFAULT_COMMAND))
 
 
-def _export_urls(config: pytest.Config, info: RunInfo) -> None:
+def _export_urls(
+    config: pytest.Config, info: RunInfo, worker: dict[str, Any] | None = None
+) -> None:
     """Hand the worker's URLs to an app that reads them from the environment."""
     if info.endpoints is None:
         return
-    workerinput = getattr(config, "workerinput", None)
-    worker = worker_from_input(workerinput, run_id=info.run_id, redis_db=info.redis_db)
-    export_urls(config.stash[stash.SETTINGS], info.endpoints, worker)
+    workerinput = worker or getattr(config, "workerinput", None)
+    who = worker_from_input(workerinput, run_id=info.run_id, redis_db=info.redis_db)
+    export_urls(config.stash[stash.SETTINGS], info.endpoints, who)
 
 
 def _stop_like_ctrl_c() -> None:
@@ -151,9 +246,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses an E2E fixture (or commits) as `e2e` (for -m "not e2e");
-    `heavy` first."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests under e2e_committed_dirs or with e2e_committed_markers `committed`; every test
+    that uses an E2E fixture (or commits) `e2e` (for -m "not e2e"); `heavy` first."""
+    settings = config.stash.get(stash.SETTINGS, None)
+    if settings is not None and (settings.committed_dirs or settings.committed_markers):
+        dirs = set(settings.committed_dirs)
+        for item in items:
+            if item.get_closest_marker("committed") is not None:
+                continue
+            in_dir = bool(dirs & set(item.path.parent.parts))
+            if in_dir or any(item.get_closest_marker(m) for m in settings.committed_markers):
+                item.add_marker(pytest.mark.committed)
     for item in items:
         uses = "e2e_docker_compose" in getattr(item, "fixturenames", ())
         if uses or item.get_closest_marker("committed") is not None:
@@ -192,7 +296,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     longrepr = report.longrepr
     if report.skipped and isinstance(longrepr, tuple) and SKIP_PREFIX in str(longrepr[2]):
-        report.longrepr = (SKIP_LOCATION[0], SKIP_LOCATION[1], longrepr[2])
+        report.longrepr = (*_skip_location(), longrepr[2])
     watch = item.config.stash.get(WATCH_KEY, None)
     if report.failed and watch is not None and watch.trip is not None and call.excinfo:
         first = call.excinfo.exconly().strip().splitlines()

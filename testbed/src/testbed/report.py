@@ -24,3 +24,21 @@ def set_sink(sink: Say | None) -> Say | None:
     global _sink
     previous, _sink = _sink, sink
     return previous
+
+
+# How messages name testbed's commands: `python -m testbed down`, or the command a repository
+# wraps it in (e2e_command, e.g. "make": `make down`). Set once from the settings.
+DEFAULT_COMMAND = "python -m testbed"
+_command = DEFAULT_COMMAND
+
+
+def set_command(prefix: str) -> str:
+    """Name testbed's commands in messages with prefix (e.g. "make"); returns the previous."""
+    global _command
+    previous, _command = _command, prefix
+    return previous
+
+
+def command(verb: str) -> str:
+    """The command the user runs for verb (up, down, status, env, reap), in backquotes."""
+    return f"`{_command} {verb}`"

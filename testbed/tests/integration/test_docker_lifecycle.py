@@ -158,6 +158,8 @@ def run_and_kill(overrides: dict[str, Any], docker: DockerBackend) -> list[str]:
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
     rows = docker.containers()
     assert [r.state for r in rows] == ["running", "running"], "containers outlive a killed run"
     assert [x.holder.pid for x in docker.store.read().leases() if x.holder] == [child.pid]

@@ -81,6 +81,8 @@ def run_and_kill(overrides: dict[str, Any], native: NativeBackend) -> dict[str, 
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
     pids = native.pids()
     assert len(pids) == 2, "the servers must outlive the killed run (they are detached)"
     return pids

@@ -185,4 +185,7 @@ def test_foreground_up_takes_its_servers_down_on_sigterm(settings: Settings) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
         NativeBackend(settings).down()

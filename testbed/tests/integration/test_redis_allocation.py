@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -22,14 +24,17 @@ def test_runs_get_distinct_databases_and_free_them(native: NativeBackend) -> Non
         assert 0 not in mine + other  # database 0 is every run's shared one
         left = redis.Redis.from_url(with_db(eps.redis_url, other[0]))
         left.set("a-dead-runs-key", "1")
-        allocation.renew(client, "aaaaaaaa")
+        assert allocation.renew(client, "aaaaaaaa") == 2
         assert client.ttl(f"{allocation.PREFIX}{mine[0]}") > allocation.TTL_S - 5
-        # Run b died: its databases are flushed and freed; run a keeps its own.
-        assert sorted(allocation.release(client, dead=lambda run: run == "bbbbbbbb")) == sorted(
-            other
-        )
+        # Run b died: nobody renews its claims, so they expire; the next claimer flushes.
+        for number in other:
+            client.pexpire(f"{allocation.PREFIX}{number}", 1)
+        time.sleep(0.05)
+        again = allocation.allocate(client, "dddddddd", "gw0", 64)
+        assert again in other
         assert left.dbsize() == 0
         left.close()
+        assert allocation.release(client, "dddddddd") == [again]
         assert sorted(allocation.held(client)) == sorted(mine)
         assert sorted(allocation.release(client, "aaaaaaaa")) == sorted(mine)
         assert allocation.held(client) == {}

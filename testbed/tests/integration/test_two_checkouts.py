@@ -94,7 +94,8 @@ def test_racing_checkouts_one_starts_the_other_is_told_who(make: Make) -> None:
     servers = winner.pids()
     assert str(error).startswith(
         f"port {pg} is held by the E2E services of another checkout "
-        f"(state dir {winner.state_dir}, pid {servers['postgres']}): run `make down` in "
+        f"(project {winner.settings.project}, state dir {winner.state_dir}, "
+        f"pid {servers['postgres']}): run `make down` in "
     ), str(error)
     assert "or use other ports: E2E_PG_PORT=" in str(error)
     assert not loser.state_dir.exists()
@@ -129,8 +130,8 @@ def test_a_server_that_lost_the_bind_is_caught_and_cleaned_up(
     assert str(info.value).startswith(
         f"the PostgreSQL answering on port {pg} is not the one we started (data directory "
         f"{first.state_dir / 'pg' / 'data'}): we stopped ours. Port {pg} is held by the "
-        f"E2E services of another checkout (state dir {first.state_dir}, "
-        f"pid {first.pids()['postgres']})"
+        f"E2E services of another checkout (project {first.settings.project}, state dir "
+        f"{first.state_dir}, pid {first.pids()['postgres']})"
     ), str(info.value)
     assert not second.state_dir.exists()
     assert first.running() is not None  # the other checkout's services are untouched

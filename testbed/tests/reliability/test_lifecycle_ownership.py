@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from rel_sandbox import PYTEST, PYTHON, REPO, Sandbox, payload_suite, server_pids, wait_for
 
-from testbed.config import default_cache_dir
+from testbed.config import default_cache_dir, default_state_root, project_name
 from testbed.services.procs import is_alive
 
 pytestmark = pytest.mark.timeout(240)
@@ -84,8 +84,10 @@ def test_case02_a_reused_pid_is_never_stopped(sandbox: Sandbox) -> None:
             state_file.write_text(json.dumps(state))
         code, out = sandbox.testbed("down")
         assert code == 0, out
-        time.sleep(0.5)
-        assert decoy.poll() is None, f"down stopped a process it did not start:\n{out}"
+        # A stopped decoy would exit within moments of `down` returning: wait for exactly that.
+        with pytest.raises(subprocess.TimeoutExpired):
+            decoy.wait(timeout=0.5)
+        assert decoy.returncode is None, f"down stopped a process it did not start:\n{out}"
         assert f"left pid {decoy.pid} alone" in out, out
     finally:
         decoy.kill()
@@ -149,8 +151,10 @@ def _fake_checkout(root: Path) -> Path:
 
 def test_case06_services_of_a_deleted_checkout_are_reaped(sandbox: Sandbox) -> None:
     checkout = _fake_checkout(sandbox.root)
-    gone_state = sandbox.root / "opsdesk-e2e-gone"
-    env = sandbox.env(PYTHONPATH=str(checkout / "testbed" / "src"), E2E_STATE_DIR=str(gone_state))
+    env = sandbox.env(PYTHONPATH=str(checkout / "testbed" / "src"))
+    # Its default state dir: reap looks in the invoking user's base, and nowhere else.
+    env.pop("E2E_STATE_DIR")
+    gone_state = default_state_root() / project_name(checkout.resolve(), "opsdesk")
     try:
         code, out = sandbox.run(
             [str(PYTHON), "-m", "testbed", "up"], env=env, cwd=checkout, timeout=90

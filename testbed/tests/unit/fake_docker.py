@@ -90,3 +90,15 @@ def backend(runner: Runner, tmp: Path | None = None, **env: str) -> DockerBacken
         checkout = tmp
     settings = load_settings(base, checkout=checkout)
     return DockerBackend(settings, runner=runner, compose=["docker", "compose"], say=lambda m: None)
+
+
+def fake_path(directory: Path, *commands: str) -> str:
+    """A PATH holding only stand-ins for these commands, so what the machine has installed
+    never decides a unit test; a stand-in that is actually run fails loudly (the fake Runner
+    should have answered)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in commands:
+        stub = directory / name
+        stub.write_text(f"#!/bin/sh\necho 'unit test ran the real {name}' >&2\nexit 97\n")
+        stub.chmod(0o755)
+    return str(directory)

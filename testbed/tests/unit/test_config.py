@@ -249,6 +249,35 @@ def test_cli_settings_take_the_ini_file_from_flag_env_or_cwd(
     assert cli.main(["status"]) == 2
 
 
+def test_cli_finds_the_suites_ini_from_the_repository_root(tmp_path: Path) -> None:
+    """From a root whose suite lives below it, `[tool.testbed] pytest_ini` in the root's
+    pyproject.toml names the ini file: the CLI then sees the project the plugin sees (it looked
+    at project "testbed" before), keyed on the same checkout from the root and from below."""
+    from testbed import __main__ as cli
+
+    (tmp_path / "pyproject.toml").write_text('[tool.testbed]\npytest_ini = "app/pyproject.toml"\n')
+    app = tmp_path / "app"
+    (app / "tests").mkdir(parents=True)
+    (app / "pyproject.toml").write_text('[tool.pytest.ini_options]\ne2e_project_name = "shop"\n')
+    assert find_ini(tmp_path) == app / "pyproject.toml"
+    assert find_ini(app / "tests") == app / "pyproject.toml"
+    seen = []
+    for where in (tmp_path, app / "tests"):
+        args = cli.parser().parse_args(["env"])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(where)
+            mp.delenv("E2E_INIFILE", raising=False)
+            mp.delenv("E2E_PROJECT_NAME", raising=False)
+            mp.delenv("E2E_STATE_DIR", raising=False)
+            settings = cli.settings_from_args(args)
+        seen.append((settings.project_name, settings.project, settings.state_dir))
+    assert seen[0] == seen[1]
+    assert seen[0][0] == "shop"
+    (tmp_path / "pyproject.toml").write_text('[tool.testbed]\npytest_ini = "gone.toml"\n')
+    with pytest.raises(UsageError, match=r"pytest_ini = 'gone\.toml': no such file"):
+        find_ini(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("free_mb", "flags", "chosen"),
     [

@@ -122,3 +122,23 @@ def test_the_refusal_names_the_database_as_given() -> None:
 
 def test_an_empty_password_is_left_as_it_is() -> None:
     assert redact("postgresql://u:@h/db") == "postgresql://u:@h/db"
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    [
+        lambda: check_postgres_url("postgresql://shop_e2e@127.0.0.1:5432/shop_e2e"),
+        lambda: check_postgres_url("mysql://shop_e2e@127.0.0.1/shop_e2e"),
+        lambda: check_redis_url("redis://127.0.0.1:6379/0"),
+        lambda: check_redis_url("http://127.0.0.1/0"),
+        lambda: check_redis_url("unix:///tmp/valkey.sock"),
+    ],
+)
+def test_refusals_speak_the_adopters_words(refuse: object) -> None:
+    """No port of this repository's (5433, 6380) and no `make` target in what to do next."""
+    with pytest.raises(ForeignTarget) as info:
+        refuse()  # type: ignore[operator]
+    message = str(info.value)
+    assert "5433" not in message
+    assert "6380" not in message
+    assert "make " not in message

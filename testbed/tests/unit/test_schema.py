@@ -65,15 +65,17 @@ class Catalog:
         elif sql.startswith("SELECT nspname FROM pg_namespace"):
             (prefix,) = params
             return Result([(s,) for s in sorted(self.schemas) if s.startswith(prefix)])
-        elif "pg_try_advisory_lock" in sql:
+        elif sql == "SELECT pg_try_advisory_lock(%s, %s)":
             free = tuple(params) not in self.locked
             if free:
                 self.ours.add(tuple(params))
             return Result([(free,)])
-        elif "pg_advisory_unlock" in sql:
+        elif sql == "SELECT pg_advisory_unlock(%s, %s)":
             self.ours.discard(tuple(params))
-        elif "pg_advisory_lock" in sql:
+        elif sql == "SELECT pg_advisory_lock(%s, %s)":
             self.ours.add(tuple(params))
+        elif not sql.startswith(("SET ", "SET LOCAL ")):
+            raise AssertionError(f"the fake catalog does not know {sql!r}")
         return Result([])
 
     def close(self) -> None:
@@ -290,6 +292,7 @@ def catalog(monkeypatch: pytest.MonkeyPatch) -> Catalog:
     def connect(url: str, **kwargs: Any) -> Catalog:
         assert url == URL
         assert kwargs == {"autocommit": True, "connect_timeout": schema.CONNECT_TIMEOUT_S}
+        assert 0 < kwargs["connect_timeout"] <= 10  # bounded: libpq's 0 would wait forever
         return found
 
     monkeypatch.setattr(psycopg, "connect", connect)

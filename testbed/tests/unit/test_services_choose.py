@@ -81,7 +81,7 @@ def test_the_recorded_instance_wins_over_its_own_urls(engine: list[bool], tmp_pa
     state = tmp_path / "state"
     StateDir(state).prepare(project="p")
     record = Record(backend="native", database_url=PG, redis_url=REDIS)
-    Store(state, tmp_path / "lock").write(record)
+    Store(state).write(record)
     env = {"E2E_STATE_DIR": str(state), "E2E_DATABASE_URL": PG, "E2E_REDIS_URL": REDIS}
     assert choose(load_settings(env)).name == "native"
     assert choose(load_settings({**env, "DATABASE_URL": PG})).name == "native"
@@ -163,7 +163,7 @@ def test_services_in_use_on_one_backend_are_not_replaced_by_the_other(
         StateDir(settings.state_dir).prepare(project=settings.project)
         record = Record(backend="native", project=settings.project)
         record.set_leases([new_lease(RUN, holder)])
-        Store(settings.state_dir, settings.cache_dir / "x.lock").write(record)
+        Store(settings.state_dir).write(record)
         monkeypatch.setattr(
             "testbed.services.docker.DockerBackend.ensure",
             lambda self, lease: pytest.fail("the docker backend must not start"),

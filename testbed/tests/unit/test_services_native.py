@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+
+import pytest
 
 from testbed.config import load_settings
 from testbed.services import pgdata
 from testbed.services.binaries import PgBinaries
 from testbed.services.native import NativeBackend, valkey_argv
 from testbed.services.ownership import ProcessIdentity, Record, StateDir
-from testbed.services.procs import is_alive, stop
+from testbed.services.procs import is_alive, spawn, stop
 
 
 def test_postgres_flags() -> None:
@@ -124,4 +129,49 @@ def test_stop_only_the_recorded_process(tmp_path: Path) -> None:
     assert ident is not None
     assert stop(ident, timeout=0.2) is True  # had to SIGKILL
     stubborn.wait(5)
+    stubborn.stdout.close()
     assert not is_alive(stubborn.pid)
+
+
+def test_a_spawned_server_raises_no_resource_warning(tmp_path: Path) -> None:
+    """spawn() keeps its Popen until the server is seen gone: a Popen dropped while the process
+    ran warned (ResourceWarning), which failed green runs under `filterwarnings = error`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pid = spawn(["sleep", "30"], log=tmp_path / "log", run_as=None, cwd=tmp_path)
+        gc.collect()
+        ident = ProcessIdentity.of(pid)
+        assert ident is not None
+        stop(ident, timeout=5)
+        assert not is_alive(pid)  # reaped: no zombie left
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+def test_status_never_advises_stopping_what_a_live_run_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Servers up but not answering while a live run holds them: status says the run uses them
+    and to stop them once it ends, never `down` now (that would stop the run's services)."""
+    from testbed.services.ownership import RUN, holder_identity, new_lease
+
+    settings = load_settings(
+        {}, backend="native", state_dir=tmp_path / "s", cache_dir=tmp_path / "c"
+    )
+    backend = NativeBackend(settings)
+    record = Record(backend="native")
+    record.add_lease(new_lease(RUN, holder_identity()))  # this process: a live run
+    me = ProcessIdentity.of(os.getpid())
+    monkeypatch.setattr(backend.store, "read", lambda: record)
+    monkeypatch.setattr(NativeBackend, "_alive", staticmethod(lambda r: {"postgres": me}))
+    monkeypatch.setattr(NativeBackend, "_healthy", lambda self, r: None)
+    problems = backend.status().problems
+    advice = [p for p in problems if "do not answer" in p]
+    assert advice, problems
+    assert "uses them: once it ends" in advice[0]
+    assert "down`, then" not in advice[0]
+    record.set_leases([])  # nobody holds them: now stopping them is the advice
+    advice = [p for p in backend.status().problems if "do not answer" in p]
+    assert advice == [
+        "processes are up but do not answer: `python -m testbed down`, then `python -m testbed up`"
+    ]

@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from typing import Any
 import pytest
 
 from testbed import __main__ as cli
+from testbed import config
 from testbed.config import load_settings
-from testbed.errors import ServicesUnavailable, UsageError
+from testbed.errors import ServicesUnavailable, UnsafePath, UsageError
 from testbed.services import ownership as own
+from testbed.services import private
 from testbed.services.endpoints import Endpoints
 from testbed.services.lifecycle import Hold
 from testbed.services.native import NativeBackend
@@ -94,7 +97,7 @@ def test_state_dir_created_marked_and_removed_with_its_parents(tmp_path: Path) -
     sd = own.StateDir(path)
     sd.prepare(project="p")
     assert sd.is_ours()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700  # private: nobody else reads or enters it
     (path / "pg").mkdir()
     (path / "postgres.log").write_text("x")
     sd.remove()
@@ -103,15 +106,24 @@ def test_state_dir_created_marked_and_removed_with_its_parents(tmp_path: Path) -
 
 
 def test_existing_empty_dir_is_adopted_without_changing_its_mode(tmp_path: Path) -> None:
-    path = tmp_path / "shared"
-    path.mkdir()
-    path.chmod(0o1777)  # like /tmp: the sticky bit must survive
+    path = tmp_path / "mine"
+    path.mkdir(mode=0o750)
     sd = own.StateDir(path)
     sd.prepare(project="p")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o1777
+    assert stat.S_IMODE(path.stat().st_mode) == 0o750
     (path / "valkey.log").write_text("x")
     sd.remove()
     assert path.is_dir()  # not ours to delete: only its contents were
+    assert list(path.iterdir()) == []
+
+
+def test_a_dir_others_may_write_is_refused_and_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "shared"
+    path.mkdir()
+    path.chmod(0o1777)  # like /tmp: anyone could plant links in it
+    with pytest.raises(UnsafePath, match="others may write it"):
+        own.StateDir(path).prepare(project="p")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o1777
     assert list(path.iterdir()) == []
 
 
@@ -197,6 +209,7 @@ def _backend(tmp_path: Path, **overrides: Any) -> NativeBackend:
 def _record(b: NativeBackend, procs: dict[str, own.ProcessIdentity], *leases: own.Lease) -> None:
     own.StateDir(b.state_dir).prepare(project=b.settings.project)
     record = own.Record(backend="native", project=b.settings.project, checkout=str(Path.cwd()))
+    record["state_dir"] = str(b.state_dir)
     record.update(pg_port=25433, redis_port=25380, pg_version="16.4", redis_version="8.0.1")
     for name, ident in procs.items():
         record.set_process(name, ident)
@@ -237,18 +250,27 @@ def test_a_pid_that_is_not_the_recorded_process_is_left_alone(
 
 
 def test_reap_takes_down_services_of_a_deleted_checkout(
-    tmp_path: Path, sleepers: Callable[[], subprocess.Popen[bytes]]
+    tmp_path: Path,
+    sleepers: Callable[[], subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    other = _backend(tmp_path, state_dir=tmp_path / "opsdesk-e2e-gone", project="opsdesk-e2e-gone")
-    servers = {"postgres": sleepers(), "valkey": sleepers()}
-    _record(other, {n: _identity(p) for n, p in servers.items()}, own.new_lease(own.USER, None))
-    record = other.store.read()
-    record["checkout"] = str(tmp_path / "deleted-checkout")
-    other.store.write(record)
-    mine = _backend(tmp_path, state_dir=tmp_path / "opsdesk-e2e-mine", project="opsdesk-e2e-mine")
+    base = tmp_path / "base"
+    monkeypatch.setattr(private, "base_dir", lambda: base)
+    made = {}
+    for where, name in ((base, "gone"), (tmp_path, "elsewhere")):  # only the base is reaped
+        project = f"opsdesk-e2e-{name}"
+        other = _backend(tmp_path, state_dir=where / project, project=project)
+        servers = {"postgres": sleepers(), "valkey": sleepers()}
+        _record(other, {n: _identity(p) for n, p in servers.items()}, own.new_lease(own.USER, None))
+        record = other.store.read()
+        record["checkout"] = str(tmp_path / "deleted-checkout")
+        other.store.write(record)
+        made[name] = servers
+    mine = _backend(tmp_path, state_dir=base / "opsdesk-e2e-mine", project="opsdesk-e2e-mine")
     removed = mine.reap()
     assert any("deleted checkout" in r for r in removed), removed
-    assert all(p.wait(timeout=5) is not None for p in servers.values())
+    assert all(p.wait(timeout=5) is not None for p in made["gone"].values())
+    assert all(p.poll() is None for p in made["elsewhere"].values())
 
 
 def test_cli_status_exit_4_when_nobody_uses_them(
@@ -329,17 +351,42 @@ def test_a_server_that_rewrites_its_title_while_starting_is_not_called_dead() ->
 
     from testbed.services.ownership import ProcessIdentity
 
-    # sh shows "sh -c ..." until it execs sleep: the title changes, the process does not.
-    proc = subprocess.Popen(["sh", "-c", "sleep 0.3; exec sleep 5"])
+    # sh shows "sh -c ..." until it execs sleep, which it does once told to (a line on stdin).
+    proc = subprocess.Popen(["sh", "-c", "read go; exec sleep 5"], stdin=subprocess.PIPE)
     try:
         recorded = ProcessIdentity.of(proc.pid)
         assert recorded is not None
+        assert recorded.alive()
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
         deadline = _time.monotonic() + 5
         while recorded.alive() and _time.monotonic() < deadline:
-            _time.sleep(0.05)
+            threading.Event().wait(0.01)
         assert not recorded.alive(), "the title never changed; the test proves nothing"
         assert recorded.same_process()
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
     assert not recorded.same_process()
+
+
+def test_services_an_older_testbed_started_at_the_old_default_stay_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in (config, own):  # the base moves with the state filesystem
+        monkeypatch.setattr(module, "state_filesystem", lambda: tmp_path)
+    project = load_settings({}).project
+    new = tmp_path / f"testbed-{os.geteuid()}" / project
+    assert own.state_dir_of(load_settings({})) == new
+    own.StateDir(tmp_path / "someone-elses").prepare(project="other-e2e-00000000")
+    old = own.StateDir(tmp_path / project)
+    old.prepare(project="other-e2e-00000000")  # another project's: never taken for ours
+    assert own.state_dir_of(load_settings({})) == new
+    old.remove()
+    old.prepare(project=project)
+    assert own.state_dir_of(load_settings({})) == old.path
+    new.mkdir(parents=True)  # once the new one exists, it wins
+    assert own.state_dir_of(load_settings({})) == new

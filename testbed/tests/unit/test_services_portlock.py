@@ -96,15 +96,25 @@ def test_wait_is_bounded() -> None:
 class FakeBackend(NativeBackend):
     """NativeBackend whose "servers" are listening sockets of this process."""
 
-    def __init__(self, settings: Settings, messages: list[str]) -> None:
-        super().__init__(settings, say=messages.append)
+    def __init__(
+        self, settings: Settings, messages: list[str], waiting: threading.Event | None = None
+    ) -> None:
+        self.waiting = waiting or threading.Event()
+
+        def say(message: str) -> None:
+            messages.append(message)
+            if message.startswith("waiting for"):
+                self.waiting.set()  # the other caller has arrived and waits for the lock
+
+        super().__init__(settings, say=say)
         self.sockets: list[socket.socket] = []
 
     def _prepare(self) -> Any:
         return None
 
     def _start(self, prepared: Any, leases: Any = ()) -> Endpoints:
-        time.sleep(0.3)  # a real start takes ~1 s: the other caller arrives meanwhile
+        # A real start takes ~1 s, so the other caller arrives meanwhile: wait until it has.
+        self.waiting.wait(5)
         s = self.settings
         for port in (s.pg_port, s.redis_port):
             sock = socket.socket()
@@ -173,8 +183,9 @@ def _race(backends: list[FakeBackend]) -> list[tuple[Endpoints, bool] | BaseExce
 def test_other_checkout_on_the_same_ports_gets_a_conflict_naming_it(tmp_path: Path) -> None:
     pg, redis = free_port(), free_port()
     messages: list[list[str]] = [[], []]
+    waiting = threading.Event()
     backends = [
-        FakeBackend(_settings(tmp_path, name, pg, redis), messages[i])
+        FakeBackend(_settings(tmp_path, name, pg, redis), messages[i], waiting)
         for i, name in enumerate(("clone-a", "clone-b"))
     ]
     try:
@@ -190,7 +201,8 @@ def test_other_checkout_on_the_same_ports_gets_a_conflict_naming_it(tmp_path: Pa
         assert re.fullmatch(
             re.escape(
                 f"port {pg} is held by the E2E services of another checkout "
-                f"(state dir {winner.state_dir}, pid {os.getpid()}): run `make down` in "
+                f"(project {winner.project}, state dir {winner.state_dir}, "
+                f"pid {os.getpid()}): run `make down` in "
                 f"{winner.checkout}, or use other ports: "
             )
             + r"E2E_PG_PORT=\d+ E2E_REDIS_PORT=\d+",
@@ -208,7 +220,13 @@ def test_other_checkout_on_the_same_ports_gets_a_conflict_naming_it(tmp_path: Pa
 
 def test_same_checkout_racing_reuses_the_winners_services(tmp_path: Path) -> None:
     pg, redis = free_port(), free_port()
-    backends = [FakeBackend(_settings(tmp_path, "clone-a", pg, redis), []) for _ in range(2)]
+    # The second caller waits on the project's lock without a word: nothing to wait for here;
+    # either order ends with one start and one reuse.
+    started = threading.Event()
+    started.set()
+    backends = [
+        FakeBackend(_settings(tmp_path, "clone-a", pg, redis), [], started) for _ in range(2)
+    ]
     try:
         results = _race(backends)
         assert all(isinstance(r, tuple) for r in results), results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,35 +19,39 @@ def test_plain():
 
 
 def _fake(pytester: pytest.Pytester, body: str) -> None:
-    # The fake replaces testbed.services.lifecycle.acquire for the inner run and puts it back after.
-    pytester.makeconftest(f"""
+    # A plugin (-p fakeservices), not a conftest: the services start before conftests load.
+    # It replaces testbed.services.lifecycle.acquire for the inner run and puts it back after.
+    pytester.makepyfile(
+        fakeservices=f"""
 import testbed.services.lifecycle as services
 from testbed import errors
 
 REAL = services.acquire
 
-def pytest_configure(config):
-    def acquire(settings):
+def acquire(settings):
 {body}
-    services.acquire = acquire
+
+services.acquire = acquire
 
 def pytest_unconfigure(config):
     services.acquire = REAL
-""")
+"""
+    )
+    pytester.syspathinsert()
     pytester.mkdir("e2e")
     (pytester.path / "e2e" / "test_one.py").write_text(E2E_TEST)
 
 
-def _run(pytester: pytest.Pytester, *args: str, ci: bool = False) -> pytest.RunResult:
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    pytester._monkeypatch.delenv("E2E_DATABASE_URL", raising=False)
-    pytester._monkeypatch.delenv("E2E_REDIS_URL", raising=False)
-    if ci:
-        pytester._monkeypatch.setenv("CI", "true")
-    else:
-        pytester._monkeypatch.delenv("CI", raising=False)
-        pytester._monkeypatch.delenv("E2E_REQUIRE_SERVICES", raising=False)
-    return pytester.runpytest("-p", "testbed.plugin", "-ra", "e2e", *args)
+@pytest.fixture(autouse=True)
+def _inner_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs load testbed's plugin alone and see no E2E URLs or CI from outside."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    for name in ("E2E_DATABASE_URL", "E2E_REDIS_URL", "CI", "E2E_REQUIRE_SERVICES"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "fakeservices", "-p", "testbed.plugin", "-ra", "e2e", *args)
 
 
 UNAVAILABLE = "        raise errors.PortConflict('port 5433 is held by pid 1 (x)', port=5433)"
@@ -59,17 +64,27 @@ def test_unavailable_services_skip_outside_ci_with_one_line(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(
         [
             "testbed: E2E tests will be SKIPPED: E2E services unavailable: port 5433 is held*",
-            "SKIPPED [[]1[]] testbed/fixtures.py:*: E2E services unavailable: port 5433 is held*",
+            f"SKIPPED [[]1[]] testbed/fixtures.py:{_fixture_line()}: E2E services unavailable:*",
         ]
     )
 
 
+def _fixture_line() -> int:
+    """The line of `def e2e_docker_compose` in testbed/fixtures.py (1-based)."""
+    from testbed import fixtures
+
+    source = Path(fixtures.__file__).read_text().splitlines()
+    return next(i for i, text in enumerate(source, 1) if text.startswith("def e2e_docker_compose"))
+
+
 @pytest.mark.parametrize("how", ["ci", "flag"])
 def test_unavailable_services_fail_under_ci_or_when_required(
-    pytester: pytest.Pytester, how: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     _fake(pytester, UNAVAILABLE)
-    result = _run(pytester, *(["--e2e-require-services"] if how == "flag" else []), ci=how == "ci")
+    if how == "ci":
+        monkeypatch.setenv("CI", "true")
+    result = _run(pytester, *(["--e2e-require-services"] if how == "flag" else []))
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*E2E services unavailable: port 5433*(required: CI=true*"])
 
@@ -100,14 +115,12 @@ def test_other_failures_are_errors_never_skips(
 def test_unit_paths_do_not_start_services(pytester: pytest.Pytester) -> None:
     _fake(pytester, "        raise AssertionError('services must not be started')")
     pytester.makepyfile(test_unit="def test_x():\n    pass\n")
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    result = pytester.runpytest("-p", "testbed.plugin", "test_unit.py")
+    result = pytester.runpytest("-p", "fakeservices", "-p", "testbed.plugin", "test_unit.py")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["testbed: services not started*"])
 
 
 def test_options_are_declared_once_with_ini_flag_and_env(pytester: pytest.Pytester) -> None:
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = pytester.runpytest("-p", "testbed.plugin", "--help")
     result.stdout.fnmatch_lines(
         [
@@ -121,7 +134,6 @@ def test_options_are_declared_once_with_ini_flag_and_env(pytester: pytest.Pytest
 
 
 def test_bad_setting_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester._monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = pytester.runpytest("-p", "testbed.plugin", "--e2e-backend=podman")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     out = result.stderr if result.stderr.lines else result.stdout
@@ -173,3 +185,55 @@ def test_the_summary_names_the_schemas_made() -> None:
     run = controller.info.run_id
     [line] = [x for x in controller.summary() if "schemas" in x]
     assert f"e2e_{run}_gw0 0.50s, e2e_{run}_gw1 0.25s" in line
+
+
+def test_the_summary_marks_schemas_restored_from_the_cache() -> None:
+    """A worker schema restored from the schema cache says so; one built by the setup does not."""
+    from testbed.config import load_settings
+    from testbed.run.controller import Controller
+
+    controller = Controller(load_settings(env={}))
+    controller.worker_setup.update({"gw0": 3.1, "gw1": 0.08})
+    controller.worker_setup_source.update({"gw0": "built", "gw1": "restored"})
+    run = controller.info.run_id
+    [line] = [x for x in controller.summary() if "schemas" in x]
+    assert line.endswith(f"e2e_{run}_gw0 3.10s, e2e_{run}_gw1 0.08s restored")
+
+
+def test_committed_by_directory_or_marker_from_the_ini(pytester: pytest.Pytester) -> None:
+    """e2e_committed_dirs and e2e_committed_markers make tests committed without a hook."""
+    pytester.makeini(
+        "[pytest]\ne2e_committed_dirs = concurrency\ne2e_committed_markers = transactional\n"
+        "markers = transactional: needs real commits\n"
+    )
+    check = (
+        "import pytest\n\n"
+        "def committed(request):\n"
+        "    return request.node.get_closest_marker('committed') is not None\n\n"
+    )
+    pytester.mkdir("concurrency")
+    (pytester.path / "concurrency" / "test_c.py").write_text(
+        check + "def test_dir(request):\n    assert committed(request)\n"
+    )
+    pytester.mkdir("unit")
+    (pytester.path / "unit" / "test_u.py").write_text(
+        check + "@pytest.mark.transactional\ndef test_marker(request):\n"
+        "    assert committed(request)\n\n"
+        "def test_plain(request):\n    assert not committed(request)\n"
+    )
+    result = pytester.runpytest("-p", "testbed.plugin", "concurrency", "unit")
+    result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize(("ini", "shown"), [("", "python -m testbed up"), ("make", "make up")])
+def test_messages_name_the_adopters_command(
+    pytester: pytest.Pytester, ini: str, shown: str
+) -> None:
+    """A skip says what to run in the adopter's words: `python -m testbed up`, or the command
+    the repository configures (e2e_command); never `make up` where there is no Makefile."""
+    _fake(pytester, UNAVAILABLE)
+    if ini:
+        pytester.makeini(f"[pytest]\ne2e_command = {ini}\n")
+    result = _run(pytester)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines([f"*E2E services unavailable:*(run `{shown}` to see why*"])

@@ -22,9 +22,11 @@ from testbed.config.parse import (
     parse_backend,
     parse_bool,
     parse_channel_format,
+    parse_command,
     parse_dir_names,
     parse_dotted,
     parse_env_names,
+    parse_marker_names,
     parse_optional_path,
     parse_optional_str,
     parse_paths,
@@ -43,6 +45,7 @@ COMPOSE_FILE = "docker-compose-e2e.yml"
 TOOL = "testbed"
 # Every state dir and compose project is `<project name>-e2e-<hash of checkout>`.
 STATE_DIR_GLOB = "*-e2e-*"
+PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # a project as records may name it
 
 
 def _is_root() -> bool:
@@ -80,13 +83,17 @@ def state_filesystem(shm: Path = Path("/dev/shm")) -> Path:  # noqa: S108 (check
 
 
 def default_state_root() -> Path:
-    """Parent of per-project state dirs (see state_filesystem)."""
-    return state_filesystem()
+    """Parent of per-project state dirs: the invoking user's private base on the state
+    filesystem (/dev/shm/testbed-<uid>, see state_filesystem), made 0700 and verified on use
+    (testbed.services.private). Fixed per user, so `up` in one shell and `pytest` in another
+    meet in it; never from XDG_RUNTIME_DIR (a login has it, cron does not)."""
+    return state_filesystem() / f"testbed-{os.geteuid()}"
 
 
 def find_checkout(start: Path | None = None) -> Path:
-    """The checkout holding docker-compose-e2e.yml: above this package, else above cwd."""
-    for base in (Path(__file__).resolve().parent, start or Path.cwd()):
+    """The checkout holding docker-compose-e2e.yml: above this package, else above start (the
+    pytest rootdir; default cwd), else start itself."""
+    for base in (Path(__file__).resolve().parent, (start or Path.cwd()).resolve()):
         for candidate in (base, *base.parents):
             if (candidate / COMPOSE_FILE).is_file():
                 return candidate
@@ -106,7 +113,7 @@ def _project(given: object, checkout: Path, name: str) -> str:
     """The project: given (override, E2E_PROJECT: e.g. two runs of one checkout on one
     engine), else derived from the app's name and the checkout."""
     project = str(given or project_name(checkout, name))
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", project):
+    if not PROJECT_RE.fullmatch(project):
         raise UsageError(
             f"E2E_PROJECT={project!r}: a project is 1-63 lowercase letters, digits, '-' or "
             "'_', starting with a letter or digit (it names the compose project and state dir)"
@@ -245,6 +252,29 @@ OPTIONS: tuple[Option, ...] = (
         default=("e2e",),
         default_text="e2e",
     ),
+    Option(
+        "committed_dirs",
+        "names of test directories whose tests run committed, as if each were marked "
+        "@pytest.mark.committed (real commits, then TRUNCATE), e.g. concurrency",
+        parse_dir_names,
+        default=(),
+        default_text="(none)",
+    ),
+    Option(
+        "committed_markers",
+        "markers that make a test run committed, as @pytest.mark.committed does, e.g. "
+        "transactional",
+        parse_marker_names,
+        default=(),
+        default_text="(none)",
+    ),
+    Option(
+        "command",
+        "how messages name testbed's commands (up, down, status, env, reap): python -m testbed, "
+        "or the command the repository wraps them in, e.g. make",
+        parse_command,
+        default="python -m testbed",
+    ),
     # The services -----------------------------------------------------------------------
     Option(
         "backend",
@@ -305,7 +335,8 @@ OPTIONS: tuple[Option, ...] = (
         "pid files, logs and data dirs of the native services",
         parse_optional_path,
         derive=_state_dir,
-        default_text="<project> under /dev/shm (256 MB free, exec allowed), else the temp dir",
+        default_text="<project> in testbed-<uid> (0700) under /dev/shm (256 MB free, exec "
+        "allowed), else the temp dir",
         cli=True,
     ),
     Option(
@@ -362,6 +393,9 @@ class Settings:
     redis_url_env: tuple[str, ...]
     session_options: Mapping[str, bool]
     dirs: tuple[str, ...]
+    committed_dirs: tuple[str, ...]
+    committed_markers: tuple[str, ...]
+    command: str
     backend: str
     pg_port: int
     redis_port: int

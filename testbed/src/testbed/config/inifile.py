@@ -32,12 +32,34 @@ def _read_ini(path: Path) -> dict[str, str] | None:
     return {} if path.name in ("pytest.ini", ".pytest.ini") else None
 
 
+def _pointer(path: Path) -> Path | None:
+    """A root pyproject.toml's `[tool.testbed] pytest_ini = "backend/pyproject.toml"`: where a
+    repository whose suites live below its root keeps its e2e_* keys."""
+    try:
+        table = tomllib.loads(path.read_text()).get("tool", {}).get("testbed", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    target = table.get("pytest_ini") if isinstance(table, dict) else None
+    if target is None:
+        return None
+    found = (path.parent / str(target)).resolve()
+    if not found.is_file():
+        raise UsageError(f"{path}: [tool.testbed] pytest_ini = {target!r}: no such file")
+    return found
+
+
 def find_ini(start: Path) -> Path | None:
-    """The pytest ini file pytest would use from `start`: the first, walking up, with a section."""
+    """The pytest ini file pytest would use from `start`: the first, walking up, with a pytest
+    section; but a pyproject.toml's [tool.testbed] pytest_ini names it instead (a repository
+    whose E2E suite lives below its root: `python -m testbed` then works from the root too)."""
     for base in (start, *start.parents):
         for name in _INI_FILES:
             path = base / name
-            if path.is_file() and _read_ini(path) is not None:
+            if not path.is_file():
+                continue
+            if name == "pyproject.toml" and (pointed := _pointer(path)) is not None:
+                return pointed  # the repository says where its E2E suite's settings are
+            if _read_ini(path) is not None:
                 return path
     return None
 

@@ -152,6 +152,26 @@ def parse_dir_names(value: str) -> tuple[str, ...]:
     return names
 
 
+def parse_marker_names(value: str) -> tuple[str, ...]:
+    """Return pytest marker names from a comma- or space-separated list."""
+    names = tuple(part for part in re.split(r"[\s,]+", value.strip()) if part)
+    bad = [name for name in names if not name.isidentifier()]
+    if bad:
+        raise UsageError(
+            f"invalid marker names {', '.join(bad)}: give names such as transactional, "
+            "comma-separated"
+        )
+    return names
+
+
+def parse_command(value: str) -> str:
+    """Return the command prefix messages name (e.g. "make"), stripped; never empty."""
+    command = " ".join(value.split())
+    if not command:
+        raise UsageError("empty command: give e.g. `python -m testbed` or `make`")
+    return command
+
+
 def parse_paths(value: str) -> tuple[str, ...]:
     """Return paths from a comma- or newline-separated list (spaces inside a path are kept)."""
     return tuple(part.strip() for part in re.split(r"[,\n]+", value) if part.strip())

@@ -73,7 +73,7 @@ class WorkerDatabase:
             self._build()
         else:
             self.setup_source, self.seeded = self.templates.create(
-                self.database_url, self.worker.schema, self._build, self.engine
+                self.database_url, self.worker.schema, self._build
             )
         self.setup_seconds = time.perf_counter() - started
 

@@ -8,9 +8,10 @@ any server of the same PostgreSQL major, restores the script instead of migratin
 The inputs: the MetaData's DDL, the hook's name, every file of the hook's top-level package
 (where Alembic's scripts usually live) and of e2e_schema_inputs, the installed SQLAlchemy and
 Alembic and the server's major version. A change to any of them gives another digest, so no
-schema is ever restored from a stale dump. A restored schema must have the built one's catalog
-fingerprint (tables, columns, defaults, constraints, indexes, functions, types, rows); if not,
-the setup runs after all.
+schema is ever restored from a stale dump. Before a dump is kept, it is restored once into a
+scratch schema whose catalog fingerprint (tables, columns, defaults, constraints, indexes,
+functions, types) must equal the built schema's; a setup that makes what pg_dump --schema
+cannot carry (an extension's functions in the schema) is then run in every worker instead.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ from psycopg.conninfo import conninfo_to_dict
 from testbed.isolation import schema
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine, MetaData
+    from sqlalchemy import MetaData
 
     from testbed.config import Settings
 
 # Bump when the dump's format or the fingerprint changes: older dumps are then never read.
-FORMAT = "testbed-schema-template-3"
+FORMAT = "testbed-schema-template-4"
 PLACEHOLDER = "__testbed_worker_schema__"
 KEEP = 20  # dumps kept in the cache; the least recently used go first
 DUMP_TIMEOUT_S = 120
@@ -244,14 +245,17 @@ def dump(pg_dump: Path, database_url: str, name: str) -> str:
     return re.sub(rf"\b{re.escape(name)}\b", PLACEHOLDER, "\n".join(lines))
 
 
-def restore(database_url: str, script: str, name: str) -> str:
-    """Run the script into schema `name` in one transaction; the schema's fingerprint."""
-    with psycopg.connect(
-        schema.libpq_url(database_url), autocommit=True, connect_timeout=schema.CONNECT_TIMEOUT_S
-    ) as conn:
-        with conn.transaction():
-            conn.execute(script.replace(PLACEHOLDER, schema.check_identifier(name)).encode())
-        return fingerprint(conn, name)
+def restore(database_url: str, script: str, name: str) -> None:
+    """Run the script into schema `name` in one transaction."""
+    with (
+        psycopg.connect(
+            schema.libpq_url(database_url),
+            autocommit=True,
+            connect_timeout=schema.CONNECT_TIMEOUT_S,
+        ) as conn,
+        conn.transaction(),
+    ):
+        conn.execute(script.replace(PLACEHOLDER, schema.check_identifier(name)).encode())
 
 
 # The cache -----------------------------------------------------------------------------------
@@ -261,7 +265,7 @@ class Template:
 
     fingerprint: str
     seeded: frozenset[str]  # tables the setup left rows in (kept by committed-mode truncation)
-    script: str
+    script: str  # empty: a restore would not give the built catalog, so the setup always runs
 
 
 class UntrustedCache(RuntimeError):
@@ -352,7 +356,6 @@ class SchemaTemplates:
         database_url: str,
         name: str,
         build: Callable[[], frozenset[str]],
-        engine: Engine,
     ) -> tuple[str, frozenset[str]]:
         """Make schema `name`: restored from the template, else built by `build` (the setup,
         returning the tables it left rows in) and dumped for the next worker.
@@ -363,26 +366,32 @@ class SchemaTemplates:
                 template = self.cache.load(self.digest)
                 if template is None:
                     return "built", self._build_and_store(database_url, name, build)
-        if restore(database_url, template.script, name) == template.fingerprint:
-            return "restored", template.seeded
-        # The dump missed something the setup made (an object pg_dump --schema leaves out):
-        # build this worker's schema for real and keep the new dump.
-        schema.drop(engine, name)
-        with self.cache.building(self.digest):
-            return "built", self._build_and_store(database_url, name, build)
+        if not template.script:
+            return "built", build()  # this setup makes what a dump cannot carry
+        restore(database_url, template.script, name)
+        return "restored", template.seeded
 
     def _build_and_store(
         self, database_url: str, name: str, build: Callable[[], frozenset[str]]
     ) -> frozenset[str]:
+        """Build, dump, and keep the dump only if restoring it gives the same catalog: what
+        pg_dump --schema leaves out (an extension's functions in the schema) is caught here,
+        once per set of inputs, instead of in every worker."""
         seeded = build()
         script = dump(self.pg_dump, database_url, name)
+        check = schema.check_identifier(f"{name}check")  # a name of this run: reaped with it
         with psycopg.connect(
             schema.libpq_url(database_url),
             autocommit=True,
             connect_timeout=schema.CONNECT_TIMEOUT_S,
         ) as conn:
-            found = fingerprint(conn, name)
-        self.cache.store(self.digest, Template(found, seeded, script))
+            built = fingerprint(conn, name)
+            try:
+                restore(database_url, script, check)
+                same = fingerprint(conn, check) == built
+            finally:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema.quote(check)} CASCADE")
+        self.cache.store(self.digest, Template(built, seeded, script if same else ""))
         return seeded
 
 

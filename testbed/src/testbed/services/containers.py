@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testbed.errors import PortConflict
+from testbed.report import command
+from testbed.services import private
 from testbed.services.binaries import Say
 from testbed.services.engine import ENGINE_TIMEOUT, Runner, run
 from testbed.services.identity import suggest_ports
 from testbed.services.ownership import Record, Store, read_record
-from testbed.services.portlock import lock_file
 from testbed.services.ports import check_free, is_free
 
 if TYPE_CHECKING:
@@ -115,11 +116,13 @@ def reap_projects(backend: DockerBackend) -> list[str]:
         state_dir = Path(rows[0].state_dir) if rows[0].state_dir else None
         if mine:
             state_dir = backend.state_dir
+        elif state_dir is not None and not private.inside(state_dir, private.base_dir()):
+            continue  # another user's, or an explicit E2E_STATE_DIR elsewhere: not ours to judge
         if state_dir is None:  # an older testbed's: only stopped ones prove themselves unused
             if any(r.state != "running" for r in rows):
                 removed += backend.take_down(project, rows, "stopped", None)
             continue
-        store = Store(state_dir, lock_file(backend.settings, project))
+        store = Store(state_dir)
         with store.locked(wait=mine) as locked:
             if not locked:
                 continue  # that checkout is busy starting or stopping: not ours to judge now
@@ -177,7 +180,8 @@ def check_port(backend: DockerBackend, port: int, service: str, env: str) -> Non
     s = backend.settings
     raise PortConflict(
         f"port {port} for {service} is held by the testbed containers of another checkout "
-        f"(container {other.name}, compose project {other.project}): run `make down` {where}, "
+        f"(container {other.name}, compose project {other.project}): "
+        f"run {command('down')} {where}, "
         f"or use other ports: {suggest_ports(s.pg_port, s.redis_port)}",
         port=port,
         holder=f"container {other.name}",

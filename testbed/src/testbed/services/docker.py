@@ -17,6 +17,7 @@ from pathlib import Path
 from testbed import guard, report
 from testbed.config import Settings
 from testbed.errors import InUse, ServicesUnavailable
+from testbed.report import command
 from testbed.services import health
 from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import Say
@@ -53,8 +54,9 @@ from testbed.services.ownership import (
     new_record,
     release_lease,
     request_down,
+    state_dir_of,
 )
-from testbed.services.portlock import lock_file, port_lock
+from testbed.services.portlock import port_lock
 
 REDIS_DATABASES = 64  # must match --databases in docker-compose-e2e.yml
 
@@ -97,8 +99,8 @@ class DockerBackend:
         self.settings = settings
         self.runner = runner
         self.say = say
-        self.state_dir = settings.state_dir
-        self.store = Store(self.state_dir, lock_file(settings))
+        self.state_dir = state_dir_of(settings)
+        self.store = Store(self.state_dir)  # one lock per state dir, either backend
         self._compose_cmd = list(compose) if compose is not None else None
         # Never publish containers on the developer's ports.
         guard.check_postgres_url(self.database_url)
@@ -226,13 +228,15 @@ class DockerBackend:
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
         """Reuse this checkout's healthy containers or start them, and register the lease; the
         bool says whether this call started them (decided under the project lock)."""
+        StateDir(self.state_dir).check(self.settings.project)
         with self.store.locked():
+            StateDir(self.state_dir).check(self.settings.project)
             record = self.store.read()
             record.reap_leases()
             if record.get("backend") == "native" and record.processes():
                 raise InUse(
                     f"this checkout's native services are recorded in {self.state_dir}; "
-                    "run `make down` first, or use E2E_BACKEND=native"
+                    f"run {command('down')} first, or use E2E_BACKEND=native"
                 )
             kept: list[Lease] = []
             rows = self.containers()
@@ -253,7 +257,7 @@ class DockerBackend:
                     raise InUse(
                         f"this checkout's containers (compose project {self.settings.project}) "
                         f"do not answer, and {users[0].describe()} still uses them; wait for "
-                        "it or stop it, then run `make down`"
+                        f"it or stop it, then run {command('down')}"
                     )
                 kept = [x for x in record.leases() if x.kind == USER]  # a crashed `make up`
                 self._take_down(rows, "they do not answer")
@@ -310,7 +314,8 @@ class DockerBackend:
             ports = ", ".join(r.ports for r in rows)
             raise InUse(
                 f"this checkout's containers already run on other ports ({ports}): use those "
-                "ports (E2E_PG_PORT / E2E_REDIS_PORT), or run `make down` first to move them"
+                f"ports (E2E_PG_PORT / E2E_REDIS_PORT), or run {command('down')} first to move "
+                "them"
             )
 
     def _compose(self, argv: list[str], what: str, timeout: float, images: Images | None) -> None:
@@ -324,7 +329,7 @@ class DockerBackend:
             tail = "\n".join(f"    {line}" for line in proc.stderr.strip().splitlines()[-15:])
             raise ServicesUnavailable(
                 f"`{what}` failed (exit {proc.returncode}):\n{tail}\n"
-                "  try: `python -m testbed reap`, then `make up` again"
+                f"  try: {command('reap')}, then {command('up')} again"
             )
 
     def take_down(
@@ -361,6 +366,7 @@ class DockerBackend:
         if problem is not None:
             raise ServicesUnavailable(f"{problem}; {INSTALL}")
         with self.store.locked():
+            StateDir(self.state_dir).refuse_other_project(self.settings.project)
             record = self.store.read()
             rows = self.containers()
             if record.get("backend") == self.name and (runs := request_down(record)):
@@ -386,7 +392,8 @@ class DockerBackend:
         details += [f"used by: {x.describe()}" for x in live] or ["used by: nobody"]
         eps = self.running(rows)
         orphaned = eps is not None and not live
-        problems = ["no run or `make up` uses them any more: `make reap`"] if orphaned else []
+        unused = f"no run or {command('up')} uses them any more: {command('reap')} removes them"
+        problems = [unused] if orphaned else []
         return ServiceStatus(
             backend=self.name,
             endpoints=eps,

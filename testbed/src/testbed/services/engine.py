@@ -162,7 +162,7 @@ def _resolve_one(
         return options[0], ""
     hint = f"set {env} to an image the engine has or can pull"
     if not configured:
-        hint = f"run `make images` to build {local} from the pinned wheels, or {hint}"
+        hint = f"{hint} (or a local build, {local}), or use E2E_BACKEND=native"
     return None, f"image {options[0]} is missing and cannot be pulled ({why}); {hint}"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from testbed.errors import HealthTimeout
 from testbed.guard import redact
+from testbed.report import command
 
 _POLL = 0.02  # seconds between attempts: Valkey answers in ~16 ms, PostgreSQL in ~0.2 s
 
@@ -94,26 +95,25 @@ def _redis_attempt(url: str) -> Callable[[float], str]:
     return attempt
 
 
+def _hint() -> str:
+    return (
+        f"{command('status')}, then {command('down')} and {command('up')} once no run uses "
+        "them; raise E2E_WAIT_TIMEOUT on a slow machine"
+    )
+
+
 def wait_postgres(
     url: str, timeout: float, *, log: Path | None = None, alive: Callable[[], bool] | None = None
 ) -> str:
     """Wait until `SELECT 1` succeeds over TCP; return the server version (e.g. "16.15")."""
-    hint = (
-        "`python -m testbed status`, then `make down && make up`; raise E2E_WAIT_TIMEOUT "
-        "on a slow machine"
-    )
-    return _poll(_pg_attempt(url), "PostgreSQL", url, timeout, log, alive, hint)
+    return _poll(_pg_attempt(url), "PostgreSQL", url, timeout, log, alive, _hint())
 
 
 def wait_redis(
     url: str, timeout: float, *, log: Path | None = None, alive: Callable[[], bool] | None = None
 ) -> str:
     """Wait until PING answers; return the server version (e.g. "8.1.8")."""
-    hint = (
-        "`python -m testbed status`, then `make down && make up`; raise E2E_WAIT_TIMEOUT "
-        "on a slow machine"
-    )
-    return _poll(_redis_attempt(url), "Valkey", url, timeout, log, alive, hint)
+    return _poll(_redis_attempt(url), "Valkey", url, timeout, log, alive, _hint())
 
 
 def redis_databases(url: str) -> int:

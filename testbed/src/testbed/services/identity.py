@@ -9,6 +9,7 @@ from pathlib import Path
 
 from testbed.config import STATE_DIR_GLOB
 from testbed.errors import PortConflict
+from testbed.report import command
 from testbed.services.endpoints import Endpoints
 from testbed.services.ownership import read_record
 from testbed.services.ports import holder, is_free
@@ -24,11 +25,13 @@ class OtherCheckout:
     state_dir: Path
     pid: int | None = None
     checkout: str | None = None
+    project: str | None = None
 
     def describe(self) -> str:
-        """'state dir /dev/shm/shop-e2e-1a2b3c4d, pid 1234'."""
+        """'project shop-e2e-1a2b3c4d, state dir /dev/shm/testbed-0/shop-e2e-1a2b3c4d, pid 1234'."""
+        project = f"project {self.project}, " if self.project else ""
         pid = f", pid {self.pid}" if self.pid is not None else ""
-        return f"state dir {self.state_dir}{pid}"
+        return f"{project}state dir {self.state_dir}{pid}"
 
 
 def postgres_data_dir(url: str) -> str:
@@ -93,8 +96,13 @@ def other_checkout(port: int, roots: Iterable[Path], *, exclude: Path) -> OtherC
                 continue
             # The visible listener must be that process; when we cannot see it, it must live.
             if (seen[0] == proc.pid and proc.alive()) if seen else proc.alive():
-                checkout = record.get("checkout")
-                return OtherCheckout(state_dir, proc.pid, str(checkout) if checkout else None)
+                checkout, project = record.get("checkout"), record.get("project")
+                return OtherCheckout(
+                    state_dir,
+                    proc.pid,
+                    str(checkout) if checkout else None,
+                    str(project) if project else None,
+                )
     return None
 
 
@@ -118,9 +126,9 @@ def suggest_ports(pg_port: int, redis_port: int) -> str:
 def held_by_other(port: int, other: OtherCheckout, ports: tuple[int, int]) -> PortConflict:
     """PortConflict for a port that another checkout's testbed services hold."""
     if other.checkout and not Path(other.checkout).exists():
-        fix = f"its checkout {other.checkout} is gone: run `make reap` here"
+        fix = f"its checkout {other.checkout} is gone: run {command('reap')} here"
     else:
-        fix = f"run `make down` {f'in {other.checkout}' if other.checkout else 'there'}"
+        fix = f"run {command('down')} {f'in {other.checkout}' if other.checkout else 'there'}"
     return PortConflict(
         f"port {port} is held by the E2E services of another checkout "
         f"({other.describe()}): {fix}, or use other ports: {suggest_ports(*ports)}",

@@ -60,7 +60,8 @@ def stage(target: Path, arch: str) -> str:
     shutil.copytree(
         pg_tree, target / "postgres" / "pgsql", ignore=shutil.ignore_patterns(*_PG_SKIP)
     )
-    (target / "postgres" / "pgsql" / ".complete").unlink(missing_ok=True)
+    for stamp in (".complete", ".manifest.json"):
+        (target / "postgres" / "pgsql" / stamp).unlink(missing_ok=True)
     bin_dir = target / "valkey" / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     for name in ("valkey-server", "valkey-cli"):

@@ -3,12 +3,12 @@ their servers by identity only where they are provably that state dir's own."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
+from testbed.services import private
 from testbed.services.endpoints import Endpoints
 from testbed.services.ownership import (
     RUN,
@@ -27,22 +27,20 @@ def adopt(
     """Mark state_dir if an older testbed made it for project; record its servers when the data
     dir is in postgres's argv and Valkey's title shows its port, each running in its subdir."""
     sd = StateDir(state_dir)
-    if sd.is_ours() or not state_dir.is_dir():
+    if sd.is_ours() or not sd.trusted():  # a directory another user could write: never
         return
-    try:
-        old = json.loads((state_dir / "state.json").read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(old, dict) or old.get("project") != project:
+    old = private.read_json(state_dir / "state.json")
+    if old is None or old.get("project") != project:
         return
     record = Record({k: v for k, v in old.items() if k != "owner"})
+    record["state_dir"] = str(state_dir)  # older records may lack it; it is this one
     checks = {
         "postgres": (f"-D {state_dir / 'pg' / 'data'} ", state_dir / "pg"),
         "valkey": (f":{old.get('redis_port')}", state_dir / "valkey"),
     }
     for name, (needle, cwd) in checks.items():
         try:
-            pid = int((state_dir / f"{name}.pid").read_text().split()[0])
+            pid = int((private.read_bytes(state_dir / f"{name}.pid") or b"").split()[0])
             found = ProcessIdentity.of(pid)
             same_dir = Path(psutil.Process(pid).cwd()) == cwd
         except (OSError, ValueError, IndexError, psutil.Error):

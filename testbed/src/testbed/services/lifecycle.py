@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from testbed.config import Settings
 from testbed.errors import UsageError
-from testbed.report import say
+from testbed.report import command, say
 from testbed.services.backend import ServiceBackend
 from testbed.services.endpoints import Endpoints
 
@@ -26,9 +26,9 @@ def resolve_backend_name(
     wins even over an explicit E2E_BACKEND. starting: the services are about to start, so
     docker may pull images, and a fallback to native says why in one line."""
     from testbed.services import docker
-    from testbed.services.ownership import read_record
+    from testbed.services.ownership import read_record, state_dir_of
 
-    record = read_record(settings.state_dir)
+    record = read_record(state_dir_of(settings))
     recorded = record.get("backend")
     if recorded_first and recorded in ("native", "docker"):
         return str(recorded)
@@ -107,15 +107,17 @@ def _refuse_other_backend(settings: Settings, name: str) -> None:
     """This checkout's services run on one backend at a time: one in use is never replaced
     (its record would be lost, and with it who uses what)."""
     from testbed.errors import InUse
-    from testbed.services.ownership import read_record
+    from testbed.services.ownership import read_record, state_dir_of
 
-    record = read_record(settings.state_dir)
+    if name == "external":  # services testbed does not manage: no record of ours applies
+        return
+    record = read_record(state_dir_of(settings))
     recorded = record.get("backend")
     live = [x for x in record.leases() if x.alive()]
     if recorded in ("native", "docker") and recorded != name and live:
         raise InUse(
             f"this checkout's {recorded} services are in use by {live[0].describe()}; "
-            f"use E2E_BACKEND={recorded}, or `make down` first (and wait for that run)"
+            f"use E2E_BACKEND={recorded}, or {command('down')} first (and wait for that run)"
         )
 
 

@@ -9,7 +9,8 @@ from typing import NamedTuple
 from testbed import guard, report
 from testbed.config import Settings, default_state_root
 from testbed.errors import InUse, ServicesUnavailable
-from testbed.services import extensions, health, identity, legacy, pgdata
+from testbed.report import command
+from testbed.services import extensions, health, identity, legacy, pgdata, private
 from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import (
     PgBinaries,
@@ -30,9 +31,10 @@ from testbed.services.ownership import (
     new_record,
     release_lease,
     request_down,
+    state_dir_of,
 )
 from testbed.services.ownership import Lease as Lease
-from testbed.services.portlock import lock_file, port_lock
+from testbed.services.portlock import port_lock
 from testbed.services.ports import check_free, is_free
 from testbed.services.procs import (
     RunAs,
@@ -73,8 +75,8 @@ class NativeBackend:
     def __init__(self, settings: Settings, *, say: Say = report.say) -> None:
         self.settings = settings
         self.say = say
-        self.state_dir = settings.state_dir
-        self.store = Store(self.state_dir, lock_file(settings))
+        self.state_dir = state_dir_of(settings)
+        self.store = Store(self.state_dir)
         # Never start (or reap) anything on the developer's ports.
         guard.check_postgres_url(pgdata.database_url(settings.pg_port, settings.pg_role))
         guard.check_redis_url(f"redis://127.0.0.1:{settings.redis_port}/0")
@@ -135,7 +137,9 @@ class NativeBackend:
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
         """Reuse healthy services of ours or start them, and register the lease; the bool says
         whether this call started them (decided under the project lock)."""
+        StateDir(self.state_dir).check(self.settings.project)
         with self.store.locked():
+            StateDir(self.state_dir).check(self.settings.project)
             self.adopt_legacy()
             record = self.store.read()
             record.reap_leases()
@@ -152,7 +156,7 @@ class NativeBackend:
                     raise InUse(
                         f"this checkout's services (state dir {self.state_dir}) do not answer, "
                         f"and {users[0].describe()} still uses them; wait for it or stop it, "
-                        "then run `make down`"
+                        f"then run {command('down')}"
                     )
             kept = [x for x in record.leases() if x.kind == "user"]  # a crashed `make up`
             self._stop_and_clean(record, quiet=True)
@@ -176,7 +180,7 @@ class NativeBackend:
         raise InUse(
             f"this checkout's services already run on ports {ports[0]} (PostgreSQL) and "
             f"{ports[1]} (Valkey), not {self._ports()[0]} and {self._ports()[1]}: use those "
-            "ports, or run `make down` first to move them (it removes their data)"
+            f"ports, or run {command('down')} first to move them (it removes their data)"
         )
 
     def release(self, lease_id: str, *, keep: bool = False) -> bool:
@@ -200,6 +204,7 @@ class NativeBackend:
                 if self.state_dir.exists():
                     return f"{self.state_dir} was not made by testbed: left alone"
                 return "no services of this checkout"
+            StateDir(self.state_dir).refuse_other_project(self.settings.project)
             if runs := request_down(record):
                 self.store.write(record)
                 who = ", ".join(x.describe() for x in runs)
@@ -226,6 +231,11 @@ class NativeBackend:
         valkey = find_valkey(s, self.say)
         run_as = server_user()
         if run_as is not None:
+            # The server account must enter the state dir (0710 to its group, nobody else).
+            if private.inside(self.state_dir, private.base_dir()):
+                private.base(traverse_gid=run_as.gid)
+            if StateDir(self.state_dir).is_ours():
+                private.grant_traverse(self.state_dir, run_as.gid)
             self.say(
                 f"running the servers as user {run_as.name!r} (uid {run_as.uid}): "
                 "PostgreSQL refuses to run as root"
@@ -244,7 +254,9 @@ class NativeBackend:
     def _start(self, prepared: _Prepared, leases: list[Lease]) -> Endpoints:
         s = self.settings
         pg, valkey, run_as = prepared.pg, prepared.valkey, prepared.run_as
-        StateDir(self.state_dir).prepare(project=s.project)
+        StateDir(self.state_dir).prepare(
+            project=s.project, traverse_gid=run_as.gid if run_as else None
+        )
         pg_dir, vk_dir = self.state_dir / "pg", self.state_dir / "valkey"
         for path in (pg_dir, pg_dir / "sock", vk_dir):
             path.mkdir(mode=0o755)
@@ -276,7 +288,7 @@ class NativeBackend:
             )
             found = ProcessIdentity.of(pid)
             record.set_process(name, found or ProcessIdentity(pid, 0.0, (" ".join(argv),)))
-            (self.state_dir / f"{name}.pid").write_text(f"{pid}\n")  # for humans; never trusted
+            private.write_atomic(self.state_dir / f"{name}.pid", f"{pid}\n")  # for humans only
             self.store.write(record)
         procs = record.processes()
         eps = self._endpoints(record)
@@ -363,15 +375,31 @@ class NativeBackend:
             details += [f"used by: {x.describe()}" for x in live] or ["used by: nobody"]
         elif self.state_dir.exists() and not StateDir(self.state_dir).is_ours():
             problems.append(f"{self.state_dir} was not made by testbed: left alone")
+        if (other := StateDir(self.state_dir).project()) not in (None, self.settings.project):
+            problems.append(
+                f"{self.state_dir} belongs to project {other}: its services are not this "
+                "project's; give this project its own E2E_STATE_DIR"
+            )
         for name, p in record.processes().items():
             if name not in alive:
                 problems.append(f"{name} (pid {p.pid}) is no longer the process we started")
         eps = self._healthy(record) if alive else None
-        if eps is None and alive:
-            problems.append("processes are up but do not answer: `make down && make up`")
+        runs = [x for x in record.leases() if x.alive() and x.kind != "user"]
+        if eps is None and alive and runs:
+            # Never advise stopping what a live run holds: its breaker reports a dead service.
+            problems.append(
+                f"processes are up but do not answer; {runs[0].describe()} uses them: once it "
+                f"ends, {command('down')} and {command('up')}"
+            )
+        elif eps is None and alive:
+            problems.append(
+                f"processes are up but do not answer: {command('down')}, then {command('up')}"
+            )
         orphaned = bool(alive) and not any(x.alive() for x in record.leases())
         if orphaned:
-            problems.append("no run or `make up` uses them any more: `make reap` removes them")
+            problems.append(
+                f"no run or {command('up')} uses them any more: {command('reap')} removes them"
+            )
         return ServiceStatus(
             backend=self.name,
             endpoints=eps,

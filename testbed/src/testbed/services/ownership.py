@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from testbed.errors import ServicesUnavailable, UsageError
+from testbed.config import PROJECT_RE, default_state_root, state_filesystem
+from testbed.errors import InUse, ServicesUnavailable, UnsafePath, UsageError
+from testbed.report import command
+from testbed.services import private
 
 if TYPE_CHECKING:
     from testbed.config import Settings
@@ -29,6 +33,7 @@ RECORD = "state.json"
 _CMDLINE_TRIES = 40
 USER = "user"  # the lease of `make up`: kept until `make down`
 RUN = "run"
+LOCKS = "locks"  # in the invoking user's base: one lock file per state dir
 
 
 # -- process identity ------------------------------------------------------------------------
@@ -122,9 +127,28 @@ def holder_identity(pid: int | None = None) -> ProcessIdentity:
 
 
 # -- marked state dirs -------------------------------------------------------------------------
+def state_dir_of(settings: Settings) -> Path:
+    """The settings' state dir; for the default one not made yet, the old default of an older
+    testbed (/dev/shm/<project>, beside the base) while that is ours and marked for this project:
+    its services stay found until their `down`."""
+    path = settings.state_dir
+    if path != default_state_root() / settings.project or path.exists():
+        return path
+    old = StateDir(state_filesystem() / settings.project)
+    return old.path if old.project() == settings.project and old.is_ours() else path
+
+
+def _valid_project(value: object) -> bool:
+    return isinstance(value, str) and PROJECT_RE.fullmatch(value) is not None
+
+
 @dataclass(frozen=True)
 class StateDir:
-    """A directory testbed made (or adopted while empty) and marked; it deletes only in these."""
+    """A directory testbed made (or adopted while empty) and marked; it deletes only in these.
+
+    Ours means: a private directory of the invoking user (see private.py) holding a marker
+    file of that user that parses. Anything else, however it looks, is never trusted.
+    """
 
     path: Path
 
@@ -133,28 +157,44 @@ class StateDir:
         """The marker file that makes the directory ours."""
         return self.path / MARKER
 
+    def trusted(self) -> bool:
+        """True when nobody but us can write the directory or swap one on its way."""
+        return private.path_problem(self.path) is None and private.problem(self.path) is None
+
     def is_ours(self) -> bool:
-        """True when the directory carries our marker."""
-        return self.marker.is_file() and not self.marker.is_symlink()
+        """True when the directory is private to us and carries our (valid) marker."""
+        return self.trusted() and self.project() is not None
 
-    def _marker_data(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.marker.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+    def project(self) -> str | None:
+        """The project the marker names, or None (no marker, not ours, malformed)."""
+        data = private.read_json(self.marker)
+        project = data.get("project") if data else None
+        return project if _valid_project(project) else None
 
-    def prepare(self, *, project: str, mode: int = 0o755) -> None:
-        """Create and mark the directory, or check that it is ours; refuse anything else.
+    def _created(self) -> list[Path]:
+        # Only the state dir itself and its own parents: a marker must not send us elsewhere.
+        data = private.read_json(self.marker) or {}
+        raw = data.get("created")
+        found = [Path(p) for p in raw if isinstance(p, str)] if isinstance(raw, list) else []
+        return [p for p in found if p.is_absolute() and private.inside(self.path, p)]
 
-        Never changes the mode of a directory it did not create: the server account must
-        be able to traverse the ones it creates, so those get mode (0755).
-        """
+    def prepare(self, *, project: str, traverse_gid: int | None = None) -> None:
+        """Create (0700) and mark the directory, or check that it is ours and this project's;
+        refuse anything else. traverse_gid: the server account's group may enter it (0710).
+        Never changes the mode of a directory it did not create."""
         path = self.path
+        fix = "choose a directory only you can write with E2E_STATE_DIR (or unset it)"
         try:
+            if (why := private.path_problem(path)) is not None:
+                raise UnsafePath(f"refusing the state dir {path}: {why}; {fix}")
             if self.is_ours():
+                self.refuse_other_project(project)
+                if traverse_gid is not None:
+                    private.grant_traverse(path, traverse_gid)
                 return
-            if path.is_dir():
+            if path.is_symlink() or path.is_dir():
+                if (why := private.problem(path)) is not None:
+                    raise UnsafePath(f"refusing the state dir {path}: {why}; {fix}")
                 legacy = self._legacy(project)  # an older testbed made it: ours to remove
                 if any(path.iterdir()) and not legacy:
                     raise UsageError(
@@ -165,42 +205,70 @@ class StateDir:
             elif path.exists() or path.is_symlink():
                 raise UsageError(f"state dir {path} exists and is not a directory; choose another")
             else:
-                created = self._make(path, mode)
-            tmp = path / f"{MARKER}.tmp"
-            tmp.write_text(json.dumps({"project": project, "created": created}) + "\n")
-            tmp.replace(self.marker)
+                if private.inside(path, private.base_dir()):
+                    private.base()  # made and verified as the base, never as a parent of ours
+                created = self._make(path, traverse_gid)
+            if traverse_gid is not None:
+                private.grant_traverse(path, traverse_gid)
+            payload = json.dumps({"project": project, "created": created}) + "\n"
+            private.write_atomic(self.marker, payload)
         except OSError as exc:
             raise ServicesUnavailable(
                 f"cannot prepare the state dir {path}: {exc.strerror or exc}; "
                 "choose a writable E2E_STATE_DIR"
             ) from None
 
+    def check(self, project: str) -> None:
+        """Before any use: refuse a state dir another user could write or swap, or one that is
+        marked for another project (one line each, saying what to do)."""
+        path = self.path
+        fix = "choose a directory only you can write with E2E_STATE_DIR (or unset it)"
+        why = private.path_problem(path)
+        if why is None and (path.exists() or path.is_symlink()):
+            why = private.problem(path)
+        if why is not None:
+            raise UnsafePath(f"refusing the state dir {path}: {why}; {fix}")
+        self.refuse_other_project(project)
+
+    def refuse_other_project(self, project: str) -> None:
+        """Raise InUse when the directory is marked for another project (one state dir, one
+        project: the other's services, data and leases are never ours to reuse or stop)."""
+        other = self.project()
+        if other is None or other == project:
+            return
+        record = read_record(self.path)
+        checkout = record.get("checkout")
+        where = f"in {checkout}" if isinstance(checkout, str) and checkout else "in that project"
+        raise InUse(
+            f"state dir {self.path} belongs to project {other}, not {project}: run "
+            f"`python -m testbed down` {where} first, or give this project its own "
+            "E2E_STATE_DIR (or unset it)"
+        )
+
     def _legacy(self, project: str) -> bool:
         # A state dir an older testbed made for this project has its record but no marker.
-        try:
-            record = json.loads((self.path / RECORD).read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(record, dict) and record.get("project") == project
+        record = private.read_json(self.path / RECORD)
+        return record is not None and record.get("project") == project
 
     @staticmethod
-    def _make(path: Path, mode: int) -> list[str]:
+    def _make(path: Path, traverse_gid: int | None) -> list[str]:
         missing = []
         for parent in (path, *path.parents):
-            if parent.exists():
+            if parent.exists() or parent.is_symlink():
                 break
             missing.append(parent)
         for directory in reversed(missing):
-            directory.mkdir()
-            directory.chmod(mode)  # ours: the unprivileged server account must traverse it
+            os.mkdir(directory, 0o700)  # fails rather than adopt one someone made meanwhile
+            if traverse_gid is not None:
+                private.grant_traverse(directory, traverse_gid)
         return [str(d) for d in missing]
 
     def remove(self) -> list[str]:
         """Delete the directory's contents, and the directory and parents we created; only
-        when it carries our marker. Returns what was removed."""
+        when it is ours. Returns what was removed."""
         if not self.is_ours():
             return []
-        created = [Path(p) for p in self._marker_data().get("created", []) if isinstance(p, str)]
+        created = self._created()
         removed = []
         for entry in sorted(self.path.iterdir()):
             if entry.name == MARKER:
@@ -211,8 +279,8 @@ class StateDir:
                 entry.unlink(missing_ok=True)
             removed.append(str(entry))
         self.marker.unlink(missing_ok=True)
-        for directory in created:  # innermost first, only while empty
-            with contextlib.suppress(OSError):
+        for directory in sorted(created, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # innermost first, only while empty
                 directory.rmdir()
         return removed
 
@@ -234,7 +302,7 @@ class Lease:
     def describe(self) -> str:
         """'run pid 1234 (since 10:01:02)' or 'the user (make up)'."""
         if self.kind == USER:
-            return "the user (make up; kept until make down)"
+            return f"the user ({command('up')}; kept until {command('down')})"
         pid = self.holder.pid if self.holder else "?"
         return f"run pid {pid} (since {time.strftime('%H:%M:%S', time.localtime(self.since))})"
 
@@ -250,9 +318,12 @@ class Lease:
         if not isinstance(data, dict) or data.get("kind") not in (RUN, USER):
             return None
         holder = ProcessIdentity.from_json(data.get("holder"))
+        lease_id, since = data.get("id"), data.get("since") or 0
         if data["kind"] == RUN and holder is None:
             return None
-        return cls(str(data.get("id")), str(data["kind"]), holder, float(data.get("since") or 0))
+        if not isinstance(lease_id, str) or not isinstance(since, int | float):
+            return None
+        return cls(lease_id, str(data["kind"]), holder, float(since))
 
 
 def new_lease(kind: str, holder: ProcessIdentity | None) -> Lease:
@@ -322,38 +393,53 @@ class Record(dict[str, Any]):
         self.setdefault("processes", {})[name] = identity.to_json()
 
 
-class Store:
-    """The record of one state dir, changed only under the project's lock (in the cache, so
-    removing the state dir while holding it is safe)."""
+def lock_file(state_dir: Path) -> Path:
+    """The lock of one state dir: in the invoking user's base (outside the state dir, so `down`
+    may delete that while holding it), keyed by the state dir's path, never by a name a record
+    holds."""
+    key = hashlib.sha256(str(state_dir).encode()).hexdigest()[:24]
+    return private.base_dir() / LOCKS / f"{key}.lock"
 
-    def __init__(self, state_dir: Path, lock_file: Path) -> None:
+
+class Store:
+    """The record of one state dir, changed only under that state dir's lock."""
+
+    def __init__(self, state_dir: Path) -> None:
         self.dir = StateDir(state_dir)
-        self.lock_file = lock_file
+
+    @property
+    def lock_file(self) -> Path:
+        """The lock file (see lock_file())."""
+        return lock_file(self.dir.path)
 
     @contextlib.contextmanager
     def locked(self, *, wait: bool = True) -> Iterator[bool]:
-        """Hold the project lock; yields False (without waiting) when busy and wait=False."""
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock_file.open("a") as handle:
+        """Hold the state dir's lock; yields False (without waiting) when busy and wait=False."""
+        private.base()
+        locks = private.make_private(
+            private.base_dir() / LOCKS, what="lock directory", fix="remove it and retry"
+        )
+        fd = private.open_lock(locks / self.lock_file.name)
+        try:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 yield False
                 return
             try:
                 yield True
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def read(self) -> Record:
-        """The record (empty when there is none or it is unreadable)."""
+        """The record (empty when there is none, it is not ours or it does not parse)."""
         return read_record(self.dir.path)
 
     def write(self, record: Record) -> None:
         """Write the record atomically (status and reap read it without the lock)."""
-        tmp = self.dir.path / f"{RECORD}.tmp"
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(self.dir.path / RECORD)
+        private.write_atomic(self.dir.path / RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def new_record(backend: str, settings: Settings, state_dir: Path, **extra: Any) -> Record:
@@ -371,14 +457,37 @@ def new_record(backend: str, settings: Settings, state_dir: Path, **extra: Any) 
 
 
 def read_record(state_dir: Path) -> Record:
-    """The record of a state dir that carries our marker (else empty: never trust others)."""
+    """The record of a state dir that is ours (else empty: never trust others), validated
+    before any use: its project and backend, its own path, ports, processes and leases."""
     if not StateDir(state_dir).is_ours():
         return Record()
-    try:
-        data = json.loads((state_dir / RECORD).read_text())
-    except (OSError, ValueError):
-        return Record()
-    return Record(data) if isinstance(data, dict) else Record()
+    data = private.read_json(state_dir / RECORD)
+    return Record(data) if data is not None and _valid_record(data, state_dir) else Record()
+
+
+def _valid_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _valid_record(data: dict[str, Any], state_dir: Path) -> bool:
+    # Every field testbed acts on, checked when present: a name by pattern, a path equal to
+    # the state dir it was read from, ports and pids as ints.
+    if data.get("backend") not in ("native", "docker"):
+        return False
+    if "project" in data and not _valid_project(data["project"]):
+        return False
+    if data.get("state_dir", str(state_dir)) != str(state_dir):
+        return False
+    if not isinstance(data.get("checkout", ""), str):
+        return False
+    if not all(_valid_port(data[key]) for key in ("pg_port", "redis_port") if key in data):
+        return False
+    procs, leases = data.get("processes", {}), data.get("leases", [])
+    if not isinstance(procs, dict) or not isinstance(leases, list):
+        return False
+    if any(ProcessIdentity.from_json(p) is None for p in procs.values()):
+        return False
+    return all(Lease.from_json(x) is not None for x in leases)
 
 
 def release_lease(record: Record, lease_id: str, *, keep: bool = False) -> bool:

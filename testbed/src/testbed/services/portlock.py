@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from testbed.config import TOOL, Settings
+from testbed.config import TOOL
 from testbed.errors import PortConflict
 
 # Fixed /tmp, not $TMPDIR: every user and every checkout on the machine must meet at one file.
@@ -103,9 +103,3 @@ def port_lock(
                 if _current(fd, path):
                     os.unlink(path)
             os.close(fd)  # closing the last descriptor releases the flock
-
-
-def lock_file(settings: Settings, project: str | None = None) -> Path:
-    """A project's lock, one per checkout whichever backend it uses (in the cache, so `down` may
-    delete the state dir while holding it)."""
-    return settings.cache_dir / "locks" / f"{project or settings.project}.lock"

@@ -96,7 +96,9 @@ def spawn(
     library_dir: Path | None = None,
 ) -> int:
     """Start a server in its own session (survives our exit, gets no terminal signals)."""
-    with log.open("ab") as out:
+    from testbed.services.private import open_append
+
+    with os.fdopen(open_append(log), "ab") as out:  # never through a planted link
         proc = subprocess.Popen(  # type: ignore[call-overload]  # kwargs from run_as_kwargs
             argv,
             stdin=subprocess.DEVNULL,
@@ -108,12 +110,23 @@ def spawn(
             close_fds=True,
             **run_as_kwargs(run_as),
         )
-    pid: int = proc.pid
-    return pid
+    # Kept, not dropped: a Popen collected while its process runs warns (ResourceWarning), and
+    # under a suite's `filterwarnings = error` that failed a green run.
+    _CHILDREN[proc.pid] = proc
+    return int(proc.pid)
+
+
+# The servers this process spawned and has not seen exit (until we exit: they outlive us).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _reap_child(pid: int) -> None:
     # If the server is our own child (foreground mode, tests), collect it so it is no zombie.
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 

@@ -1,5 +1,6 @@
 """Reaping native services: those no live run or `make up` uses any more, in this checkout's
-state dir and its siblings (other checkouts, including deleted ones)."""
+state dir and the other state dirs in the invoking user's own base (other checkouts, including
+deleted ones). Nothing outside that base is ever read: another user could have written it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testbed.config import STATE_DIR_GLOB
+from testbed.services import private
 from testbed.services.ownership import USER, Store, read_record
-from testbed.services.portlock import lock_file
 
 if TYPE_CHECKING:
     from testbed.services.native import NativeBackend
@@ -18,19 +19,19 @@ def reap_native(backend: NativeBackend) -> list[str]:
     """Reap backend's own state dir and its native siblings; return what was removed."""
     removed: list[str] = []
     mine = backend.state_dir
-    candidates = [mine]
-    if mine.parent.is_dir():
-        candidates += sorted(p for p in mine.parent.glob(STATE_DIR_GLOB) if p.is_dir())
+    base = private.base()
+    candidates = [mine, *sorted(p for p in base.glob(STATE_DIR_GLOB) if p.is_dir())]
     for state_dir in dict.fromkeys(candidates):
-        record = read_record(state_dir)
-        if state_dir != mine and record.get("backend") != backend.name:
+        if state_dir != mine and read_record(state_dir).get("backend") != backend.name:
             continue
-        project = str(record.get("project") or "") or None
-        store = Store(state_dir, lock_file(backend.settings, project))
+        store = Store(state_dir)
         with store.locked(wait=state_dir == mine) as locked:
             if locked and state_dir == mine:
                 backend.adopt_legacy()
-            if locked and store.read().get("backend") == backend.name:
+            record = store.read() if locked else None
+            if record and record.get("backend") == backend.name:
+                if state_dir == mine and record.get("project") != backend.settings.project:
+                    continue  # another project's services in a shared E2E_STATE_DIR
                 removed += _reap_dir(backend, store, state_dir)
     return removed
 

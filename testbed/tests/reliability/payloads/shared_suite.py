@@ -25,6 +25,10 @@ def test_shared(n: int, e2e_postgres_db: Session, e2e_redis: object, e2e_redis_p
     if progress:
         Path(progress, f"{os.getpid()}-{n}").touch()
     time.sleep(float(os.environ.get("REL_SLEEP", "0.5")))
+    wait_for = os.environ.get("REL_WAIT_FOR")  # hold until another run has come and gone
+    deadline = time.monotonic() + 200
+    while wait_for and not Path(wait_for).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert e2e_redis.exists(key) == 1, "another run flushed this worker's database"  # type: ignore[attr-defined]
     count = text("SELECT count(*) FROM crm_companies WHERE name = :n")
     assert e2e_postgres_db.execute(count, {"n": key}).scalar_one() == 1

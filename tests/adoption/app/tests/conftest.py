@@ -14,10 +14,8 @@ from ledger.service import Ledger
 from sqlalchemy.orm import Session
 
 # The service's settings, read when the suite is imported, as its own modules do.
-# "workaround: finding N" marks a line the suite needs only because of testbed issue 19's
-# finding N; scripts/adoption.sh lists them, and the adoption is done when there are none.
-DATABASE_URL = os.environ.get("DATABASE_URL", "")  # workaround: finding 3 (URLs set too late)
-REDIS_URL = os.environ.get("REDIS_URL", "")  # workaround: finding 3
+DATABASE_URL = os.environ["DATABASE_URL"]
+REDIS_URL = os.environ["REDIS_URL"]
 
 
 class UnmockedError(Exception):
@@ -29,10 +27,8 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs offline, as with httpretty.enable(allow_net_connect=False)."""
     # Tests may reach the service's Redis and nothing else (PostgreSQL goes through libpq's
     # own sockets, which no Python-level mock sees).
-    redis = urlsplit(REDIS_URL or os.environ["REDIS_URL"])  # workaround: finding 3
+    redis = urlsplit(REDIS_URL)
     allowed = {(redis.hostname, redis.port)}
-    database = urlsplit(os.environ["DATABASE_URL"])  # workaround: finding 1 (probes mocked)
-    allowed.add((database.hostname, database.port))  # workaround: finding 1
     real_connect, real_create_connection = socket.socket.connect, socket.create_connection
 
     def connect(self: socket.socket, address: Any) -> None:
@@ -64,10 +60,3 @@ def ledger(e2e_database: object, e2e_redis: object) -> Iterator[Ledger]:
     service = Ledger(DATABASE_URL)
     yield service
     service.close()
-
-
-# workaround: finding 4 (no ini key declares a directory committed)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:  # workaround: finding 4
-    for item in items:  # workaround: finding 4
-        if "committed" in item.path.parts:  # workaround: finding 4
-            item.add_marker(pytest.mark.committed)  # workaround: finding 4

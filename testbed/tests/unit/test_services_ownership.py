@@ -1,0 +1,334 @@
+"""The ownership module's details that decide who may stop or delete what: identities and their
+titles, frozen processes, lease records, state-dir markers, and the project lock."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import stat
+import subprocess
+import threading
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from testbed.config import load_settings
+from testbed.errors import UnsafePath, UsageError
+from testbed.services import ownership as own
+from testbed.services import private
+
+
+@pytest.fixture
+def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user's base (state dirs, locks) under tmp_path."""
+    found = tmp_path / "base"
+    monkeypatch.setattr(private, "base_dir", lambda: found)
+    return found
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A `sleep` process standing in for a server; killed afterwards."""
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _identity(pid: int) -> own.ProcessIdentity:
+    found = own.ProcessIdentity.of(pid)
+    assert found is not None
+    return found
+
+
+def _dead_lease() -> own.Lease:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return own.Lease("dead0000000", own.RUN, own.ProcessIdentity(proc.pid, 1.0, ("true",)), 1.0)
+
+
+# -- process identity ------------------------------------------------------------------------
+def test_identity_records_the_start_time_to_the_hundredth(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    ident = _identity(sleeper.pid)
+    assert ident.started == round(psutil.Process(sleeper.pid).create_time(), 2)
+    assert ident.started != round(ident.started)  # not rounded to whole seconds (or 0.1 s)
+    assert own.ProcessIdentity(sleeper.pid, ident.started + 0.01, ident.titles).alive() is False
+
+
+def test_an_empty_command_line_is_asked_again_then_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    class Process:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def oneshot(self) -> contextlib.nullcontext[None]:
+            return contextlib.nullcontext()
+
+        def status(self) -> str:
+            return psutil.STATUS_RUNNING
+
+        def create_time(self) -> float:
+            return 12.345
+
+        def cmdline(self) -> list[str]:
+            asked.append(1)
+            return ["postgres", "-D", "x"] if len(asked) == 3 else []
+
+    monkeypatch.setattr(own.psutil, "Process", Process)
+    monkeypatch.setattr(own, "time", types.SimpleNamespace(sleep=lambda s: None))
+    assert own.ProcessIdentity.of(7) == own.ProcessIdentity(7, 12.35, ("postgres -D x",))
+    asked.clear()
+    Process.cmdline = lambda self: []  # type: ignore[method-assign]
+    # Never readable: the identity is still taken (pid and start time), with an empty title.
+    assert own.ProcessIdentity.of(7) == own.ProcessIdentity(7, 12.35, ("",))
+
+
+def test_with_current_title_adds_the_title_the_process_shows_now(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    now = _identity(sleeper.pid)
+    earlier = own.ProcessIdentity(sleeper.pid, now.started, ("valkey-server starting",))
+    assert earlier.alive() is False  # the title changed: by title alone, not the same process
+    updated = earlier.with_current_title()
+    assert updated.titles == ("valkey-server starting", "sleep 60")
+    assert updated.alive() is True
+    assert updated.with_current_title() == updated  # already accepted: unchanged
+    other = own.ProcessIdentity(sleeper.pid, now.started + 5, ("x",))
+    assert other.with_current_title() == other  # another process: its title is not taken
+    sleeper.kill()
+    sleeper.wait()
+    assert earlier.with_current_title() == earlier  # gone: nothing to add
+
+
+def test_stopped_means_frozen(sleeper: subprocess.Popen[bytes]) -> None:
+    ident = _identity(sleeper.pid)
+    assert ident.stopped() is False
+    os.kill(sleeper.pid, signal.SIGSTOP)
+    try:
+        deadline = 200
+        while not ident.stopped() and deadline:
+            deadline -= 1
+            os.sched_yield()
+        assert ident.stopped() is True
+    finally:
+        os.kill(sleeper.pid, signal.SIGCONT)
+    sleeper.kill()
+    sleeper.wait()
+    assert ident.stopped() is False  # gone is not frozen
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"pid": 0, "started": 1.0, "titles": ["a"]},
+        {"pid": -3, "started": 1.0, "titles": ["a"]},
+        {"pid": "7", "started": 1.0, "titles": ["a"]},
+        {"pid": False, "started": 1.0, "titles": ["a"]},
+        {"pid": 7, "started": None, "titles": ["a"]},
+        {"pid": 7, "started": 1.0, "titles": []},
+        {"pid": 7, "started": 1.0, "titles": "a"},
+        "pid 7",
+    ],
+)
+def test_malformed_recorded_identities_are_never_trusted(data: object) -> None:
+    assert own.ProcessIdentity.from_json(data) is None
+
+
+def test_a_recorded_identity_parses() -> None:
+    assert own.ProcessIdentity.from_json({"pid": 1, "started": 2, "titles": ["a", 3]}) == (
+        own.ProcessIdentity(1, 2.0, ("a", "3"))
+    )
+
+
+def test_holder_identity_takes_any_live_pid_and_refuses_others() -> None:
+    assert own.holder_identity(1).pid == 1  # pid 1 is a process like any other
+    assert own.holder_identity().pid == os.getpid()
+    for pid in (0, -1):
+        with pytest.raises(UsageError, match=f"owner pid {pid} is not a running process"):
+            own.holder_identity(pid)
+
+
+# -- leases and the record ----------------------------------------------------------------------
+def test_lease_json_round_trip_and_defaults() -> None:
+    lease = own.new_lease(own.RUN, own.holder_identity())
+    assert len(lease.id) == 12
+    assert own.Lease.from_json(lease.to_json()) == lease
+    user = own.Lease.from_json({"kind": own.USER, "id": "u"})
+    assert user == own.Lease("u", own.USER, None, 0.0)
+    assert user.describe().startswith("the user (")
+    assert lease.describe().startswith(f"run pid {os.getpid()} (since ")
+    for bad in ([1], "run", None, {"kind": "other"}, {"kind": own.RUN, "holder": None}):
+        assert own.Lease.from_json(bad) is None
+    with pytest.raises(UsageError, match="unknown lease kind"):
+        own.new_lease("admin", None)
+    with pytest.raises(UsageError, match="needs the run's process"):
+        own.new_lease(own.RUN, None)
+
+
+def test_dropping_leases_says_whether_there_was_one() -> None:
+    record = own.Record()
+    lease = record.add_lease(own.new_lease(own.RUN, own.holder_identity()))
+    assert record.drop_lease("nope") is False
+    assert record.drop_user_lease() is False
+    record.add_lease(own.new_lease(own.USER, None))
+    assert record.drop_user_lease() is True
+    assert record.drop_lease(lease.id) is True
+    assert record.leases() == []
+
+
+def test_releasing_the_last_live_lease_ignores_dead_ones() -> None:
+    record = own.Record()
+    mine = record.add_lease(own.new_lease(own.RUN, own.holder_identity()))
+    record.set_leases([*record.leases(), _dead_lease()])
+    assert own.release_lease(record, mine.id) is True  # the dead run's lease was reaped
+    assert record.leases() == []
+
+
+def test_down_reaps_dead_leases_and_reports_nobody() -> None:
+    record = own.Record()
+    record.add_lease(own.new_lease(own.USER, None))
+    record.set_leases([*record.leases(), _dead_lease()])
+    assert own.request_down(record) == []
+    assert record.leases() == []
+
+
+def test_new_record_names_what_runs_and_where(tmp_path: Path) -> None:
+    settings = load_settings({}, pg_port=25433, redis_port=25380, project="p-e2e")
+    record = own.new_record("native", settings, tmp_path, pg_version="16.4")
+    assert isinstance(record, own.Record)
+    assert {k: v for k, v in record.items() if k != "started_at"} == {
+        "backend": "native",
+        "project": "p-e2e",
+        "checkout": str(settings.checkout),
+        "state_dir": str(tmp_path),
+        "pg_port": 25433,
+        "redis_port": 25380,
+        "pg_version": "16.4",
+    }
+    assert record["started_at"] > 0
+
+
+# -- state dirs -----------------------------------------------------------------------------------
+def test_the_marker_names_the_project_and_what_was_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "state"
+    own.StateDir(path).prepare(project="p")
+    assert [p.name for p in path.iterdir()] == [".testbed-state"]  # the name older dirs carry
+    marker = json.loads((path / own.MARKER).read_text())
+    assert marker == {"project": "p", "created": [str(path), str(tmp_path / "a")]}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+
+
+def test_remove_lists_what_it_removed_and_never_follows_a_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not ours")
+    state = own.StateDir(tmp_path / "state")
+    state.prepare(project="p")
+    (state.path / "pg").mkdir()
+    (state.path / "pg" / "data").write_text("x")
+    (state.path / "log").write_text("x")
+    (state.path / "link").symlink_to(outside)
+    removed = state.remove()
+    assert removed == [str(state.path / n) for n in ("link", "log", "pg")]
+    assert (outside / "keep").read_text() == "not ours"
+    assert not state.path.exists()
+
+
+def test_a_garbled_marker_makes_the_dir_not_ours(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    path.mkdir(mode=0o700)
+    (path / own.MARKER).write_text("not json")
+    (path / "log").write_text("x")
+    assert own.StateDir(path).remove() == []
+    assert (path / "log").is_file()
+
+
+def test_a_state_dir_path_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    path.write_text("x")
+    with pytest.raises(UsageError, match="exists and is not a directory"):
+        own.StateDir(path).prepare(project="p")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        own.StateDir(link).prepare(project="p")
+
+
+def test_read_record_of_a_marked_dir_without_a_record(tmp_path: Path) -> None:
+    own.StateDir(tmp_path / "s").prepare(project="p")
+    record = own.read_record(tmp_path / "s")
+    assert isinstance(record, own.Record)
+    assert record == {}
+    (tmp_path / "s" / own.RECORD).write_text("[1, 2]")
+    assert own.read_record(tmp_path / "s") == {}
+
+
+# -- the project lock ---------------------------------------------------------------------------
+def test_the_project_lock_is_exclusive_and_created_where_missing(
+    tmp_path: Path, base: Path
+) -> None:
+    store = own.Store(tmp_path / "state")
+    lock = store.lock_file
+    with store.locked() as held:
+        assert held is True
+        # Another process's open file of it: the lock is taken.
+        with lock.open("a") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with own.Store(tmp_path / "state").locked(wait=False) as again:
+            assert again is False
+    with store.locked(wait=False) as free:
+        assert free is True
+
+
+def test_the_record_is_written_whole_and_read_back(tmp_path: Path) -> None:
+    store = own.Store(tmp_path / "state")
+    store.dir.prepare(project="p")
+    store.write(own.Record(backend="native", leases=[]))
+    assert store.read() == {"backend": "native", "leases": []}
+    assert sorted(p.name for p in store.dir.path.iterdir()) == [own.MARKER, own.RECORD]
+
+
+def test_the_project_lock_waits_by_default(tmp_path: Path, base: Path) -> None:
+    store = own.Store(tmp_path / "state")
+    with store.locked():
+        lock = store.lock_file  # made on first use
+    got = threading.Event()
+
+    def take() -> None:
+        with store.locked() as held:
+            if held:
+                got.set()
+
+    with lock.open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)  # another process holds it
+        taker = threading.Thread(target=take, daemon=True)
+        taker.start()
+        stat_file = Path(f"/proc/self/task/{taker.native_id}/stat")
+        deadline = 500
+        while stat_file.read_text().rsplit(")", 1)[1].split()[0] != "S" and deadline:
+            deadline -= 1
+            threading.Event().wait(0.005)
+        assert not got.is_set()  # asleep in flock, waiting
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert got.wait(5)
+    taker.join(5)
+
+
+def test_an_unreadable_command_line_with_the_recorded_start_is_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An exiting process, or one whose command line we may not read, shows an empty one.
+    now = own.ProcessIdentity(4242, 5.0, ("",))
+    monkeypatch.setattr(own.ProcessIdentity, "of", classmethod(lambda cls, pid: now))
+    assert own.ProcessIdentity(4242, 5.0, ("postgres -D x",)).alive() is True
+    assert own.ProcessIdentity(4242, 6.0, ("postgres -D x",)).alive() is False
