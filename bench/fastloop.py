@@ -22,11 +22,11 @@ from bench.report import Figure, Target
 from bench.services import state_root
 
 NAME = "fastloop"
-# `make e2e` prints these (scripts/e2e.sh); parsed when present, for the note only.
+# `make e2e` prints these (testbed's header and summary, pytest's last line); for the note only.
 _PHASES = {
     "services": re.compile(r"services ready in ([\d.]+) ?s"),
-    "pytest": re.compile(r"pytest finished in ([\d.]+) ?s"),
-    "teardown": re.compile(r"services stopped in ([\d.]+) ?s"),
+    "pytest": re.compile(r"\d+ passed[^\n]* in ([\d.]+) ?s"),
+    "teardown": re.compile(r"services: stopped in ([\d.]+) ?s"),
 }
 TRIVIAL_TEST = "def test_first():\n    pass\n"
 

@@ -23,13 +23,8 @@ from bench.isolation_suite import PLUGINS, write_suite
 from bench.report import Figure, Target, fmt, median
 
 NAME = "isolation"
-TESTS = {
-    "default": 400,
-    "committed": 200,
-    "plugin": 400,
-    "naive": 100,
-    "pytest_postgresql": 100,
-}
+# Pairs per round: enough that a round's median holds still; the slow contenders cost 30+ ms each.
+TESTS = {"default": 200, "committed": 100, "plugin": 200, "naive": 40, "pytest_postgresql": 40}
 CONTENDERS = ("default", "committed", "plugin", "naive", "pytest_postgresql")
 LABELS = {
     "default": "isolation: testbed default (savepoint rollback)",
@@ -120,8 +115,8 @@ def _spread(values: list[float], unit: str = "ms") -> str:
 
 def run(ctx: Context) -> list[Figure]:
     """Run every contender's suite, interleaved round by round, and derive the figures."""
-    reps = 1 if ctx.quick else 5
-    slow_reps = 1 if ctx.quick else 3  # naive and pytest-postgresql: 30+ ms/test, spread is small
+    reps = 1 if ctx.quick else 4
+    slow_reps = 1 if ctx.quick else 2  # naive and pytest-postgresql: 30+ ms/test, spread is small
     rounds: dict[str, list[Round]] = {c: [] for c in CONTENDERS}
     for rep in range(reps):
         for contender in CONTENDERS:

@@ -137,6 +137,7 @@ def db(naive_conn):
 from urllib.parse import urlsplit
 
 from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
@@ -144,10 +145,23 @@ _U = urlsplit(URL)
 
 
 def _load_tables(host, port, user, dbname, password):
-    eng = create_engine(f"postgresql+psycopg://{user}@{host}:{port}/{dbname}", poolclass=NullPool)
+    auth = f"{user}:{password}" if password else user  # the services require their password
+    eng = create_engine(f"postgresql+psycopg://{auth}@{host}:{port}/{dbname}", poolclass=NullPool)
     METADATA.create_all(eng)
     eng.dispose()
 
+
+def _terminate_own(cur, dbname):
+    # The E2E role is no superuser: it may end its own sessions, not autovacuum's (a superuser
+    # worker DROP DATABASE stops anyway). pytest-postgresql's janitor tries every session.
+    cur.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+        (dbname,),
+    )
+
+
+DatabaseJanitor._terminate_connection = staticmethod(_terminate_own)
 
 postgresql_bench_noproc = factories.postgresql_noproc(
     host=_U.hostname, port=_U.port, user=_U.username, password=_U.password,

@@ -20,6 +20,9 @@ NODE_VERSION=24.21.0
 # asks for (3.14 only exists here as Debian forky's python3.14, which needs forky's libc).
 PYENV=${PYENV_ROOT:-/root/.pyenv}/versions
 PACKAGES=git,make,curl,ca-certificates,sudo,jq,zstd,lsb-release,xz-utils,procps,unzip,file,iproute2,util-linux,tzdata,python3,python3-venv,libpython3.11,patchelf,libossp-uuid16,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,zlib1g,libreadline8,libncursesw6,libuuid1,libgdbm6,libgdbm-compat4,libexpat1
+# Plus what the pinned PostgreSQL links against (the service images' list): GitHub's runners have
+# those libraries, and the native backend's integration tests run the binaries in the job.
+PACKAGES=$PACKAGES,$(grep -vE '^(#|$)' "$ROOT/images/base/packages.txt" | paste -sd, -)
 FORCE=0
 [[ "${1:-}" == --force ]] && FORCE=1
 

@@ -65,6 +65,13 @@ fi
 
 # Rebuild deliberately, never as a side effect of uv: when PYTHON was asked for and $VENV is on
 # another interpreter, or when $VENV's interpreter no longer runs or no longer satisfies the project.
+# Only directories and the Makefile's bytecode cache ($VENV/pycache/**.pyc: make exports
+# PYTHONPYCACHEPREFIX there), as a copy of a working tree without its venv leaves (act's does):
+# no one's data and no venv. Remove them and build one.
+if [ -d "$VENV" ] && [ ! -L "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ] &&
+  [ -z "$(find "$VENV" ! -type d ! -path "$VENV/pycache/*.pyc" -print | head -n 1)" ]; then
+  find "$VENV" -depth \( -type d -empty -o -type f -path "$VENV/pycache/*.pyc" \) -delete
+fi
 if [ -e "$VENV" ]; then
   reason=""
   rc=0 && have=$(identify "$VENV/bin/python") || rc=$?

@@ -81,8 +81,10 @@ run_check() {
       check-jsonschema --builtin-schema vendor.compose-spec "$f" ;;
     compose-config)
       local f b; f="$(compose_file)" || return 1; b="$(compose_bin)" || return 1
-      # A fixed project name: config must not depend on the checkout's directory name.
-      "$b" --project-name opsdesk-e2e-lint -f "$f" config -q ;;
+      # A fixed project name: config must not depend on the checkout's directory name. The file
+      # requires the passwords testbed generates per start; any value checks its shape.
+      E2E_PG_ADMIN_PASSWORD=lint E2E_REDIS_PASSWORD=lint \
+        "$b" --project-name opsdesk-e2e-lint -f "$f" config -q ;;
     shellcheck)
       local f files=()
       for f in "$target"/scripts/*.sh "$target"/.github/scripts/*.sh "$target"/images/*/*.sh "$target"/.ci/run; do [ -f "$f" ] && files+=("$f"); done

@@ -15,6 +15,7 @@ are removed after it: on GitHub every job has its own VM.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import itertools
 import json
 import os
@@ -364,9 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         say("make workflow needs a Docker engine (above); CI=true provides one")
         return 1
     act = ensure_act(cache)
-    image = subprocess.run(
-        [str(ROOT / "scripts" / "act-image.sh")], capture_output=True, text=True, check=False
-    )
+    # One build at a time: a second checkout's run waits, then finds the image up to date.
+    with (cache / "runner-image.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        image = subprocess.run(
+            [str(ROOT / "scripts" / "act-image.sh")], capture_output=True, text=True, check=False
+        )
     if image.returncode != 0:
         sys.stderr.write(image.stderr)
         return 1

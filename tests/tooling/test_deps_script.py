@@ -61,7 +61,8 @@ def test_the_requires_python_check_accepts_this_interpreter(tmp_path: Path) -> N
     """Control: the same copy with a spec this Python meets gets past the check."""
     script = checkout_with(tmp_path, f">=3.11,!=3.{sys.version_info[1] + 1}")
     venv = tmp_path / "venv"
-    venv.mkdir()  # not a venv: the script must stop there, after the version check
+    venv.mkdir()  # not a venv (it holds a file): the script must stop there, after the check
+    (venv / "notes.txt").write_text("mine")
     proc = run_deps(script, PYTHON=sys.executable, VENV=str(venv))
     assert "requires Python" not in proc.stderr
     assert "is not a virtualenv" in proc.stderr
@@ -192,3 +193,35 @@ def test_a_python_without_ensurepip_says_which_package_to_install(tmp_path: Path
     (line,) = proc.stderr.strip().splitlines()
     assert f"has no ensurepip, which venv needs; install {package}" in line
     assert not venv.exists()
+
+
+def test_a_venv_dir_of_only_bytecode_cache_is_replaced_by_a_venv(tmp_path: Path) -> None:
+    """Only dirs and the Makefile's bytecode cache (act's copy of a tree without its venv) is
+    no one's data and no venv: deps removes them and creates the venv instead of refusing."""
+    venv = tmp_path / "venv"
+    (venv / "pycache" / "usr").mkdir(parents=True)
+    (venv / "pycache" / "usr" / "site.cpython-311.pyc").write_bytes(b"bytecode")
+    # venv creation itself is stubbed: this test is about what happens before it.
+    (tmp_path / "stub" / "venv").mkdir(parents=True)
+    (tmp_path / "stub" / "venv" / "__init__.py").write_text("")
+    (tmp_path / "stub" / "venv" / "__main__.py").write_text("raise SystemExit(7)\n")
+    proc = run_deps(
+        ROOT / "scripts" / "deps.sh",
+        PYTHON=sys.executable,
+        VENV=str(venv),
+        PYTHONPATH=str(tmp_path / "stub"),
+    )
+    assert "is not a virtualenv" not in proc.stderr, proc.stderr
+    assert f"deps: creating {venv}" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 7
+    assert not (venv / "pycache").exists()
+
+
+def test_a_venv_dir_with_a_file_is_still_refused(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "pycache").mkdir(parents=True)
+    (venv / "pycache" / "notes.txt").write_text("keep me")
+    proc = run_deps(ROOT / "scripts" / "deps.sh", PYTHON=sys.executable, VENV=str(venv))
+    assert proc.returncode == 2
+    assert "is not a virtualenv" in proc.stderr
+    assert (venv / "pycache" / "notes.txt").read_text() == "keep me"

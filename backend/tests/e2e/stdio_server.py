@@ -53,7 +53,8 @@ class StdioServer:
             env=env,
         )
         self.lines: queue.Queue[bytes] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
         self.next_id = 1000
 
     def _pump(self) -> None:
@@ -132,6 +133,9 @@ class StdioServer:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            self.pump.join(timeout=5)  # it ends at the pipe's end of file
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
             self.stderr.close()
 
 
@@ -168,7 +172,14 @@ async def pipe_transport(server: StdioServer) -> AsyncIterator[TransportStreams]
         async for sent in from_client:
             server.send(sent.message.model_dump_json(by_alias=True, exclude_unset=True).encode())
 
-    async with anyio.create_task_group() as tasks:
+    # The streams are closed on the way out, after the tasks end.
+    async with (
+        to_client,
+        read_stream,
+        write_stream,
+        from_client,
+        anyio.create_task_group() as tasks,
+    ):
         tasks.start_soon(reader)
         tasks.start_soon(writer)
         try:

@@ -208,7 +208,10 @@ def test_two_checkouts_same_ports_refused_own_ports_side_by_side(
     first.up()
     other_name = f"it-e2e-{uuid.uuid4().hex[:8]}"
     shutil.copy(first.settings.compose_file, tmp_path / first.settings.compose_file.name)
+    # Another checkout has a state dir of its own (its passwords live there).
+    other_state = str(default_state_root() / other_name)
     same_ports = {**overrides, "project": other_name, "checkout": str(tmp_path)}
+    same_ports["state_dir"] = other_state
     second = DockerBackend(load_settings(clean_env(), **same_ports), say=lambda m: None)
     with pytest.raises(PortConflict) as caught:
         second.up()

@@ -126,12 +126,14 @@ def test_a_server_that_lost_the_bind_is_caught_and_cleaned_up(
     monkeypatch.setattr(native, "spawn", spawn)
     with pytest.raises(PortConflict) as info:
         second.ensure(new_lease(USER, None))
-    pg = second.settings.pg_port
+    # Valkey is checked first; ours exits on the taken port (the winner asks for a password
+    # ours does not have, so its health gate can no longer pass through the winner).
+    port = second.settings.redis_port
     assert str(info.value).startswith(
-        f"the PostgreSQL answering on port {pg} is not the one we started (data directory "
-        f"{first.state_dir / 'pg' / 'data'}): we stopped ours. Port {pg} is held by the "
+        f"the Valkey answering on port {port} is not the one we started (ours exited: another "
+        f"process holds the port): we stopped ours. Port {port} is held by the "
         f"E2E services of another checkout (project {first.settings.project}, state dir "
-        f"{first.state_dir}, pid {first.pids()['postgres']})"
+        f"{first.state_dir}, pid {first.pids()['valkey']})"
     ), str(info.value)
     assert not second.state_dir.exists()
     assert first.running() is not None  # the other checkout's services are untouched

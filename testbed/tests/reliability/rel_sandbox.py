@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -234,6 +235,22 @@ class Sandbox:
             timeout=timeout,
             name="testbed",
         )
+
+    def urls(self, **env: str) -> dict[str, str]:
+        """The running services' URLs as `python -m testbed env` prints them (passwords
+        included: the services require them)."""
+        code, out = self.testbed("env", **env)
+        assert code == 0, out
+        found = {}
+        for line in out.splitlines():
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                found[name] = shlex.split(value)[0]
+        return found
+
+    def database_url(self, database: str = "opsdesk_e2e") -> str:
+        """The E2E role's URL (with its password) to one database of the sandbox's server."""
+        return self.urls()["E2E_DATABASE_URL"].rsplit("/", 1)[0] + f"/{database}"
 
     def services_up(self) -> bool:
         """Both native servers have pid files."""

@@ -193,12 +193,12 @@ def test_run_against_dev_postgres_is_refused(sandbox: Sandbox, tmp_path: Path) -
 def test_run_against_a_non_e2e_database_writes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
     code, out = sandbox.testbed("up")
     assert code == 0, out
-    foreign = f"postgresql://opsdesk_e2e@127.0.0.1:{sandbox.pg_port}/postgres"
+    foreign = sandbox.database_url("postgres")  # the E2E role's password, another database
     suite = payload_suite(tmp_path)
     env = sandbox.env(
         E2E_BACKEND="auto",
         E2E_DATABASE_URL=foreign,
-        E2E_REDIS_URL=f"redis://127.0.0.1:{sandbox.redis_port}/0",
+        E2E_REDIS_URL=sandbox.urls()["E2E_REDIS_URL"],
         REL_TESTS="2",
     )
     code, out = sandbox.run(

@@ -100,7 +100,7 @@ def test_case03_up_on_other_ports_is_refused_and_keeps_the_data(
 ) -> None:
     code, out = sandbox.testbed("up")
     assert code == 0, out
-    url = f"postgresql://opsdesk_e2e@127.0.0.1:{sandbox.pg_port}/opsdesk_e2e"
+    url = sandbox.database_url()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA demo")  # a user's schema kept across runs
     other = Sandbox.make("other")  # only for two more free ports
@@ -254,7 +254,7 @@ def test_case11a_reap_drops_a_killed_runs_schemas(sandbox: Sandbox, tmp_path: Pa
     run.signal_group(signal.SIGKILL)
     run.wait(10)
     assert wait_for(lambda: run.group_alive() == [], 30)
-    url = f"postgresql://opsdesk_e2e@127.0.0.1:{sandbox.pg_port}/opsdesk_e2e"
+    url = sandbox.database_url()
     query = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'e2e\\_%'"
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute(query).fetchall(), "the killed run left no schema to reap"

@@ -10,8 +10,9 @@ from rel_sandbox import PYTEST, Sandbox, free_port, payload_suite
 SECRET = "Hunter2-S3cret-pw"
 
 
-def _assert_clean(text: str, where: str) -> None:
-    assert SECRET not in text, f"the password leaked into {where}:\n{text[-3000:]}"
+def _assert_clean(text: str, where: str, *secrets: str) -> None:
+    for secret in (SECRET, *secrets):
+        assert secret not in text, f"the password leaked into {where}:\n{text[-3000:]}"
 
 
 @pytest.mark.parametrize("style", ["userinfo", "query"])
@@ -54,12 +55,15 @@ def test_a_full_run_with_a_password_url_prints_no_password(
 ) -> None:
     code, out = sandbox.testbed("up")
     assert code == 0, out
-    # Trust auth ignores the password, so the run really works with it in the URL.
+    # The services' own per-instance passwords (read from their 0600 files, so no command's
+    # output in the sandbox holds them): the run works only with them in the URLs.
+    pg_pw = (sandbox.state_dir / "pg-app.password").read_text().strip()
+    vk_pw = (sandbox.state_dir / "valkey.password").read_text().strip()
     env = sandbox.env(
         E2E_BACKEND="external",
         REL_TESTS="4",
-        E2E_DATABASE_URL=f"postgresql://opsdesk_e2e:{SECRET}@127.0.0.1:{sandbox.pg_port}/opsdesk_e2e",
-        E2E_REDIS_URL=f"redis://127.0.0.1:{sandbox.redis_port}/0",
+        E2E_DATABASE_URL=f"postgresql://opsdesk_e2e:{pg_pw}@127.0.0.1:{sandbox.pg_port}/opsdesk_e2e",
+        E2E_REDIS_URL=f"redis://:{vk_pw}@127.0.0.1:{sandbox.redis_port}/0",
     )
     suite = payload_suite(tmp_path)
     code, out = sandbox.run(
@@ -69,7 +73,7 @@ def test_a_full_run_with_a_password_url_prints_no_password(
     )
     assert code == 0, out[-3000:]
     assert "opsdesk_e2e:***@" in out, "the header should show the redacted URL"
-    _assert_clean(out, "the pytest output")
+    _assert_clean(out, "the pytest output", pg_pw, vk_pw)
     # A run whose services then vanish fails with errors that carry the URL: still redacted.
     sandbox.testbed("down")
     code, out = sandbox.run(
@@ -78,6 +82,6 @@ def test_a_full_run_with_a_password_url_prints_no_password(
         cwd=tmp_path,
     )
     assert code != 0, out[-3000:]
-    _assert_clean(out, "the failing run's output")
+    _assert_clean(out, "the failing run's output", pg_pw, vk_pw)
     for log in sandbox.root.rglob("*.log"):
-        _assert_clean(log.read_text(errors="replace"), str(log))
+        _assert_clean(log.read_text(errors="replace"), str(log), pg_pw, vk_pw)

@@ -199,12 +199,15 @@ def test_a_changed_binary_is_refused_before_it_runs(tmp_path: Path) -> None:
         pytest.skip("no pinned PostgreSQL for this platform")
     pin = PG_PINS[platform_key()]
     tree = pinned_postgres_tree(load_settings({}), platform_key(), say=lambda m: None)
-    took = []
+    took: dict[str, list[float]] = {"first in a process": [], "again": []}
     for _ in range(3):
-        began = time.perf_counter()
-        manifest.verify(tree, pin.sha256)
-        took.append(time.perf_counter() - began)
-    print(f"manifest check of {tree.name}: {min(took) * 1000:.0f} ms")
+        manifest._checked.clear()  # as a new process would start
+        for kind in took:
+            began = time.perf_counter()
+            manifest.verify(tree, pin.sha256)
+            took[kind].append(time.perf_counter() - began)
+    for kind, times in took.items():
+        print(f"manifest check of {tree.name}, {kind}: {min(times) * 1000:.1f} ms")
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o755)
     copy = cache / tree.name

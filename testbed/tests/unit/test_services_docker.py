@@ -29,6 +29,7 @@ from testbed.config import load_settings
 from testbed.errors import ServicesUnavailable, UsageError
 from testbed.services import containers, docker, engine
 from testbed.services.containers import Container
+from testbed.services.credentials import Credentials
 from testbed.services.docker import DockerBackend
 from testbed.services.images import LOCAL_PG, LOCAL_REDIS, OFFICIAL_PG, OFFICIAL_REDIS
 from testbed.services.lifecycle import resolve_backend_name
@@ -53,9 +54,24 @@ def test_compose_env_carries_ports_images_and_labels() -> None:
     assert (env["E2E_PROJECT"], env["E2E_CHECKOUT"]) == (b.settings.project, "/src/opsdesk")
     # The labels name where the record of who uses the containers lives.
     assert env["E2E_STATE_DIR"] == str(b.settings.state_dir)
-    assert env["E2E_PG_ROLE"] == "shop_e2e"  # the compose file's user, password and database
-    assert b.database_url == "postgresql://shop_e2e:shop_e2e@127.0.0.1:15433/shop_e2e"
+    assert env["E2E_PG_ROLE"] == "shop_e2e"  # the database; the superuser is shop_e2e_admin
+    # No instance yet: no passwords, and the compose file's required ones get a placeholder.
+    assert (env["E2E_PG_ADMIN_PASSWORD"], env["E2E_REDIS_PASSWORD"]) == ("unused", "unused")
+    assert b.database_url == "postgresql://shop_e2e@127.0.0.1:15433/shop_e2e"
     assert b.redis_url == "redis://127.0.0.1:16380/0"
+
+
+def test_urls_and_compose_env_carry_the_instance_passwords(tmp_path: Path) -> None:
+    b = backend(Runner({}), tmp_path, E2E_PG_PORT="15433", E2E_REDIS_PORT="16380")
+    b.state_dir.mkdir()
+    creds = Credentials("app-pw", "admin-pw", "valkey-pw")
+    creds.save(b.state_dir)
+    env = b.compose_env()
+    assert (env["E2E_PG_ADMIN_PASSWORD"], env["E2E_REDIS_PASSWORD"]) == ("admin-pw", "valkey-pw")
+    assert "app-pw" not in env.values()  # the E2E role's is set by testbed, never by compose
+    assert b.database_url == "postgresql://shop_e2e:app-pw@127.0.0.1:15433/shop_e2e"
+    assert b.admin_url(creds) == "postgresql://shop_e2e_admin:admin-pw@127.0.0.1:15433/shop_e2e"
+    assert b.redis_url == "redis://:valkey-pw@127.0.0.1:16380/0"
 
 
 def test_no_engine_says_what_to_install(tmp_path: Path) -> None:

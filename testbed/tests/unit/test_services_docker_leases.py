@@ -15,6 +15,7 @@ from fake_docker import COMPOSE_F, PS, Runner, backend, engine_ok, pair, row
 
 from testbed.errors import InUse, PortConflict, ServicesUnavailable
 from testbed.services import containers, docker, private
+from testbed.services.credentials import Credentials
 from testbed.services.docker import DockerBackend
 from testbed.services.images import LOCAL_PG, LOCAL_REDIS
 from testbed.services.ownership import (
@@ -35,6 +36,7 @@ def healthy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("testbed.services.health.wait_redis", lambda url, t, **k: "8.1.8")
     monkeypatch.setattr(docker, "port_lock", lambda *a, **k: nullcontext())
     monkeypatch.setattr(containers, "is_free", lambda port: True)
+    monkeypatch.setattr(DockerBackend, "_provision", lambda self, creds: None)
 
 
 class Engine:
@@ -84,6 +86,7 @@ def recorded(b: DockerBackend, *leases: object) -> None:
     record = Record(backend="docker", project=b.settings.project, checkout=str(b.settings.checkout))
     record.set_leases(list(leases))  # type: ignore[arg-type]
     b.store.write(record)
+    Credentials.generate().save(b.state_dir)
 
 
 def test_start_records_the_lease_and_the_last_release_takes_them_down(tmp_path: Path) -> None:
@@ -122,18 +125,21 @@ def test_a_killed_runs_healthy_containers_are_reused_and_end_with_the_new_run(
     assert fake.runner.compose() == ["down"]
 
 
-def test_healthy_containers_whose_state_dir_is_gone_are_taken_over(tmp_path: Path) -> None:
+def test_healthy_containers_whose_state_dir_is_gone_are_replaced(tmp_path: Path) -> None:
     """A wiped state dir (a CI job's container, a reboot) crashed the next run with
-    FileNotFoundError on state.json.tmp; it takes them over in a new marked state dir."""
+    FileNotFoundError on state.json.tmp; their passwords went with it, so they are replaced
+    by containers with new ones in a new marked state dir."""
     fake = Engine(pair(state_dir=str(tmp_path / "state")))
     b = backend(fake.runner, tmp_path)
     assert not b.state_dir.exists()
     mine = run_lease()
-    assert b.ensure(mine)[1] is False  # type: ignore[arg-type]
+    assert b.ensure(mine)[1] is True  # type: ignore[arg-type]
+    assert fake.runner.compose() == ["down", "up"]
     assert StateDir(b.state_dir).is_ours()
+    assert b.credentials() is not None
     assert [x.id for x in b.store.read().leases()] == [mine.id]  # type: ignore[attr-defined]
     assert b.release(mine.id) is True  # type: ignore[attr-defined]
-    assert fake.runner.compose() == ["down"]
+    assert fake.runner.compose() == ["down", "up", "down"]
     assert not b.state_dir.exists()
 
 

@@ -26,6 +26,7 @@ from testbed.config.parse import (
     parse_dir_names,
     parse_dotted,
     parse_env_names,
+    parse_extension_names,
     parse_marker_names,
     parse_optional_path,
     parse_optional_str,
@@ -299,6 +300,15 @@ OPTIONS: tuple[Option, ...] = (
         cli=True,
     ),
     Option(
+        "pg_extensions",
+        "extensions that need a superuser (e.g. dblink, pg_stat_statements): the E2E role is "
+        "not one, so testbed's bootstrap role creates these in the E2E database at start "
+        "(native and docker); trusted ones (pg_trgm, citext, uuid-ossp...) need no entry",
+        parse_extension_names,
+        default=(),
+        default_text="(none)",
+    ),
+    Option(
         "database_url",
         "use this PostgreSQL (external backend); must be an E2E database, never port 5432",
         parse_optional_str,
@@ -399,6 +409,7 @@ class Settings:
     backend: str
     pg_port: int
     redis_port: int
+    pg_extensions: tuple[str, ...]
     database_url: str | None
     redis_url: str | None
     pg_bin: Path | None

@@ -141,6 +141,21 @@ def parse_env_names(value: str) -> tuple[str, ...]:
     return names
 
 
+_EXTENSION = re.compile(r"^[a-z0-9_][a-z0-9_-]*$")
+
+
+def parse_extension_names(value: str) -> tuple[str, ...]:
+    """Return PostgreSQL extension names from a comma- or space-separated list."""
+    names = tuple(part for part in re.split(r"[\s,]+", value.strip()) if part)
+    for name in names:
+        if not _EXTENSION.fullmatch(name) or len(name) > 63:
+            raise UsageError(
+                f"invalid extension name {name!r}: use the name CREATE EXTENSION takes, "
+                "e.g. dblink or pg_stat_statements"
+            )
+    return names
+
+
 def parse_dir_names(value: str) -> tuple[str, ...]:
     """Return directory names (not paths) from a comma- or space-separated list; at least one."""
     names = tuple(part for part in re.split(r"[\s,]+", value.strip()) if part)

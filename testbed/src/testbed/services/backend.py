@@ -36,7 +36,7 @@ class ServiceStatus:
         if eps is not None:
             lines += [
                 f"postgresql: PostgreSQL {eps.pg_version} at {redact(eps.database_url)}",
-                f"valkey:     Valkey {eps.redis_version} at {eps.redis_url} "
+                f"valkey:     Valkey {eps.redis_version} at {redact(eps.redis_url)} "
                 f"({eps.redis_databases} databases)",
             ]
         lines += [f"process:    {p}" for p in self.processes]

@@ -427,7 +427,13 @@ def find_postgres(settings: Settings, say: Say = print) -> PgBinaries:
             )
     root = pinned_postgres_tree(settings, platform_key(), say)
     version = postgres_version(root / "bin")
-    if not version or _major(version) != PG_MAJOR:
+    if version is None:
+        # Mostly a system library the binaries link against is missing (a minimal image).
+        raise ServicesUnavailable(
+            f"the pinned PostgreSQL in {root} does not run here ({root}/bin/postgres --version "
+            f"failed); `ldd {root}/bin/postgres` names a missing system library, or set E2E_PG_BIN"
+        )
+    if _major(version) != PG_MAJOR:
         raise ServicesUnavailable(
             f"the pinned PostgreSQL in {root} reports {version!r}, not {PG_MAJOR}.x; "
             f"remove {root} and retry, or set E2E_PG_BIN"

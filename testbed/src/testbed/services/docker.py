@@ -18,7 +18,7 @@ from testbed import guard, report
 from testbed.config import Settings
 from testbed.errors import InUse, ServicesUnavailable
 from testbed.report import command
-from testbed.services import health
+from testbed.services import extensions, health, pgdata
 from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import Say
 from testbed.services.containers import (
@@ -30,6 +30,12 @@ from testbed.services.containers import (
     reap_projects,
     report_dead,
     write_logs,
+)
+from testbed.services.credentials import (
+    Credentials,
+    admin_role,
+    postgres_url,
+    redis_url,
 )
 from testbed.services.endpoints import Endpoints
 from testbed.services.engine import (
@@ -144,23 +150,37 @@ class DockerBackend:
             "E2E_CHECKOUT": str(s.checkout),
             "E2E_STATE_DIR": str(self.state_dir),
         }
+        # The compose file insists on both passwords (so a hand-run `up` never starts a server
+        # without one); commands that start nothing get a placeholder.
+        creds = self.credentials()
+        env["E2E_PG_ADMIN_PASSWORD"] = creds.pg_admin if creds else "unused"
+        env["E2E_REDIS_PASSWORD"] = creds.valkey if creds else "unused"
         if images is not None:
             env.update(E2E_PG_IMAGE=images.postgres, E2E_REDIS_IMAGE=images.redis)
         return env
 
     # -- queries ----------------------------------------------------------------------------
+    def credentials(self) -> Credentials | None:
+        """The containers' passwords (0600 files in the state dir, generated per start)."""
+        return Credentials.load(self.state_dir)
+
     @property
     def database_url(self) -> str:
-        """libpq URL of the container's database."""
-        # Throwaway credentials of a container bound to 127.0.0.1: user, password and database
-        # are all the E2E role's name (the compose file takes them from compose_env()).
+        """libpq URL of the container's database, as the E2E role (no superuser)."""
+        creds = self.credentials()
         role = self.settings.pg_role
-        return f"postgresql://{role}:{role}@127.0.0.1:{self.settings.pg_port}/{role}"
+        return postgres_url(role, creds.pg_app if creds else None, self.settings.pg_port, role)
+
+    def admin_url(self, creds: Credentials) -> str:
+        """The bootstrap superuser's URL (the image's POSTGRES_USER; testbed's use only)."""
+        s = self.settings
+        return postgres_url(admin_role(s.pg_role), creds.pg_admin, s.pg_port, s.pg_role)
 
     @property
     def redis_url(self) -> str:
         """URL of the container's Valkey, database 0."""
-        return f"redis://127.0.0.1:{self.settings.redis_port}/0"
+        creds = self.credentials()
+        return redis_url(creds.valkey if creds else None, self.settings.redis_port)
 
     def containers(self, project: str | None = None, *, every: bool = False) -> list[Container]:
         """This project's containers (or another's; every=True: all of ours on the engine)."""
@@ -196,6 +216,8 @@ class DockerBackend:
         rows = self.containers() if rows is None else rows
         if not self._on_our_ports(rows) or any(r.state != "running" for r in rows):
             return None
+        if self.credentials() is None:
+            return None  # started without passwords (an older testbed) or ours no more
         try:
             pg = health.wait_postgres(self.database_url, 2.0)
             return self._endpoints(pg, health.wait_redis(self.redis_url, 2.0))
@@ -260,9 +282,11 @@ class DockerBackend:
                         f"it or stop it, then run {command('down')}"
                     )
                 kept = [x for x in record.leases() if x.kind == USER]  # a crashed `make up`
-                self._take_down(rows, "they do not answer")
+                gone = self.credentials() is None
+                self._take_down(rows, "their passwords are gone" if gone else "they do not answer")
             images = self.require(fetch=True)
             StateDir(self.state_dir).prepare(project=self.settings.project)
+            Credentials.generate().save(self.state_dir)  # compose_env() passes them
             record = self._record(images, None)
             record.set_leases([*kept, lease])
             # Written before the containers exist: a holder killed meanwhile leaves a record
@@ -300,6 +324,11 @@ class DockerBackend:
             try:
                 self._compose(self.up_argv(), "docker compose up", s.wait_timeout + 120, images)
                 t = s.wait_timeout
+                creds = self.credentials()
+                if creds is None:
+                    raise ServicesUnavailable(f"the passwords in {self.state_dir} are gone")
+                health.wait_postgres(self.admin_url(creds), t)
+                self._provision(creds)
                 pg = health.wait_postgres(self.database_url, t)
                 eps = self._endpoints(pg, health.wait_redis(self.redis_url, t))
                 check_majors(eps, images)
@@ -308,6 +337,14 @@ class DockerBackend:
                     self._take_down(self.containers(), "", quiet=True)
                 raise
         return eps
+
+    def _provision(self, creds: Credentials) -> None:
+        """As the bootstrap superuser: the E2E role (no superuser) gets its password and the
+        database; extensions asked for are created, the rest refused with the fix."""
+        admin = self.admin_url(creds)
+        pgdata.create_app_role(admin, self.settings.pg_role, creds.pg_app)
+        template1 = admin.rsplit("/", 1)[0] + "/template1"
+        extensions.install_refusals([admin, template1], {}, create=self.settings.pg_extensions)
 
     def _refuse_other_ports(self, rows: list[Container]) -> None:
         if all(r.state == "running" for r in rows) and not self._on_our_ports(rows):

@@ -22,6 +22,8 @@ from testbed.services.procs import server_env
 # Package names for libraries known to be missing on common systems.
 PACKAGES: Mapping[str, str] = {"libossp-uuid.so.16": "libossp-uuid16"}
 TRIGGER = "testbed_refuse_unloadable_extension"
+SUPERUSER_TRIGGER = "testbed_refuse_superuser_extension"
+SETTING = "e2e_pg_extensions (E2E_PG_EXTENSIONS)"
 _CACHE_NAME = ".unloadable-extensions.json"
 _LD_CACHE = Path("/etc/ld.so.cache")
 _MODULE = re.compile(r"^\s*module_pathname\s*=\s*'\$libdir/(?P<lib>[^']+)'", re.MULTILINE)
@@ -142,6 +144,45 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def superuser_refusal_sql() -> list[str]:
+    """Statements that make CREATE EXTENSION of an extension that needs a superuser, by the
+    (non-superuser) E2E role, fail with the fix: the setting that has testbed's bootstrap role
+    create it at start. Already installed ones pass (CREATE EXTENSION IF NOT EXISTS)."""
+    pattern = r'create\s+extension\s+(?:if\s+not\s+exists\s+)?"?([a-z0-9_-]+)'
+    message = "extension % needs a superuser to create, and the E2E role % is not one"
+    hint = (
+        f"list it in {SETTING}: testbed's bootstrap role creates it in the E2E database at "
+        "start (or use a trusted extension)"
+    )
+    return [
+        f"CREATE OR REPLACE FUNCTION public.{SUPERUSER_TRIGGER}() RETURNS event_trigger "
+        "LANGUAGE plpgsql SET search_path = pg_catalog AS $testbed$\n"
+        "DECLARE\n"
+        f"  ext text := substring(lower(current_query()) from {_literal(pattern)});\n"
+        "BEGIN\n"
+        "  IF ext IS NULL OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)\n"
+        "     OR EXISTS (SELECT 1 FROM pg_extension WHERE extname = ext) THEN\n"
+        "    RETURN;\n"
+        "  END IF;\n"
+        "  IF EXISTS (SELECT 1 FROM pg_available_extension_versions v\n"
+        "             WHERE v.name = ext AND v.superuser AND NOT v.trusted)\n"
+        "     AND NOT EXISTS (SELECT 1 FROM pg_available_extension_versions v\n"
+        "                     WHERE v.name = ext AND (v.trusted OR NOT v.superuser)) THEN\n"
+        f"    RAISE EXCEPTION {_literal(message)}, ext, current_user\n"
+        f"      USING HINT = {_literal(hint)};\n"
+        "  END IF;\n"
+        "END\n$testbed$",
+        f"DROP EVENT TRIGGER IF EXISTS {SUPERUSER_TRIGGER}",
+        f"CREATE EVENT TRIGGER {SUPERUSER_TRIGGER} ON ddl_command_start "
+        f"WHEN TAG IN ('CREATE EXTENSION') EXECUTE FUNCTION public.{SUPERUSER_TRIGGER}()",
+    ]
+
+
+def create_sql(names: tuple[str, ...]) -> list[str]:
+    """CREATE EXTENSION IF NOT EXISTS for each name (the bootstrap role runs them)."""
+    return [f'CREATE EXTENSION IF NOT EXISTS "{name}" CASCADE' for name in names]
+
+
 def refusal_sql(missing: Mapping[str, list[str]]) -> list[str]:
     """Statements that make CREATE EXTENSION of an unloadable extension fail with the fix.
 
@@ -167,7 +208,7 @@ def refusal_sql(missing: Mapping[str, list[str]]) -> list[str]:
     body = "\n".join(checks)
     return [
         f"CREATE OR REPLACE FUNCTION public.{TRIGGER}() RETURNS event_trigger "
-        "LANGUAGE plpgsql AS $testbed$\n"
+        "LANGUAGE plpgsql SET search_path = pg_catalog AS $testbed$\n"
         "DECLARE query text := lower(current_query());\nBEGIN\n"
         f"{body}\nEND\n$testbed$",
         f"DROP EVENT TRIGGER IF EXISTS {TRIGGER}",
@@ -176,11 +217,26 @@ def refusal_sql(missing: Mapping[str, list[str]]) -> list[str]:
     ]
 
 
-def install_refusals(database_urls: list[str], missing: Mapping[str, list[str]]) -> None:
-    """Put the refusal trigger in each database (template1 too, so new databases inherit it)."""
+def install_refusals(
+    database_urls: list[str],
+    missing: Mapping[str, list[str]],
+    *,
+    create: tuple[str, ...] = (),
+    superuser_refusal: bool = True,
+) -> None:
+    """As the bootstrap superuser: create the extensions asked for (in the first database, the
+    E2E one) and put the refusal triggers in each database (template1 too, so new databases
+    inherit them). superuser_refusal=False: the databases have that trigger already (the
+    native backend's template carries it)."""
     import psycopg
 
-    for url in database_urls:
+    for index, url in enumerate(database_urls):
+        statements = [
+            *(superuser_refusal_sql() if superuser_refusal else []),
+            *refusal_sql(missing),
+        ]
+        if not statements and not (create and index == 0):
+            continue
         with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-            for statement in refusal_sql(missing):
+            for statement in (create_sql(create) if index == 0 else []) + statements:
                 conn.execute(statement.encode())

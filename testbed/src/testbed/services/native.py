@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 from testbed import guard, report
 from testbed.config import Settings, default_state_root
-from testbed.errors import InUse, ServicesUnavailable
+from testbed.errors import HealthTimeout, InUse, ServicesUnavailable
 from testbed.report import command
 from testbed.services import extensions, health, identity, legacy, pgdata, private
 from testbed.services.backend import ServiceStatus
@@ -19,6 +22,13 @@ from testbed.services.binaries import (
     find_postgres,
     find_valkey,
     make_cache_dir,
+)
+from testbed.services.credentials import (
+    Credentials,
+    admin_role,
+    redis_url,
+    socket_url,
+    write_secret,
 )
 from testbed.services.endpoints import Endpoints
 from testbed.services.ownership import (
@@ -57,10 +67,12 @@ class _Prepared(NamedTuple):
     template: Path
 
 
-def valkey_argv(binary: Path, port: int, workdir: Path) -> list[str]:
-    """valkey-server command line: 127.0.0.1 only, 64 databases, no persistence."""
+def valkey_argv(binary: Path, port: int, workdir: Path, config: Path | None = None) -> list[str]:
+    """valkey-server command line: 127.0.0.1 only, 64 databases, no persistence. The password
+    is in the config file (0600, the servers' account's): a command line is public in /proc."""
     return [
         str(binary),
+        *([str(config)] if config is not None else []),
         *("--bind", "127.0.0.1", "--port", str(port), "--databases", str(REDIS_DATABASES)),
         *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
         *("--daemonize", "no", "--protected-mode", "yes"),
@@ -79,14 +91,23 @@ class NativeBackend:
         self.store = Store(self.state_dir)
         # Never start (or reap) anything on the developer's ports.
         guard.check_postgres_url(pgdata.database_url(settings.pg_port, settings.pg_role))
-        guard.check_redis_url(f"redis://127.0.0.1:{settings.redis_port}/0")
+        guard.check_redis_url(redis_url(None, settings.redis_port))
 
     # -- reading the record ---------------------------------------------------------------
-    def _endpoints(self, record: Record) -> Endpoints:
+    def credentials(self) -> Credentials | None:
+        """The running instance's passwords (0600 files in the state dir), if any."""
+        return Credentials.load(self.state_dir)
+
+    def _endpoints(self, record: Record, creds: Credentials | None = None) -> Endpoints:
+        creds = creds or self.credentials()
         return Endpoints(
             backend=self.name,
-            database_url=pgdata.database_url(int(record["pg_port"]), self.settings.pg_role),
-            redis_url=f"redis://127.0.0.1:{int(record['redis_port'])}/0",
+            database_url=pgdata.database_url(
+                int(record["pg_port"]),
+                self.settings.pg_role,
+                password=creds.pg_app if creds else None,
+            ),
+            redis_url=redis_url(creds.valkey if creds else None, int(record["redis_port"])),
             pg_version=str(record.get("pg_version")),
             redis_version=str(record.get("redis_version")),
             redis_databases=REDIS_DATABASES,
@@ -99,7 +120,10 @@ class NativeBackend:
     def _healthy(self, record: Record) -> Endpoints | None:
         if len(self._alive(record)) != len(SERVERS) or "redis_version" not in record:
             return None
-        eps = self._endpoints(record)
+        creds = self.credentials()
+        if creds is None:
+            return None  # an older testbed's servers without passwords: started again
+        eps = self._endpoints(record, creds)
         try:
             health.wait_postgres(eps.database_url, 2.0)
             health.wait_redis(eps.redis_url, 2.0)
@@ -229,7 +253,7 @@ class NativeBackend:
         s = self.settings
         pg = find_postgres(s, self.say)
         valkey = find_valkey(s, self.say)
-        run_as = server_user()
+        run_as = server_user(say=self.say)
         if run_as is not None:
             # The server account must enter the state dir (0710 to its group, nobody else).
             if private.inside(self.state_dir, private.base_dir()):
@@ -237,8 +261,8 @@ class NativeBackend:
             if StateDir(self.state_dir).is_ours():
                 private.grant_traverse(self.state_dir, run_as.gid)
             self.say(
-                f"running the servers as user {run_as.name!r} (uid {run_as.uid}): "
-                "PostgreSQL refuses to run as root"
+                f"running the servers as the unprivileged account {run_as.name!r} "
+                f"(uid {run_as.uid}), not root"
             )
             for needed in (self.state_dir, s.cache_dir):
                 if (blocked := blocked_for(needed, run_as)) is not None:
@@ -259,9 +283,15 @@ class NativeBackend:
         )
         pg_dir, vk_dir = self.state_dir / "pg", self.state_dir / "valkey"
         for path in (pg_dir, pg_dir / "sock", vk_dir):
-            path.mkdir(mode=0o755)
+            path.mkdir(mode=0o700)  # the servers' account's alone (mkdir's mode obeys umask)
+            path.chmod(0o700)
             chown(path, run_as)
         pgdata.copy_template(prepared.template, pg_dir / "data")
+        creds = Credentials.generate()
+        creds.save(self.state_dir)
+        vk_conf = vk_dir / "valkey.conf"
+        write_secret(vk_conf, f"requirepass {creds.valkey}")
+        chown(vk_conf, run_as)
         record = new_record(
             self.name,
             s,
@@ -275,7 +305,7 @@ class NativeBackend:
         # a record from which reap (or the next run) can stop exactly what was started.
         self.store.write(record)
         servers = {
-            "valkey": (valkey_argv(valkey.path, s.redis_port, vk_dir), vk_dir),
+            "valkey": (valkey_argv(valkey.path, s.redis_port, vk_dir, vk_conf), vk_dir),
             "postgres": (
                 pgdata.server_argv(pg, pg_dir / "data", s.pg_port, pg_dir / "sock"),
                 pg_dir,
@@ -291,43 +321,88 @@ class NativeBackend:
             private.write_atomic(self.state_dir / f"{name}.pid", f"{pid}\n")  # for humans only
             self.store.write(record)
         procs = record.processes()
-        eps = self._endpoints(record)
-        record["redis_version"] = health.wait_redis(
-            eps.redis_url,
-            s.wait_timeout,
-            log=self.logs()["valkey"],
-            alive=procs["valkey"].same_process,
+        eps = self._endpoints(record, creds)
+        with self._lost_bind(s.redis_port, "Valkey", procs["valkey"]):
+            record["redis_version"] = health.wait_redis(
+                eps.redis_url,
+                s.wait_timeout,
+                log=self.logs()["valkey"],
+                alive=procs["valkey"].same_process,
+            )
+        # Ready means the socket answers the bootstrap role (peer: testbed's OS user only); the
+        # template's roles have no password until this instance's are set, so nobody can log in
+        # over TCP before that.
+        admin_socket = socket_url(admin_role(s.pg_role), pg_dir / "sock", s.pg_port, s.pg_role)
+        with self._lost_bind(s.pg_port, "PostgreSQL", procs["postgres"]):
+            health.wait_postgres(
+                admin_socket,
+                s.wait_timeout,
+                log=self.logs()["postgres"],
+                alive=procs["postgres"].same_process,
+            )
+        pgdata.set_passwords(
+            admin_socket, {s.pg_role: creds.pg_app, admin_role(s.pg_role): creds.pg_admin}
         )
         record["pg_version"] = health.wait_postgres(
-            eps.database_url,
-            s.wait_timeout,
-            log=self.logs()["postgres"],
-            alive=procs["postgres"].same_process,
+            eps.database_url, s.wait_timeout, alive=procs["postgres"].same_process
         )
         self._verify_ours(eps, pg_dir / "data", procs["valkey"].pid)
         record.update(database_url=eps.database_url, redis_url=eps.redis_url)
-        self._refuse_unloadable_extensions(pg, eps.database_url)
+        self._refuse_unloadable_extensions(pg, self.admin_url(creds))
         for name, proc in procs.items():  # Valkey has rewritten its title by now
             record.set_process(name, proc.with_current_title())
         self.store.write(record)
         return self._endpoints(record)
 
-    def _refuse_unloadable_extensions(self, pg: PgBinaries, database_url: str) -> None:
-        """Say which bundled extensions cannot load here; make CREATE EXTENSION say the fix."""
+    @contextlib.contextmanager
+    def _lost_bind(self, port: int, service: str, proc: ProcessIdentity) -> Iterator[None]:
+        """A server of ours that exits while another process holds its port lost the bind to
+        it (a race no lock covers): say whose it is, not "exited before it answered"."""
+        try:
+            yield
+        except HealthTimeout:
+            if proc.same_process() or is_free(port):
+                raise
+            seen = "ours exited: another process holds the port"
+            raise identity.lost_race(
+                port, service, seen, self._other(port), self._ports()
+            ) from None
+
+    def admin_url(self, creds: Credentials, database: str | None = None) -> str:
+        """The bootstrap superuser's URL (testbed's own use only: never exported)."""
+        s = self.settings
+        return pgdata.database_url(
+            s.pg_port,
+            admin_role(s.pg_role),
+            database=database or s.pg_role,
+            password=creds.pg_admin,
+        )
+
+    def _refuse_unloadable_extensions(self, pg: PgBinaries, admin_url: str) -> None:
+        """Create the extensions asked for; say which bundled ones cannot load here; make
+        CREATE EXTENSION say the fix for those and for the ones that need a superuser (event
+        triggers, which only the bootstrap superuser may install)."""
         library_dir = pgdata.bundled_library_dir(pg)
         missing = extensions.unloadable(pg.bindir, self.settings.cache_dir, library_dir)
         if missing:
             self.say(extensions.describe(missing))
-            port = self.settings.pg_port
-            others = [
-                pgdata.database_url(port, self.settings.pg_role, database=db)
-                for db in ("template1", "postgres")
-            ]
-            extensions.install_refusals([database_url, *others], missing)
+        base = admin_url.rsplit("/", 1)[0]
+        # template1: scratch databases inherit the triggers. The one for extensions that need a
+        # superuser is in the template already; the loader's depends on this machine.
+        others = [f"{base}/{db}" for db in ("template1", "postgres")] if missing else []
+        extensions.install_refusals(
+            [admin_url, *others],
+            missing,
+            create=self.settings.pg_extensions,
+            superuser_refusal=False,
+        )
 
     def _verify_ours(self, eps: Endpoints, pg_data: Path, vk_pid: int) -> None:
         """Raise PortConflict if a server that passed its health gate is not the one we spawned."""
-        identity.verify_ours(eps, pg_data, vk_pid, self._ports(), self._other)
+        creds = self.credentials()
+        # data_directory is readable by superusers only: ask as the bootstrap role.
+        admin = replace(eps, database_url=self.admin_url(creds)) if creds else eps
+        identity.verify_ours(admin, pg_data, vk_pid, self._ports(), self._other)
 
     def _stop_and_clean(
         self, record: Record, *, quiet: bool = False, state_dir: Path | None = None
@@ -370,7 +445,7 @@ class NativeBackend:
                 f"valkey binary:     {record.get('valkey_source')}",
             ]
             if record.get("user"):
-                details.append(f"servers run as user {record['user']!r} (not root)")
+                details.append(f"servers run as the account {record['user']!r} (not root)")
             live = [x for x in record.leases() if x.alive()]
             details += [f"used by: {x.describe()}" for x in live] or ["used by: nobody"]
         elif self.state_dir.exists() and not StateDir(self.state_dir).is_ours():

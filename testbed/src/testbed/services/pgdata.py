@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from testbed.errors import ServicesUnavailable
 from testbed.services.binaries import PgBinaries, Say, cache_lock
+from testbed.services.credentials import admin_role, postgres_url
+from testbed.services.extensions import superuser_refusal_sql
 from testbed.services.procs import RunAs, chown, run_as_kwargs, server_env
 
 MAX_CONNECTIONS = 300  # xdist workers x (app pool + harness pool) with headroom
@@ -20,9 +23,10 @@ _LOCALES = ("C.UTF-8", "C")  # C.UTF-8: Unicode-aware lower()/ILIKE like the com
 
 
 def template_dir(cache_dir: Path, pg: PgBinaries, run_as: RunAs | None, role: str) -> Path:
-    """Cache path of the template for this PostgreSQL version, owner and E2E role."""
+    """Cache path of the template for this PostgreSQL version, owner and E2E role (`scram`: the
+    layout with a bootstrap superuser and no trust; older templates are never reused)."""
     uid = run_as.uid if run_as else os.geteuid()
-    return cache_dir / f"pgdata-template-{pg.version}-uid{uid}-{role}"
+    return cache_dir / f"pgdata-template-{pg.version}-uid{uid}-{role}-scram2"
 
 
 def _run(
@@ -52,8 +56,9 @@ def _initdb(pg: PgBinaries, data: Path, run_as: RunAs | None, cwd: Path, role: s
                 "-D",
                 str(data),
                 "-U",
-                role,
-                "--auth=trust",
+                admin_role(role),
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
                 "-E",
                 "UTF8",
                 f"--locale={locale}",
@@ -83,16 +88,56 @@ def _create_database(
             "-D",
             str(data),
             "-F",
+            "-j",  # a statement ends at ";" and an empty line: the trigger's body spans lines
             "-c",
             "exit_on_error=on",
             "template1",
         ],
         run_as,
         cwd,
-        stdin=f'CREATE DATABASE "{role}" OWNER "{role}";\n',  # database named like the role
+        # The app role is no superuser: it owns its database (schemas, tables, trusted
+        # extensions) and may create scratch databases. It has no password in the template;
+        # each start sets new ones (set_passwords). The refusal of extensions that need a
+        # superuser goes into template1 first, so the database (and every scratch database)
+        # inherits it, once per template instead of at every start.
+        stdin="".join(
+            f"{statement};\n\n"
+            for statement in (
+                *superuser_refusal_sql(),
+                f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEROLE CREATEDB NOREPLICATION',
+                f'CREATE DATABASE "{role}" OWNER "{role}"',  # database named like the role
+            )
+        ),
     )
     if proc.returncode != 0 or "ERROR" in proc.stderr:
         raise ServicesUnavailable(f"creating database {role} failed:\n{proc.stderr[-2000:]}")
+
+
+def hba_conf(role: str) -> str:
+    """pg_hba.conf: SCRAM over TCP for every role; over the socket only the bootstrap
+    superuser, and only for testbed's own OS user (peer, mapped in pg_ident.conf)."""
+    admin = admin_role(role)
+    return (
+        "# Written by testbed. The socket sits in a directory only the servers' account can\n"
+        "# enter (and root); on it, only testbed's own OS user may log in, as the bootstrap role.\n"
+        f'local all "{admin}" peer map=testbed\n'
+        "# Everyone else: the per-instance passwords, on 127.0.0.1 only.\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+    )
+
+
+def ident_conf(role: str, os_user: str | None = None) -> str:
+    """pg_ident.conf: the OS user testbed runs as may log in as the bootstrap role."""
+    user = os_user or pwd.getpwuid(os.geteuid()).pw_name
+    return f'testbed "{user}" "{admin_role(role)}"\n'
+
+
+def _write_auth_files(data: Path, role: str, run_as: RunAs | None) -> None:
+    for name, text in (("pg_hba.conf", hba_conf(role)), ("pg_ident.conf", ident_conf(role))):
+        path = data / name
+        path.write_text(text)
+        path.chmod(0o600)
+        chown(path, run_as)
 
 
 # Files without which a copied data dir cannot start; a cache damaged by a full disk, a crash
@@ -135,6 +180,7 @@ def ensure_template(
             data = work / "data"
             _initdb(pg, data, run_as, work, role)
             _create_database(pg, data, run_as, work, role)
+            _write_auth_files(data, role, run_as)
             shutil.rmtree(final, ignore_errors=True)
             data.rename(final)
         finally:
@@ -199,6 +245,10 @@ def server_argv(pg: PgBinaries, data: Path, port: int, socket_dir: Path) -> list
         "-c",
         "listen_addresses=127.0.0.1",
         "-c",
+        "unix_socket_permissions=0700",
+        "-c",
+        "password_encryption=scram-sha-256",
+        "-c",
         f"max_connections={MAX_CONNECTIONS}",
         # DSM segments as files in the data dir (on tmpfs): a killed server's segments go
         # with its data dir instead of piling up as /dev/shm/PostgreSQL.* files.
@@ -237,6 +287,41 @@ def bundled_library_dir(pg: PgBinaries) -> Path | None:
     return lib if any(lib.glob("libpq.so*")) or any(lib.glob("libpq.*.dylib")) else None
 
 
-def database_url(port: int, role: str, *, database: str | None = None) -> str:
-    """libpq URL of the native database (trust auth, no password), named like the role."""
-    return f"postgresql://{role}@127.0.0.1:{port}/{database or role}"
+def database_url(
+    port: int, role: str, *, database: str | None = None, password: str | None = None
+) -> str:
+    """libpq URL of the native database (named like the role), with the role's password."""
+    return postgres_url(role, password, port, database or role)
+
+
+def set_passwords(admin_url: str, passwords: dict[str, str]) -> None:
+    """Give each role (name -> password) its per-instance password, as SCRAM verifiers."""
+    import psycopg
+    from psycopg import sql
+
+    from testbed.services.credentials import scram_verifier
+
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        for role, password in passwords.items():
+            statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(scram_verifier(password))
+            )
+            conn.execute(statement)
+
+
+def create_app_role(admin_url: str, role: str, password: str) -> None:
+    """The E2E role of a server whose image made only the superuser (docker): no superuser,
+    its password, and ownership of the database named like it (its schema public follows)."""
+    import psycopg
+    from psycopg import sql
+
+    from testbed.services.credentials import scram_verifier
+
+    name = sql.Identifier(role)
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEROLE CREATEDB NOREPLICATION PASSWORD {}"
+            ).format(name, sql.Literal(scram_verifier(password)))
+        )
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, name))

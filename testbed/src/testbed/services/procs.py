@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shutil
 import signal
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,20 +29,75 @@ class RunAs:
     gid: int
 
 
-def server_user() -> RunAs | None:
-    """None when not root; else the `postgres` account, or `nobody` if there is none."""
+SERVICE_ACCOUNT = "testbed-svc"
+# Accounts the servers must never run as: the system `postgres` account owns the developer's
+# PostgreSQL (a server running as it could read and stop theirs), and `nobody` is every other
+# unprivileged daemon's (and any attacker's) account.
+FORBIDDEN_ACCOUNTS = frozenset({"root", "postgres", "nobody"})
+_NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false")
+
+
+def server_user(*, create: bool = True, say: Callable[[str], None] | None = None) -> RunAs | None:
+    """None when not root (the servers run as the invoking user); as root, the dedicated
+    unprivileged account testbed-svc, created on first use (never `postgres` or `nobody`)."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return RunAs(name, entry.pw_uid, entry.pw_gid)
-    raise OSError(
-        "running as root, but there is neither a `postgres` nor a `nobody` account "
-        "to run PostgreSQL as (it refuses root); create one or run as a normal user"
+    found = _account(SERVICE_ACCOUNT)
+    if found is None and create:
+        _create_account(SERVICE_ACCOUNT)
+        found = _account(SERVICE_ACCOUNT)
+        if found is not None and say is not None:
+            say(
+                f"created the system account {SERVICE_ACCOUNT!r} (uid {found.uid}, no login, "
+                "no home) to run the E2E servers as: never root, postgres or nobody"
+            )
+    if found is None:
+        raise OSError(
+            f"running as root, but there is no {SERVICE_ACCOUNT!r} account to run the servers "
+            f"as (PostgreSQL refuses root): create one with `useradd --system --no-create-home "
+            f"--shell /usr/sbin/nologin --user-group {SERVICE_ACCOUNT}`, or run as a normal user"
+        )
+    return found
+
+
+def _account(name: str) -> RunAs | None:
+    """The account name if it exists and is fit to run the servers; raise if it is not."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    sharing = sorted(
+        e.pw_name for e in pwd.getpwall() if e.pw_uid == entry.pw_uid and e.pw_name != name
     )
+    problem = None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        problem = "has uid or gid 0"
+    elif sharing:
+        problem = f"shares its uid {entry.pw_uid} with {', '.join(sharing)}"
+    elif entry.pw_shell not in _NOLOGIN:
+        problem = f"has the login shell {entry.pw_shell}"
+    if problem is not None:
+        raise OSError(
+            f"the account {name!r} {problem}, so testbed will not run its servers as it: "
+            f"remove it (`userdel {name}`) and testbed creates a fresh one, or run as a normal user"
+        )
+    return RunAs(name, entry.pw_uid, entry.pw_gid)
+
+
+def _create_account(name: str) -> None:
+    """useradd a system account with no login and no home (a concurrent run may win: fine)."""
+    useradd = shutil.which("useradd") or next(
+        (p for p in ("/usr/sbin/useradd", "/sbin/useradd") if Path(p).is_file()), None
+    )
+    if useradd is None:
+        return  # server_user() says what to do
+    shell = next((s for s in _NOLOGIN if Path(s).exists()), "/usr/sbin/nologin")
+    argv = [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent"]
+    # Below 900: container images put their users at 999 and just under (valkey's is 999), and
+    # a container's process with our uid could reach our servers' files.
+    argv += ["-K", "SYS_UID_MAX=899", "-K", "SYS_GID_MAX=899"]
+    argv += ["--shell", shell, "--user-group", name]
+    subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 def chown(path: Path, run_as: RunAs | None) -> None:
