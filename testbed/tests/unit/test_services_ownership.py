@@ -14,6 +14,7 @@ import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -332,3 +333,36 @@ def test_an_unreadable_command_line_with_the_recorded_start_is_alive(
     monkeypatch.setattr(own.ProcessIdentity, "of", classmethod(lambda cls, pid: now))
     assert own.ProcessIdentity(4242, 5.0, ("postgres -D x",)).alive() is True
     assert own.ProcessIdentity(4242, 6.0, ("postgres -D x",)).alive() is False
+
+
+_GOOD = {"backend": "native", "project": "p-e2e", "checkout": "/src", "pg_port": 5433}
+
+
+@pytest.mark.parametrize(
+    ("change", "valid"),
+    [
+        ({}, True),
+        ({"backend": "docker"}, True),
+        ({"pg_port": 65535, "redis_port": 1}, True),
+        ({"backend": "podman"}, False),
+        ({"project": "../x"}, False),
+        ({"state_dir": "/elsewhere"}, False),
+        ({"checkout": 7}, False),
+        ({"pg_port": 0}, False),
+        ({"redis_port": 65536}, False),
+        ({"pg_port": True}, False),
+        ({"pg_port": "5433"}, False),
+        ({"processes": []}, False),
+        ({"leases": {}}, False),
+        ({"processes": {"postgres": {"pid": "x"}}}, False),
+        ({"leases": [{"kind": "other"}]}, False),
+    ],
+)
+def test_a_record_is_used_only_when_every_field_is_valid(
+    tmp_path: Path, change: dict[str, Any], valid: bool
+) -> None:
+    state = own.StateDir(tmp_path / "s")
+    state.prepare(project="p-e2e")
+    data = {**_GOOD, "state_dir": str(state.path), **change}
+    (state.path / own.RECORD).write_text(json.dumps(data))
+    assert own.read_record(state.path) == (data if valid else {})
