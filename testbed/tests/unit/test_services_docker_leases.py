@@ -240,7 +240,7 @@ def test_port_held_by_another_checkouts_container_names_it(
     text = str(caught.value)
     assert text.startswith("port 15433 for PostgreSQL is held by the testbed containers of ")
     assert "compose project shop-e2e-0badc0de" in text
-    assert "run `make down` in /src/theirs" in text
+    assert "run `python -m testbed down` in /src/theirs" in text
     assert "E2E_PG_PORT=" in text
     assert runner.compose() == []
 

@@ -202,7 +202,7 @@ def test_other_checkout_on_the_same_ports_gets_a_conflict_naming_it(tmp_path: Pa
             re.escape(
                 f"port {pg} is held by the E2E services of another checkout "
                 f"(project {winner.project}, state dir {winner.state_dir}, "
-                f"pid {os.getpid()}): run `make down` in "
+                f"pid {os.getpid()}): run `python -m testbed down` in "
                 f"{winner.checkout}, or use other ports: "
             )
             + r"E2E_PG_PORT=\d+ E2E_REDIS_PORT=\d+",
@@ -274,7 +274,7 @@ def test_verify_names_the_checkout_whose_postgres_answered(
     assert message.startswith(
         f"the PostgreSQL answering on port {port} is not the one we started (data directory "
         f"{other}/pg/data): we stopped ours. Port {port} is held by the E2E services "
-        f"of another checkout (state dir {other}): run `make down` there, or use other "
+        f"of another checkout (state dir {other}): run `python -m testbed down` there, or use other "
         "ports: E2E_PG_PORT="
     )
     assert info.value.port == port
