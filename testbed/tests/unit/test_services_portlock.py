@@ -274,8 +274,8 @@ def test_verify_names_the_checkout_whose_postgres_answered(
     assert message.startswith(
         f"the PostgreSQL answering on port {port} is not the one we started (data directory "
         f"{other}/pg/data): we stopped ours. Port {port} is held by the E2E services "
-        f"of another checkout (state dir {other}): run `python -m testbed down` there, or use other "
-        "ports: E2E_PG_PORT="
+        f"of another checkout (state dir {other}): run `python -m testbed down` there, or use "
+        "other ports: E2E_PG_PORT="
     )
     assert info.value.port == port
 
