@@ -53,3 +53,14 @@ def native(settings: Settings) -> Iterator[NativeBackend]:
     lock.unlink(missing_ok=True)
     for port in (settings.pg_port, settings.redis_port):
         lock_path(port).unlink(missing_ok=True)  # random ports: nobody else waits on these
+
+
+@pytest.fixture(autouse=True)
+def default_command_words() -> Iterator[None]:
+    """Messages name testbed's own CLI in these in-process tests, whatever e2e_command the outer
+    run configured (this repository's suites say `make`)."""
+    from testbed import report
+
+    previous = report.set_command(report.DEFAULT_COMMAND)
+    yield
+    report.set_command(previous)

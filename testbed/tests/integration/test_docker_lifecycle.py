@@ -218,7 +218,7 @@ def test_two_checkouts_same_ports_refused_own_ports_side_by_side(
     text = str(caught.value)
     assert f"port {overrides['pg_port']} for PostgreSQL is held by the testbed containers" in text
     assert f"compose project {first.settings.project}" in text
-    assert f"run `make down` in {first.settings.checkout}" in text
+    assert f"run `python -m testbed down` in {first.settings.checkout}" in text
     assert engine_objects(other_name) == []
     # On ports of its own, the other checkout runs next to the first one.
     taken = {overrides["pg_port"], overrides["redis_port"]}

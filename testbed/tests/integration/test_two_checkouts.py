@@ -95,7 +95,7 @@ def test_racing_checkouts_one_starts_the_other_is_told_who(make: Make) -> None:
     assert str(error).startswith(
         f"port {pg} is held by the E2E services of another checkout "
         f"(project {winner.settings.project}, state dir {winner.state_dir}, "
-        f"pid {servers['postgres']}): run `make down` in "
+        f"pid {servers['postgres']}): run `python -m testbed down` in "
     ), str(error)
     assert "or use other ports: E2E_PG_PORT=" in str(error)
     assert not loser.state_dir.exists()

@@ -201,28 +201,34 @@ def test_the_summary_marks_schemas_restored_from_the_cache() -> None:
 
 
 def test_committed_by_directory_or_marker_from_the_ini(pytester: pytest.Pytester) -> None:
-    """e2e_committed_dirs and e2e_committed_markers make tests committed without a hook."""
+    """e2e_committed_dirs and e2e_committed_markers make tests committed without a hook (read
+    after collection, with the services faked away: no real service is started)."""
+    import json
+
+    _fake(pytester, UNAVAILABLE)
     pytester.makeini(
         "[pytest]\ne2e_committed_dirs = concurrency\ne2e_committed_markers = transactional\n"
         "markers = transactional: needs real commits\n"
     )
-    check = (
-        "import pytest\n\n"
-        "def committed(request):\n"
-        "    return request.node.get_closest_marker('committed') is not None\n\n"
+    pytester.makeconftest(
+        "import json\n\n"
+        "def pytest_collection_finish(session):\n"
+        "    marked = {\n"
+        "        i.name: i.get_closest_marker('committed') is not None for i in session.items\n"
+        "    }\n"
+        "    (session.config.rootpath / 'marked.json').write_text(json.dumps(marked))\n"
     )
     pytester.mkdir("concurrency")
-    (pytester.path / "concurrency" / "test_c.py").write_text(
-        check + "def test_dir(request):\n    assert committed(request)\n"
-    )
+    (pytester.path / "concurrency" / "test_c.py").write_text("def test_dir():\n    pass\n")
     pytester.mkdir("unit")
     (pytester.path / "unit" / "test_u.py").write_text(
-        check + "@pytest.mark.transactional\ndef test_marker(request):\n"
-        "    assert committed(request)\n\n"
-        "def test_plain(request):\n    assert not committed(request)\n"
+        "import pytest\n\n@pytest.mark.transactional\ndef test_marker():\n    pass\n\n"
+        "def test_plain():\n    pass\n"
     )
-    result = pytester.runpytest("-p", "testbed.plugin", "concurrency", "unit")
-    result.assert_outcomes(passed=3)
+    result = pytester.runpytest("-p", "fakeservices", "-p", "testbed.plugin", "concurrency", "unit")
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED), result.stdout
+    marked = json.loads((pytester.path / "marked.json").read_text())
+    assert marked == {"test_dir": True, "test_marker": True, "test_plain": False}
 
 
 @pytest.mark.parametrize(("ini", "shown"), [("", "python -m testbed up"), ("make", "make up")])
