@@ -18,10 +18,13 @@ collect_ignore = ["payloads"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the soak marker (pyproject is the lead's; markers are strict)."""
+    """Register the soak marker (pyproject is the lead's; markers are strict), and keep the
+    inner runs' output plain: these tests read pytest's summary lines, which FORCE_COLOR=1 (set
+    by CI workflows) would wrap in escape codes. PY_COLORS wins over FORCE_COLOR in pytest."""
     config.addinivalue_line(
         "markers", "soak: long reliability checks, run by `make soak` (scripts/soak.sh)"
     )
+    os.environ["PY_COLORS"] = "0"
 
 
 def soak_trials(default: int) -> int:
