@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -366,3 +367,30 @@ def test_a_record_is_used_only_when_every_field_is_valid(
     data = {**_GOOD, "state_dir": str(state.path), **change}
     (state.path / own.RECORD).write_text(json.dumps(data))
     assert own.read_record(state.path) == (data if valid else {})
+
+
+def test_the_lock_of_a_removed_state_dir_goes_with_it(tmp_path: Path, base: Path) -> None:
+    """`down` removes the state dir under the lock: the lock file goes too (none pile up)."""
+    store = own.Store(tmp_path / "state")
+    store.dir.prepare(project="p")
+    with store.locked():
+        lock = next((base / own.LOCKS).iterdir())
+        shutil.rmtree(store.dir.path)
+    assert not lock.exists()
+    with store.locked(wait=False) as again:  # a later holder makes a new one
+        assert again is True
+
+
+def test_a_waiter_never_holds_a_removed_lock_file(tmp_path: Path) -> None:
+    """A lock file removed (and made anew) while a waiter blocked on it no longer counts."""
+    path = tmp_path / "x.lock"
+    path.touch()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert own._is_file_at(fd, path)
+        path.unlink()
+        assert not own._is_file_at(fd, path)
+        path.touch()
+        assert not own._is_file_at(fd, path)
+    finally:
+        os.close(fd)

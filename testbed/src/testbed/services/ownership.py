@@ -419,18 +419,28 @@ class Store:
         locks = private.make_private(
             private.base_dir() / LOCKS, what="lock directory", fix="remove it and retry"
         )
-        fd = private.open_lock(locks / self.lock_file.name)
-        try:
+        path = locks / self.lock_file.name
+        while True:
+            fd = private.open_lock(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
+                os.close(fd)
                 yield False
                 return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            if _is_file_at(fd, path):
+                break
+            # Its last holder removed the file while we waited: lock the one at the path now.
+            os.close(fd)
+        try:
+            yield True
         finally:
+            # A state dir that is gone (down, reap) needs its lock no more: remove it while still
+            # held, so that a waiter finds another file at the path and locks that one instead.
+            if not self.dir.path.exists():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
     def read(self) -> Record:
@@ -440,6 +450,16 @@ class Store:
     def write(self, record: Record) -> None:
         """Write the record atomically (status and reap read it without the lock)."""
         private.write_atomic(self.dir.path / RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """True while path still names the file open on fd (not removed or replaced since)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 def new_record(backend: str, settings: Settings, state_dir: Path, **extra: Any) -> Record:
