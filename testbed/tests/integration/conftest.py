@@ -58,9 +58,12 @@ def native(settings: Settings) -> Iterator[NativeBackend]:
 @pytest.fixture(autouse=True)
 def default_command_words() -> Iterator[None]:
     """Messages name testbed's own CLI in these in-process tests, whatever e2e_command the outer
-    run configured (this repository's suites say `make`)."""
+    run configured (this repository's suites say `make`), and go to stderr, where capsys reads
+    them, not to the outer run's terminal."""
     from testbed import report
 
     previous = report.set_command(report.DEFAULT_COMMAND)
+    sink = report.set_sink(None)
     yield
+    report.set_sink(sink)
     report.set_command(previous)
