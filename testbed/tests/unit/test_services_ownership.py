@@ -23,7 +23,7 @@ import pytest
 from testbed.config import load_settings
 from testbed.errors import UnsafePath, UsageError
 from testbed.services import ownership as own
-from testbed.services import private
+from testbed.services import portlock, private
 
 
 @pytest.fixture
@@ -387,10 +387,10 @@ def test_a_waiter_never_holds_a_removed_lock_file(tmp_path: Path) -> None:
     path.touch()
     fd = os.open(path, os.O_RDWR)
     try:
-        assert own._is_file_at(fd, path)
+        assert portlock.is_current(fd, path)
         path.unlink()
-        assert not own._is_file_at(fd, path)
+        assert not portlock.is_current(fd, path)
         path.touch()
-        assert not own._is_file_at(fd, path)
+        assert not portlock.is_current(fd, path)
     finally:
         os.close(fd)

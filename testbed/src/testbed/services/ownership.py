@@ -24,6 +24,7 @@ from testbed.config import PROJECT_RE, default_state_root, state_filesystem
 from testbed.errors import InUse, ServicesUnavailable, UnsafePath, UsageError
 from testbed.report import command
 from testbed.services import private
+from testbed.services.portlock import is_current
 
 if TYPE_CHECKING:
     from testbed.config import Settings
@@ -428,7 +429,7 @@ class Store:
                 os.close(fd)
                 yield False
                 return
-            if _is_file_at(fd, path):
+            if is_current(fd, path):
                 break
             # Its last holder removed the file while we waited: lock the one at the path now.
             os.close(fd)
@@ -450,16 +451,6 @@ class Store:
     def write(self, record: Record) -> None:
         """Write the record atomically (status and reap read it without the lock)."""
         private.write_atomic(self.dir.path / RECORD, json.dumps(record, indent=2) + "\n")
-
-
-def _is_file_at(fd: int, path: Path) -> bool:
-    """True while path still names the file open on fd (not removed or replaced since)."""
-    try:
-        now = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 def new_record(backend: str, settings: Settings, state_dir: Path, **extra: Any) -> Record:

@@ -36,7 +36,7 @@ def _open(path: Path) -> int:
     return fd
 
 
-def _current(fd: int, path: Path) -> bool:
+def is_current(fd: int, path: Path) -> bool:
     """True when path still names the file fd has open (a releaser may have unlinked it)."""
     try:
         st = os.stat(path, follow_symlinks=False)
@@ -54,7 +54,7 @@ def _acquire(port: int, path: Path, deadline: float, say: Callable[[str], None])
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if _current(fd, path):
+                if is_current(fd, path):
                     return fd
                 # The holder unlinked it on release: lock the file that is there now.
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -97,9 +97,9 @@ def port_lock(
         yield
     finally:
         # Unlinked while still locked, so lock files do not pile up in /tmp; a waiter that
-        # then gets the old inode notices (_current) and locks the new file instead.
+        # then gets the old inode notices (is_current) and locks the new file instead.
         for path, fd in reversed(held):
             with contextlib.suppress(OSError):
-                if _current(fd, path):
+                if is_current(fd, path):
                     os.unlink(path)
             os.close(fd)  # closing the last descriptor releases the flock
