@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from testbed.errors import UnsafePath
+from testbed.services import private
 from testbed.services.engine import compose_command, engine_problem, engine_version
 from testbed.services.ownership import ProcessIdentity
 
@@ -63,14 +65,16 @@ def versions() -> str:
 
 
 def private_dir() -> None:
-    """The record's directory: ours (root's), 0700, not a link; refuse anything else."""
-    DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = DIR.lstat()
-    if DIR.is_symlink() or info.st_uid != os.geteuid() or info.st_mode & 0o077:
-        raise SystemExit(
-            f"docker-engine: {DIR} is not a private directory of this user (owner uid "
-            f"{info.st_uid}, mode {info.st_mode & 0o777:o}); remove it or set E2E_ENGINE_DIR"
+    """The record's directory: made 0700 if missing, then judged by testbed's own rules (ours,
+    no link, nobody else may write it or swap a directory on the way). A 0755 one of ours, as
+    an earlier version made, is kept: only its owner could have written what is inside."""
+    DIR.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        private.make_private(
+            DIR, what="engine record directory", fix="remove it or set E2E_ENGINE_DIR"
         )
+    except UnsafePath as error:
+        raise SystemExit(f"docker-engine: {error}") from None
 
 
 def read_record() -> tuple[ProcessIdentity, ProcessIdentity] | None:

@@ -119,7 +119,23 @@ def test_a_killed_runs_daemon_is_adopted_and_a_live_runs_is_not(
 def test_a_shared_record_directory_is_refused(engine: ModuleType) -> None:
     engine.DIR.mkdir(mode=0o755)
     engine.DIR.chmod(0o777)
-    with pytest.raises(SystemExit, match="not a private directory"):
+    with pytest.raises(SystemExit, match=r"refusing the engine record directory .* may write"):
+        engine.private_dir()
+
+
+def test_a_0755_record_directory_of_ours_is_kept(engine: ModuleType) -> None:
+    """An earlier version made /run/testbed-engine 0755; CI then refused to start at all."""
+    engine.DIR.mkdir(mode=0o755)
+    engine.DIR.chmod(0o755)
+    engine.private_dir()
+    engine.write_record(identity(os.getpid()))
+    assert engine.read_record() is not None
+
+
+def test_a_record_directory_behind_a_link_is_refused(engine: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    engine.DIR.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SystemExit, match="symbolic link"):
         engine.private_dir()
 
 
