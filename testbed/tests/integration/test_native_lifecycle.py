@@ -16,9 +16,12 @@ import pytest
 import redis
 
 from testbed.config import Settings
-from testbed.errors import PortConflict
+from testbed.errors import HealthTimeout, PortConflict
+from testbed.services import native as native_module
 from testbed.services.lifecycle import ensure_up
 from testbed.services.native import NativeBackend
+from testbed.services.ownership import USER, new_lease
+from testbed.services.ports import is_free
 from testbed.services.procs import is_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -147,6 +150,30 @@ def test_reap_cleans_up_after_a_killed_run(native: NativeBackend, settings: Sett
     assert any(item.endswith("postgres.pid") for item in removed)
     assert not settings.state_dir.exists()
     assert native.up().pg_version.startswith("16.")  # and the next run starts cleanly
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, HealthTimeout])
+def test_a_start_that_fails_after_valkey_answered_stops_valkey(
+    native: NativeBackend,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: type[BaseException],
+) -> None:
+    """Ctrl-C, or a PostgreSQL that never answers, once Valkey runs: the cleanup stops the Valkey
+    it started (whatever Valkey did to itself meanwhile) and removes the state dir."""
+    started: dict[str, int] = {}
+
+    def postgres_fails(*args: object, **kwargs: object) -> str:
+        started.update({name: p.pid for name, p in native.store.read().processes().items()})
+        raise failure("PostgreSQL did not answer")
+
+    monkeypatch.setattr(native_module.health, "wait_postgres", postgres_fails)
+    with pytest.raises(failure):
+        native.ensure(new_lease(USER, None))
+    assert set(started) == {"postgres", "valkey"}
+    assert not any(is_alive(pid) for pid in started.values()), started
+    assert is_free(settings.redis_port)
+    assert not settings.state_dir.exists()
 
 
 def test_foreground_up_takes_its_servers_down_on_sigterm(settings: Settings) -> None:

@@ -17,7 +17,7 @@ from testbed.errors import PortConflict
 from testbed.services import native
 from testbed.services.endpoints import Endpoints
 from testbed.services.native import NativeBackend
-from testbed.services.ownership import USER, new_lease
+from testbed.services.ownership import USER, ProcessIdentity, new_lease
 from testbed.services.portlock import lock_path
 from testbed.services.ports import is_free
 from testbed.services.procs import is_alive
@@ -118,9 +118,10 @@ def test_a_server_that_lost_the_bind_is_caught_and_cleaned_up(
     monkeypatch.setattr(second, "_check_port", lambda *a: None)
     spawned: list[int] = []
 
-    def spawn(*args: Any, **kwargs: Any) -> int:
-        spawned.append(real_spawn(*args, **kwargs))
-        return spawned[-1]
+    def spawn(*args: Any, **kwargs: Any) -> ProcessIdentity:
+        found = real_spawn(*args, **kwargs)
+        spawned.append(found.pid)
+        return found
 
     real_spawn = native.spawn
     monkeypatch.setattr(native, "spawn", spawn)

@@ -271,8 +271,12 @@ class Sandbox:
                 environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if marker in cmd or marker.encode() in environ:
-                found.append(f"process {entry.name}: {cmd[:150]}")
+            try:  # a server that rewrites its title (or environ) still works in our dirs
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                cwd = ""
+            if marker in cmd or marker.encode() in environ or cwd.startswith(marker):
+                found.append(f"process {entry.name} in {cwd}: {cmd[:150]}")
         if self.state_dir.exists():
             found += [f"state entry {p}" for p in sorted(self.state_dir.iterdir())]
         return found

@@ -6,13 +6,14 @@ import gc
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 
 from testbed.config import load_settings
-from testbed.services import pgdata
+from testbed.services import pgdata, procs
 from testbed.services.binaries import PgBinaries
 from testbed.services.native import NativeBackend, valkey_argv
 from testbed.services.ownership import ProcessIdentity, Record, StateDir
@@ -48,6 +49,7 @@ def test_valkey_flags() -> None:
         "--dir": "/s/valkey",
         "--daemonize": "no",
         "--protected-mode": "yes",
+        "--set-proc-title": "no",  # keeps the command line its recorded identity names
     }
 
 
@@ -138,14 +140,70 @@ def test_a_spawned_server_raises_no_resource_warning(tmp_path: Path) -> None:
     ran warned (ResourceWarning), which failed green runs under `filterwarnings = error`."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pid = spawn(["sleep", "30"], log=tmp_path / "log", run_as=None, cwd=tmp_path)
+        ident = spawn(["sleep", "30"], log=tmp_path / "log", run_as=None, cwd=tmp_path, record=noop)
+        pid = ident.pid
         gc.collect()
-        ident = ProcessIdentity.of(pid)
-        assert ident is not None
         stop(ident, timeout=5)
         assert not is_alive(pid)  # reaped: no zombie left
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+def noop(found: ProcessIdentity) -> None:
+    """A spawn() record callback that keeps nothing."""
+
+
+def _wait_for_title(ident: ProcessIdentity, title: str) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        now = ProcessIdentity.of(ident.pid)
+        if now is not None and now.titles[0] == title:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_spawned_server_runs_only_after_it_was_recorded(tmp_path: Path) -> None:
+    """While record() runs, the process is the gate (the server's command has not started);
+    once it returns, the same process (pid, start time) runs the server's command line."""
+    seen: list[tuple[ProcessIdentity, ProcessIdentity | None]] = []
+
+    def record(found: ProcessIdentity) -> None:
+        seen.append((found, ProcessIdentity.of(found.pid)))
+
+    ident = spawn(["sleep", "30"], log=tmp_path / "log", run_as=None, cwd=tmp_path, record=record)
+    try:
+        [(recorded, during)] = seen
+        assert recorded == ident
+        assert during is not None
+        assert during.titles[0].startswith("/bin/sh -c ")  # still the gate, not the server
+        assert ident.titles == (during.titles[0], "sleep 30")
+        assert _wait_for_title(ident, "sleep 30"), "the server never ran after its record"
+        assert ident.alive()  # the server's title is one the record names
+    finally:
+        stop(ident, timeout=5)
+    assert not is_alive(ident.pid)
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_a_server_whose_record_failed_never_runs(
+    tmp_path: Path, failure: type[BaseException]
+) -> None:
+    """Ctrl-C (or a failed write) while recording: the gate exits and the command never runs."""
+    marker = tmp_path / "ran"
+    found: list[ProcessIdentity] = []
+
+    def record(ident: ProcessIdentity) -> None:
+        found.append(ident)
+        raise failure
+
+    with pytest.raises(failure):
+        spawn(
+            ["touch", str(marker)], log=tmp_path / "log", run_as=None, cwd=tmp_path, record=record
+        )
+    gate = procs._CHILDREN[found[0].pid]  # our child: wait for it, no polling
+    assert gate.wait(timeout=5) != 0, "the gate ran the command after its spawner gave up"
+    assert not marker.exists(), "the command ran although it was never recorded"
 
 
 def test_status_never_advises_stopping_what_a_live_run_holds(

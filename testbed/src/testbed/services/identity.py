@@ -65,7 +65,7 @@ def state_dir_of_data_dir(data_dir: str) -> Path | None:
 def _dirs_from_holder(pid: int, command: str) -> list[Path]:
     found = []
     argv = command.split()
-    if "-D" in argv[:-1]:  # postgres keeps its argv; valkey rewrites its title, so use its cwd
+    if "-D" in argv[:-1]:  # postgres keeps its argv (an older testbed's valkey did not: cwd)
         state = state_dir_of_data_dir(argv[argv.index("-D") + 1])
         if state is not None:
             found.append(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 from collections.abc import Iterator
 from dataclasses import replace
@@ -69,13 +70,15 @@ class _Prepared(NamedTuple):
 
 def valkey_argv(binary: Path, port: int, workdir: Path, config: Path | None = None) -> list[str]:
     """valkey-server command line: 127.0.0.1 only, 64 databases, no persistence. The password
-    is in the config file (0600, the servers' account's): a command line is public in /proc."""
+    is in the config file (0600, the servers' account's): a command line is public in /proc.
+    Valkey keeps the command line it was started with (set-proc-title no): the identity recorded
+    at spawn, title included, stays the proof that it is ours for as long as it runs."""
     return [
         str(binary),
         *([str(config)] if config is not None else []),
         *("--bind", "127.0.0.1", "--port", str(port), "--databases", str(REDIS_DATABASES)),
         *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
-        *("--daemonize", "no", "--protected-mode", "yes"),
+        *("--daemonize", "no", "--protected-mode", "yes", "--set-proc-title", "no"),
     ]
 
 
@@ -301,8 +304,8 @@ class NativeBackend:
             user=run_as.name if run_as else None,
         )
         record.set_leases(leases)
-        # Written before the servers exist, and after each: a holder killed meanwhile leaves
-        # a record from which reap (or the next run) can stop exactly what was started.
+        # Written before the servers exist, and with each before it runs: a holder killed
+        # meanwhile leaves a record from which reap (or the next run) stops exactly what runs.
         self.store.write(record)
         servers = {
             "valkey": (valkey_argv(valkey.path, s.redis_port, vk_dir, vk_conf), vk_dir),
@@ -313,13 +316,9 @@ class NativeBackend:
         }
         for name, (argv, cwd) in servers.items():
             lib = pgdata.bundled_library_dir(pg) if name == "postgres" else None
-            pid = spawn(
-                argv, log=self.state_dir / f"{name}.log", run_as=run_as, cwd=cwd, library_dir=lib
-            )
-            found = ProcessIdentity.of(pid)
-            record.set_process(name, found or ProcessIdentity(pid, 0.0, (" ".join(argv),)))
-            private.write_atomic(self.state_dir / f"{name}.pid", f"{pid}\n")  # for humans only
-            self.store.write(record)
+            keep = functools.partial(self._note_server, record, name)
+            log = self.state_dir / f"{name}.log"
+            spawn(argv, log=log, run_as=run_as, cwd=cwd, library_dir=lib, record=keep)
         procs = record.processes()
         eps = self._endpoints(record, creds)
         with self._lost_bind(s.redis_port, "Valkey", procs["valkey"]):
@@ -327,7 +326,7 @@ class NativeBackend:
                 eps.redis_url,
                 s.wait_timeout,
                 log=self.logs()["valkey"],
-                alive=procs["valkey"].same_process,
+                alive=procs["valkey"].alive,
             )
         # Ready means the socket answers the bootstrap role (peer: testbed's OS user only); the
         # template's roles have no password until this instance's are set, so nobody can log in
@@ -338,21 +337,25 @@ class NativeBackend:
                 admin_socket,
                 s.wait_timeout,
                 log=self.logs()["postgres"],
-                alive=procs["postgres"].same_process,
+                alive=procs["postgres"].alive,
             )
         pgdata.set_passwords(
             admin_socket, {s.pg_role: creds.pg_app, admin_role(s.pg_role): creds.pg_admin}
         )
         record["pg_version"] = health.wait_postgres(
-            eps.database_url, s.wait_timeout, alive=procs["postgres"].same_process
+            eps.database_url, s.wait_timeout, alive=procs["postgres"].alive
         )
         self._verify_ours(eps, pg_dir / "data", procs["valkey"].pid)
         record.update(database_url=eps.database_url, redis_url=eps.redis_url)
         self._refuse_unloadable_extensions(pg, self.admin_url(creds))
-        for name, proc in procs.items():  # Valkey has rewritten its title by now
-            record.set_process(name, proc.with_current_title())
         self.store.write(record)
         return self._endpoints(record)
+
+    def _note_server(self, record: Record, name: str, found: ProcessIdentity) -> None:
+        """Record a server before it runs (spawn holds it until this returns)."""
+        record.set_process(name, found)
+        self.store.write(record)
+        private.write_atomic(self.state_dir / f"{name}.pid", f"{found.pid}\n")  # for humans only
 
     @contextlib.contextmanager
     def _lost_bind(self, port: int, service: str, proc: ProcessIdentity) -> Iterator[None]:
@@ -361,7 +364,7 @@ class NativeBackend:
         try:
             yield
         except HealthTimeout:
-            if proc.same_process() or is_free(port):
+            if proc.alive() or is_free(port):
                 raise
             seen = "ours exited: another process holds the port"
             raise identity.lost_race(

@@ -44,7 +44,8 @@ class ProcessIdentity:
 
     A pid alone proves nothing (pids are reused, pid files can be stale or forged); a process
     is the recorded one only when all three match. `titles` holds the command lines the
-    process may show: servers like Valkey rewrite theirs once they run.
+    process may show (an older testbed let Valkey rewrite its own, and recorded both); testbed
+    now starts its servers so that they keep the one they were started with.
     """
 
     pid: int
@@ -69,13 +70,6 @@ class ProcessIdentity:
             time.sleep(0.005)
         return found
 
-    def with_current_title(self) -> ProcessIdentity:
-        """The same identity, also accepting the command line the process shows now."""
-        now = ProcessIdentity.of(self.pid)
-        if now is None or now.started != self.started or now.titles[0] in self.titles:
-            return self
-        return ProcessIdentity(self.pid, self.started, (*self.titles, now.titles[0]))
-
     def alive(self) -> bool:
         """True when pid is a live process with the recorded start time and command line."""
         now = ProcessIdentity.of(self.pid)
@@ -84,15 +78,6 @@ class ProcessIdentity:
         # An empty command line: the process is exiting or not readable to us; start time
         # and pid matched, which a reused pid cannot fake within one boot.
         return now.titles[0] in self.titles or now.titles[0] == ""
-
-    def same_process(self) -> bool:
-        """True while pid is the live process with the recorded start time, whatever its title.
-
-        For the moments right after we started it: Valkey rewrites its title while it starts,
-        so a title check then would call our own server dead.
-        """
-        now = ProcessIdentity.of(self.pid)
-        return now is not None and now.started == self.started
 
     def stopped(self) -> bool:
         """True when the process is frozen (SIGSTOP)."""

@@ -144,21 +144,28 @@ def run_as_kwargs(run_as: RunAs | None) -> dict[str, object]:
     return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
 
 
+# The server's command runs only once the gate reads a line: EOF (we died, or gave up) ends it.
+_GATE = ("/bin/sh", "-c", 'read -r go && exec "$@" </dev/null', "testbed-gate")
+
+
 def spawn(
     argv: list[str],
     *,
     log: Path,
     run_as: RunAs | None,
     cwd: Path,
+    record: Callable[[ProcessIdentity], None],
     library_dir: Path | None = None,
-) -> int:
-    """Start a server in its own session (survives our exit, gets no terminal signals)."""
+) -> ProcessIdentity:
+    """Start a server in its own session (survives our exit, gets no terminal signals), and
+    return its identity. The server runs only after record(identity) returned: a run killed or
+    interrupted before that leaves a gate that exits, never a server nobody recorded."""
     from testbed.services.private import open_append
 
     with os.fdopen(open_append(log), "ab") as out:  # never through a planted link
         proc = subprocess.Popen(  # type: ignore[call-overload]  # kwargs from run_as_kwargs
-            argv,
-            stdin=subprocess.DEVNULL,
+            [*_GATE, *argv],
+            stdin=subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
@@ -170,7 +177,19 @@ def spawn(
     # Kept, not dropped: a Popen collected while its process runs warns (ResourceWarning), and
     # under a suite's `filterwarnings = error` that failed a green run.
     _CHILDREN[proc.pid] = proc
-    return int(proc.pid)
+    gate = proc.stdin
+    assert gate is not None  # stdin=PIPE
+    try:
+        found = ProcessIdentity.of(proc.pid)
+        # The gate's title, then the server's: exec keeps the pid and start time.
+        titles = (*(found.titles if found else ()), " ".join(argv))
+        identity = ProcessIdentity(proc.pid, found.started if found else 0.0, titles)
+        record(identity)
+        gate.write(b"go\n")
+    finally:
+        with contextlib.suppress(OSError):  # a gate that already exited: nothing to open
+            gate.close()
+    return identity
 
 
 # The servers this process spawned and has not seen exit (until we exit: they outlive us).
