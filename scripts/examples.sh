@@ -16,21 +16,8 @@ unset E2E_INIFILE  # each example's own pyproject.toml, as pytest finds it
 # next one is refused (E2E_KEEP=1 in a CI job's environment would keep the first one's).
 unset E2E_KEEP
 
-read -r pg redis < <("$PY" - <<'PY'
-import os
-from testbed.services.identity import spare_port
-from testbed.services.ports import is_free
-
-pg, redis = int(os.environ.get("E2E_PG_PORT", 5433)), int(os.environ.get("E2E_REDIS_PORT", 6380))
-if not (is_free(pg) and is_free(redis)):
-    pg = spare_port(pg + 1) or pg
-    redis = spare_port(redis + 1, avoid=(pg,)) or redis
-print(pg, redis)
-PY
-)
-if [[ "$pg" != "${E2E_PG_PORT:-5433}" || "$redis" != "${E2E_REDIS_PORT:-6380}" ]]; then
-  echo "examples: the E2E ports are in use; running the examples on $pg and $redis"
-fi
+ports=$("$PY" "$ROOT/scripts/spare_ports.py")  # says so on stderr when it picks spare ones
+read -r pg redis <<<"$ports"
 export E2E_PG_PORT=$pg E2E_REDIS_PORT=$redis
 
 # shellcheck source=scripts/pytest-args.sh
