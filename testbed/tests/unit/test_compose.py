@@ -28,9 +28,9 @@ def spec() -> dict[str, Any]:
     return data
 
 
-def schema_check(path: Path) -> subprocess.CompletedProcess[str]:
+def schema_check(*paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", str(path)],
+        [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", *map(str, paths)],
         capture_output=True,
         text=True,
         check=False,
@@ -65,9 +65,13 @@ def broken_copy(tmp_path: Path) -> Path:
 
 @pytest.mark.skipif(not CHECK_JSONSCHEMA.exists(), reason="check-jsonschema not installed")
 def test_schema_accepts_the_file_and_rejects_a_broken_copy(tmp_path: Path) -> None:
-    ok = schema_check(COMPOSE)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert schema_check(broken_copy(tmp_path)).returncode != 0
+    # One run checks both (each run costs ~0.5 s of start-up); it names every file it rejects.
+    broken = broken_copy(tmp_path)
+    proc = schema_check(COMPOSE, broken)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0, said
+    assert f"{broken}::$.services['postgres-e2e']: 'restart_policy'" in said
+    assert str(COMPOSE) not in said
 
 
 def test_compose_v2_config_accepts_the_file_and_rejects_a_broken_copy(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -142,17 +141,15 @@ def test_bad_setting_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 def test_progress_lines_never_run_into_pytest_lines(pytester: pytest.Pytester) -> None:
     """A backend's "stopped valkey" at the end of a run starts a line of its own: written to
-    stderr it landed on pytest's progress line (`[100%]stopped valkey (pid …)`)."""
+    stderr it landed on pytest's progress line (`[100%]stopped valkey (pid …)`). In-process,
+    the inner run's terminal is its captured stdout, so a line that bypassed pytest's terminal
+    would show up on stderr instead."""
     import inspect
-    import subprocess
-    import sys
 
     from testbed.services import native
 
     say = inspect.signature(native.NativeBackend.__init__).parameters["say"].default
     pytester.makeconftest(f"""
-import os
-
 import pytest
 from {say.__module__} import {say.__name__} as say
 
@@ -161,18 +158,10 @@ def pytest_sessionfinish(session):
     say("stopped valkey (pid 1)")
 """)
     pytester.makepyfile(test_one="def test_x():\n    pass\n")
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "testbed.plugin", "-p", "no:cacheprovider"],
-        cwd=pytester.path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout
-    assert "stopped valkey (pid 1)" in proc.stdout.splitlines(), proc.stdout
+    result = pytester.runpytest_inprocess("-q", "-p", "testbed.plugin")
+    assert result.ret == 0, result.outlines
+    assert "stopped valkey (pid 1)" in result.outlines, result.outlines
+    assert "stopped valkey" not in result.stderr.str()
 
 
 def test_the_summary_names_the_schemas_made() -> None:
