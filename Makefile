@@ -101,9 +101,15 @@ example: deps
 adoption: deps
 	@E2E_REQUIRE_SERVICES=1 scripts/adoption.sh
 
-.PHONY: unit  ## Run the unit tests (no services): testbed's, opsdesk's and the tooling checks
+# unit is the fast loop of code (≤ 15 s, bench/stages.py); tooling runs make, uv, mkdocs, ruff,
+# compose and act on this repository's files, so it is a stage of its own.
+.PHONY: unit  ## Run the unit tests of testbed and opsdesk (no services, random order)
 unit: deps
-	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit tests/tooling -q $(call junit,unit) $(PYTEST_ARGS)
+	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit -q $(call junit,unit) $(PYTEST_ARGS)
+
+.PHONY: tooling  ## Check the Makefile, scripts, workflow, docs and lint validators (runs those tools)
+tooling: deps
+	@$(BIN)/pytest tests/tooling -q $(call junit,tooling) $(PYTEST_ARGS)
 
 .PHONY: mutation  ## Mutation score of guard, schema, breaker and ownership against their unit tests (CPU-heavy)
 mutation: deps
@@ -132,13 +138,13 @@ nix-tools:
 reliability: deps
 	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/reliability -q -p no:randomly -m "not soak" $(call junit,reliability) $(PYTEST_ARGS)
 
-.PHONY: test  ## Everything CI runs: lint + unit + integration + e2e (native and docker) + example + adoption + reliability
+.PHONY: test  ## Everything CI runs: lint + unit + tooling + integration + e2e (native and docker) + example + adoption + reliability
 test: deps
 	@scripts/with-docker.sh $(MAKE) --no-print-directory test-steps
 
 # Under CI=true, with-docker.sh provides one Docker engine for all of these and stops it after.
 .PHONY: test-steps
-test-steps: nix-tools lint unit integration e2e-native e2e-docker example adoption reliability
+test-steps: nix-tools lint unit tooling integration e2e-native e2e-docker example adoption reliability
 
 .PHONY: workflow  ## Run the CI workflow's jobs here with act, one at a time (JOBS="lint:python=3.12 e2e:group=1", LIST=1)
 workflow: deps

@@ -17,6 +17,7 @@ NAME = "stages"
 STAGES = (
     "lint",
     "unit",
+    "tooling",
     "integration",
     "e2e-native",
     "e2e-docker",
@@ -72,10 +73,10 @@ def run(ctx: Context) -> list[Figure]:
     unit = figures[STAGES.index("unit")]
     unit.targets = [Target("value", "<=", UNIT_TARGET_S, "≤ 15 s")]
     unit.why = (
-        "pytest's start-up with every installed plugin and the app's imports are paid before "
-        "the first unit test; the remaining slow unit tests run validators as subprocesses "
-        "(compose schema, docs build) or wait on real timeouts. Moving those to integration, "
-        "or making them in-process, would close it."
+        "pytest's start-up and the imports of the code under test (MCP, pydantic, SQLAlchemy, "
+        "Faker, psycopg) are paid before the first unit test; of the tests themselves, the "
+        "breaker's monitor process waits out three 1 s probes and the seed replay runs a "
+        "second pytest process (its subject is another process)."
     )
     figures.append(
         Figure(

@@ -142,7 +142,7 @@ def recorded(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("target", ["e2e", "unit", "example"])
+@pytest.mark.parametrize("target", ["e2e", "unit", "tooling", "example"])
 def test_pytest_args_reach_pytest_as_written(fake_venv: tuple[Path, Path], target: str) -> None:
     """`PYTEST_ARGS='-k "a or b"'` arrives as two arguments, the quoted one intact."""
     venv, log = fake_venv
@@ -156,7 +156,7 @@ def test_pytest_args_reach_pytest_as_written(fake_venv: tuple[Path, Path], targe
         assert argv[-5:] == ["--collect-only", "-k", "crm or tasks", "-m", "not slow"]
 
 
-@pytest.mark.parametrize("target", ["e2e", "unit"])
+@pytest.mark.parametrize("target", ["e2e", "unit", "tooling"])
 def test_junit_dir_adds_one_report_per_stage(fake_venv: tuple[Path, Path], target: str) -> None:
     """JUNIT_DIR=DIR gives pytest --junitxml=DIR/<stage>.xml, with an absolute DIR."""
     venv, log = fake_venv
@@ -171,6 +171,26 @@ def test_junit_dir_adds_one_report_per_stage(fake_venv: tuple[Path, Path], targe
     [argv] = recorded(log)
     assert f"--junitxml={ROOT}/reports/x/{target}.xml" in argv
     assert argv[-1] == "--collect-only"
+
+
+def test_unit_runs_the_code_s_tests_and_tooling_the_repository_checks(
+    fake_venv: tuple[Path, Path],
+) -> None:
+    """`make unit` is the fast loop of code: testbed's and opsdesk's unit tests, in random order
+    (no `-p no:randomly`); `make tooling` runs tests/tooling, which run make, uv and mkdocs."""
+    venv, log = fake_venv
+    trees = {}
+    for target in ("unit", "tooling"):
+        log.unlink(missing_ok=True)
+        proc = make(target, f"VENV={venv}", ARGV_LOG=str(log))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        [argv] = recorded(log)
+        assert "no:randomly" not in argv, argv
+        trees[target] = [a for a in argv if not a.startswith("-")]
+    assert trees == {
+        "unit": ["testbed/tests/unit", "backend/tests/unit"],
+        "tooling": ["tests/tooling"],
+    }
 
 
 def test_a_new_python_forces_deps_and_the_same_one_does_not(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ logs found, reliability run after a failed integration, the shard count, Nix in 
 one pip cache per job, and the README's targets table (issue 20, items 3-5 and 9).
 
 Each was found by running the workflow with act (`make workflow`); these catch them in
-`make unit`, without a runner.
+`make tooling`, without a runner.
 """
 
 from __future__ import annotations
@@ -103,6 +103,22 @@ def test_reliability_runs_when_integration_failed() -> None:
     for run, cond in reliability:
         assert "integration" not in run, run
         assert "!cancelled()" in cond or "always()" in cond, cond
+
+
+def test_every_python_leg_runs_unit_and_tooling_after_lint() -> None:
+    """`make unit` is the fast loop of code; `make tooling` (Makefile, scripts, workflow, docs)
+    is a stage of its own that CI runs too, even when a unit test failed."""
+    runs = [(s.get("run", ""), s.get("if", "")) for s in steps("lint")]
+    order = [
+        target for run, _ in runs for target in re.findall(r"\bmake (lint|unit|tooling)\b", run)
+    ]
+    assert order == ["lint", "unit", "tooling"], runs
+    [(run, cond)] = [(r, c) for r, c in runs if re.search(r"\bmake tooling\b", r)]
+    assert "JUNIT_DIR=reports" in run
+    assert "!cancelled()" in cond or "always()" in cond, cond
+    [summary] = [r for r, c in runs if "junit_summary.py" in r]
+    assert "reports/unit.xml" in summary, summary
+    assert "reports/tooling.xml" in summary, summary
 
 
 def test_the_shard_count_is_the_matrix_length() -> None:
