@@ -203,7 +203,7 @@ def test_make_down_leaves_them_to_a_live_run_and_takes_them_down_otherwise(
     assert fake.runner.compose() == []
     assert [x.kind for x in b.store.read().leases()] == [RUN]  # the user's lease ended
     recorded(b, new_lease(USER, None))
-    assert b.down() == "containers, network and data removed"
+    assert b.down() == "stopped and their data removed"
     assert fake.runner.compose() == ["down"]
     assert not b.state_dir.exists()
 

@@ -19,6 +19,7 @@ from testbed.services import private
 from testbed.services.binaries import Say
 from testbed.services.engine import ENGINE_TIMEOUT, Runner, run
 from testbed.services.identity import suggest_ports
+from testbed.services.lease import drop_dead, in_use
 from testbed.services.ownership import Record, Store, read_record
 from testbed.services.ports import check_free, is_free
 
@@ -94,14 +95,12 @@ def unused(record: Record, rows: list[Container]) -> str | None:
     """
     if record.get("backend") != "docker":
         return "no record of who uses them (their state dir is gone)"
-    dead = record.reap_leases()
-    checkout = Path(str(record.get("checkout") or "/"))
-    if not checkout.exists():
-        record.drop_user_lease()  # its checkout is gone: nobody can `make down` it
-        return f"its checkout {checkout} is gone"
-    if record.leases():
+    found = drop_dead(record)
+    if in_use(record, whole=True):
         return None
-    holder = dead[0].holder if dead else None
+    if found.checkout_gone is not None:
+        return f"its checkout {found.checkout_gone} is gone"
+    holder = found.dead[0].holder if found.dead else None
     return f"its run (pid {holder.pid}) is dead" if holder else "nobody uses them any more"
 
 

@@ -8,7 +8,6 @@ the network name the checkout and that state dir, so `reap` finds any checkout's
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from testbed.config import Settings
 from testbed.errors import InUse, ServicesUnavailable
 from testbed.report import command
 from testbed.services import extensions, health, pgdata
+from testbed.services import lease as lease_lifecycle
 from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import Say
 from testbed.services.containers import (
@@ -58,8 +58,6 @@ from testbed.services.ownership import (
     Store,
     new_lease,
     new_record,
-    release_lease,
-    request_down,
     state_dir_of,
 )
 from testbed.services.portlock import port_lock
@@ -248,59 +246,51 @@ class DockerBackend:
         return self.ensure(new_lease(USER, None))[0]
 
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
-        """Reuse this checkout's healthy containers or start them, and register the lease; the
-        bool says whether this call started them (decided under the project lock)."""
-        StateDir(self.state_dir).check(self.settings.project)
-        with self.store.locked():
-            StateDir(self.state_dir).check(self.settings.project)
-            record = self.store.read()
-            record.reap_leases()
-            if record.get("backend") == "native" and record.processes():
-                raise InUse(
-                    f"this checkout's native services are recorded in {self.state_dir}; "
-                    f"run {command('down')} first, or use E2E_BACKEND=native"
-                )
-            kept: list[Lease] = []
-            rows = self.containers()
-            if rows:
-                self._refuse_other_ports(rows)
-                eps = self.running(rows)
-                if eps is not None:
-                    if record.get("backend") != "docker":
-                        # Its record was lost, with its state dir too when that was wiped (a
-                        # CI job's container, a reboot's /dev/shm): ours again, in a new one.
-                        StateDir(self.state_dir).prepare(project=self.settings.project)
-                        record = self._record(None, eps)
-                    record.add_lease(lease)
-                    self.store.write(record)
-                    return eps, False
-                users = [x for x in record.leases() if x.kind != USER]
-                if users:
-                    raise InUse(
-                        f"this checkout's containers (compose project {self.settings.project}) "
-                        f"do not answer, and {users[0].describe()} still uses them; wait for "
-                        f"it or stop it, then run {command('down')}"
-                    )
-                kept = [x for x in record.leases() if x.kind == USER]  # a crashed `make up`
-                gone = self.credentials() is None
-                self._take_down(rows, "their passwords are gone" if gone else "they do not answer")
-            images = self.require(fetch=True)
-            StateDir(self.state_dir).prepare(project=self.settings.project)
-            Credentials.generate().save(self.state_dir)  # compose_env() passes them
-            record = self._record(images, None)
-            record.set_leases([*kept, lease])
-            # Written before the containers exist: a holder killed meanwhile leaves a record
-            # from which reap (or the next run) removes exactly this project.
-            self.store.write(record)
-            try:
-                eps = self._start(images)
-            except BaseException:
-                StateDir(self.state_dir).remove()
-                raise
-            record.update(pg_version=eps.pg_version, redis_version=eps.redis_version)
-            record["containers"] = {r.service: r.id for r in self.containers()}
-            self.store.write(record)
-            return eps, True
+        """Reuse this checkout's healthy containers or start them, and register the lease (see
+        lease.py)."""
+        return lease_lifecycle.ensure(self, lease)
+
+    # -- what the shared lifecycle asks of this backend (lease.Runtime) ---------------------
+    @property
+    def what(self) -> str:
+        """The instance in a message."""
+        return f"this checkout's containers (compose project {self.settings.project})"
+
+    def adopt(self) -> None:
+        """Nothing to take over: an older testbed's containers are judged by reap alone."""
+
+    def present(self, record: Record) -> bool:
+        """This project's containers exist (running or not)."""
+        return bool(self.containers())
+
+    def answering(self, record: Record) -> Endpoints | None:
+        """Endpoints when this project's containers run on our ports and answer."""
+        rows = self.containers()
+        self._refuse_other_ports(rows)
+        return self.running(rows)
+
+    def start(self, leases: list[Lease]) -> Endpoints:
+        """`compose up` with fresh passwords, recorded (with the leases) before it runs."""
+        images = self.require(fetch=True)
+        StateDir(self.state_dir).prepare(project=self.settings.project)
+        Credentials.generate().save(self.state_dir)  # compose_env() passes them
+        record = self._record(images, None)
+        record.set_leases(leases)
+        self.store.write(record)
+        eps = self._start(images)
+        record.update(pg_version=eps.pg_version, redis_version=eps.redis_version)
+        record["containers"] = {r.service: r.id for r in self.containers()}
+        self.store.write(record)
+        return eps
+
+    def stop(self, record: Record, *, quiet: bool) -> list[str]:
+        """`compose down` of this project's containers (dead ones' log tails first), and its
+        state dir when the record there is ours. A network left without containers is reap's."""
+        rows = self.containers()
+        state_dir = self.state_dir if record.get("backend") == self.name else None
+        if not rows:
+            return StateDir(state_dir).remove() if state_dir else []
+        return self.take_down(self.settings.project, rows, "", state_dir)
 
     def _record(self, images: Images | None, eps: Endpoints | None) -> Record:
         record = new_record(
@@ -321,21 +311,17 @@ class DockerBackend:
         with port_lock((s.pg_port, s.redis_port), timeout=2 * s.wait_timeout + 30, say=self.say):
             check_port(self, s.pg_port, "PostgreSQL", "E2E_PG_PORT")
             check_port(self, s.redis_port, "Valkey", "E2E_REDIS_PORT")
-            try:
-                self._compose(self.up_argv(), "docker compose up", s.wait_timeout + 120, images)
-                t = s.wait_timeout
-                creds = self.credentials()
-                if creds is None:
-                    raise ServicesUnavailable(f"the passwords in {self.state_dir} are gone")
-                health.wait_postgres(self.admin_url(creds), t)
-                self._provision(creds)
-                pg = health.wait_postgres(self.database_url, t)
-                eps = self._endpoints(pg, health.wait_redis(self.redis_url, t))
-                check_majors(eps, images)
-            except BaseException:  # Ctrl-C included: leave no half-started containers
-                with contextlib.suppress(Exception):
-                    self._take_down(self.containers(), "", quiet=True)
-                raise
+            # On any failure the lifecycle takes down what the record names (lease.ensure).
+            self._compose(self.up_argv(), "docker compose up", s.wait_timeout + 120, images)
+            t = s.wait_timeout
+            creds = self.credentials()
+            if creds is None:
+                raise ServicesUnavailable(f"the passwords in {self.state_dir} are gone")
+            health.wait_postgres(self.admin_url(creds), t)
+            self._provision(creds)
+            pg = health.wait_postgres(self.database_url, t)
+            eps = self._endpoints(pg, health.wait_redis(self.redis_url, t))
+            check_majors(eps, images)
         return eps
 
     def _provision(self, creds: Credentials) -> None:
@@ -379,22 +365,9 @@ class DockerBackend:
         removed = [f"container {r.name} ({why})" for r in rows]
         return removed + (StateDir(state_dir).remove() if state_dir else [])
 
-    def _take_down(self, rows: list[Container], why: str, *, quiet: bool = False) -> None:
-        if rows and not quiet:
-            self.say(f"removing this checkout's containers: {why}")
-        self.take_down(self.settings.project, rows, why, None)
-
     def release(self, lease_id: str, *, keep: bool = False) -> bool:
         """End a lease; take the containers down when it was the last one. True if they went."""
-        with self.store.locked():
-            record = self.store.read()
-            if record.get("backend") != self.name:
-                return False
-            if not release_lease(record, lease_id, keep=keep):
-                self.store.write(record)
-                return False
-            self.take_down(self.settings.project, self.containers(), "", self.state_dir)
-            return True
+        return lease_lifecycle.release(self, lease_id, keep=keep)
 
     def down(self) -> str:
         """`make down`: end the user's lease; take the containers down unless a live run uses
@@ -402,19 +375,7 @@ class DockerBackend:
         problem = engine_problem(self.runner)
         if problem is not None:
             raise ServicesUnavailable(f"{problem}; {INSTALL}")
-        with self.store.locked():
-            StateDir(self.state_dir).refuse_other_project(self.settings.project)
-            record = self.store.read()
-            rows = self.containers()
-            if record.get("backend") == self.name and (runs := request_down(record)):
-                self.store.write(record)
-                who = ", ".join(x.describe() for x in runs)
-                return f"left running: in use by {who}; they stop when it ends"
-            if not rows and record.get("backend") != self.name:
-                return "no services of this checkout"
-            mine = self.state_dir if record.get("backend") == self.name else None
-            self.take_down(self.settings.project, rows, "", mine)
-            return "containers, network and data removed"
+        return lease_lifecycle.down(self)
 
     def status(self) -> ServiceStatus:
         """Containers of this project, their images, who uses them, and health."""

@@ -15,6 +15,7 @@ from testbed.config import Settings, default_state_root
 from testbed.errors import HealthTimeout, InUse, ServicesUnavailable
 from testbed.report import command
 from testbed.services import extensions, health, identity, legacy, pgdata, private
+from testbed.services import lease as lease_lifecycle
 from testbed.services.backend import ServiceStatus
 from testbed.services.binaries import (
     PgBinaries,
@@ -40,8 +41,6 @@ from testbed.services.ownership import (
     Store,
     new_lease,
     new_record,
-    release_lease,
-    request_down,
     state_dir_of,
 )
 from testbed.services.ownership import Lease as Lease
@@ -54,8 +53,8 @@ from testbed.services.procs import (
     is_alive,
     server_user,
     spawn,
-    stop,
 )
+from testbed.services.procs import stop as stop_process
 
 REDIS_DATABASES = 64  # one logical database per xdist worker (of every run), with headroom
 SERVERS = ("postgres", "valkey")
@@ -162,43 +161,38 @@ class NativeBackend:
         legacy.adopt(self.state_dir, self.settings.project, self.store, self._endpoints)
 
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
-        """Reuse healthy services of ours or start them, and register the lease; the bool says
-        whether this call started them (decided under the project lock)."""
-        StateDir(self.state_dir).check(self.settings.project)
-        with self.store.locked():
-            StateDir(self.state_dir).check(self.settings.project)
-            self.adopt_legacy()
-            record = self.store.read()
-            record.reap_leases()
-            alive = self._alive(record)
-            if alive:
-                self._refuse_other_ports(record)
-                eps = self._healthy(record)
-                if eps is not None:
-                    record.add_lease(lease)
-                    self.store.write(record)
-                    return eps, False
-                users = [x for x in record.leases() if x.kind != "user"]
-                if users:
-                    raise InUse(
-                        f"this checkout's services (state dir {self.state_dir}) do not answer, "
-                        f"and {users[0].describe()} still uses them; wait for it or stop it, "
-                        f"then run {command('down')}"
-                    )
-            kept = [x for x in record.leases() if x.kind == "user"]  # a crashed `make up`
-            self._stop_and_clean(record, quiet=True)
-            try:
-                prepared = self._prepare()  # may download once: outside the machine-wide lock
-                # The project lock only covers this checkout; another checkout may be starting
-                # servers on the same ports right now. Hold the ports until ours answer.
-                s = self.settings
-                with port_lock(self._ports(), timeout=2 * s.wait_timeout + 30, say=self.say):
-                    self._check_port(s.pg_port, "PostgreSQL", "E2E_PG_PORT")
-                    self._check_port(s.redis_port, "Valkey", "E2E_REDIS_PORT")
-                    return self._start(prepared, [*kept, lease]), True
-            except BaseException:
-                self._stop_and_clean(self.store.read(), quiet=True)
-                raise
+        """Reuse healthy services of ours or start them, and register the lease (see lease.py)."""
+        return lease_lifecycle.ensure(self, lease)
+
+    # -- what the shared lifecycle asks of this backend (lease.Runtime) -------------------
+    @property
+    def what(self) -> str:
+        """The instance in a message."""
+        return f"this checkout's services (state dir {self.state_dir})"
+
+    def adopt(self) -> None:
+        """A state dir an older testbed made becomes a marked one (under the lock)."""
+        self.adopt_legacy()
+
+    def present(self, record: Record) -> bool:
+        """Recorded servers that are still the processes we started."""
+        return bool(self._alive(record))
+
+    def answering(self, record: Record) -> Endpoints | None:
+        """Endpoints when the recorded servers answer on the configured ports."""
+        self._refuse_other_ports(record)
+        return self._healthy(record)
+
+    def start(self, leases: list[Lease]) -> Endpoints:
+        """Find the binaries, then start both servers under the machine-wide port lock."""
+        prepared = self._prepare()  # may download once: outside the machine-wide lock
+        # The project lock only covers this checkout; another checkout may be starting servers
+        # on the same ports right now. Hold the ports until ours answer.
+        s = self.settings
+        with port_lock(self._ports(), timeout=2 * s.wait_timeout + 30, say=self.say):
+            self._check_port(s.pg_port, "PostgreSQL", "E2E_PG_PORT")
+            self._check_port(s.redis_port, "Valkey", "E2E_REDIS_PORT")
+            return self._start(prepared, leases)
 
     def _refuse_other_ports(self, record: Record) -> None:
         ports = (record.get("pg_port"), record.get("redis_port"))
@@ -212,32 +206,11 @@ class NativeBackend:
 
     def release(self, lease_id: str, *, keep: bool = False) -> bool:
         """End a lease; stop the services when it was the last one. True if they stopped."""
-        with self.store.locked():
-            record = self.store.read()
-            if not record:
-                return False
-            if not release_lease(record, lease_id, keep=keep):
-                self.store.write(record)
-                return False
-            self._stop_and_clean(record)
-            return True
+        return lease_lifecycle.release(self, lease_id, keep=keep)
 
     def down(self) -> str:
         """`make down`: end the user's lease; stop the services unless a live run uses them."""
-        with self.store.locked():
-            self.adopt_legacy()
-            record = self.store.read()
-            if not StateDir(self.state_dir).is_ours():
-                if self.state_dir.exists():
-                    return f"{self.state_dir} was not made by testbed: left alone"
-                return "no services of this checkout"
-            StateDir(self.state_dir).refuse_other_project(self.settings.project)
-            if runs := request_down(record):
-                self.store.write(record)
-                who = ", ".join(x.describe() for x in runs)
-                return f"left running: in use by {who}; they stop when it ends"
-            self._stop_and_clean(record)
-            return "stopped and their data removed"
+        return lease_lifecycle.down(self)
 
     def _check_port(self, port: int, service: str, env: str) -> None:
         if is_free(port):
@@ -407,9 +380,7 @@ class NativeBackend:
         admin = replace(eps, database_url=self.admin_url(creds)) if creds else eps
         identity.verify_ours(admin, pg_data, vk_pid, self._ports(), self._other)
 
-    def _stop_and_clean(
-        self, record: Record, *, quiet: bool = False, state_dir: Path | None = None
-    ) -> list[str]:
+    def stop(self, record: Record, *, quiet: bool, state_dir: Path | None = None) -> list[str]:
         """Stop the recorded servers that are still the processes we started; remove the state
         dir if it is ours. Anything else (a reused pid, a forged file) is left alone."""
         state_dir = state_dir or self.state_dir
@@ -424,7 +395,7 @@ class NativeBackend:
                 continue
             # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for clients.
             sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
-            killed = stop(proc, sig, timeout=10.0)
+            killed = stop_process(proc, sig, timeout=10.0)
             removed.append(f"{name} pid {proc.pid}" + (" (SIGKILL)" if killed else ""))
             if not quiet:
                 self.say(f"stopped {name} (pid {proc.pid})" + (" with SIGKILL" if killed else ""))
@@ -498,7 +469,3 @@ class NativeBackend:
     def alive(self, record: Record) -> dict[str, ProcessIdentity]:
         """The recorded servers that are still the processes we started."""
         return self._alive(record)
-
-    def stop_and_clean(self, record: Record, state_dir: Path) -> list[str]:
-        """Stop the recorded servers of state_dir (verified) and remove it if it is ours."""
-        return self._stop_and_clean(record, quiet=True, state_dir=state_dir)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from testbed.config import STATE_DIR_GLOB
 from testbed.services import private
-from testbed.services.ownership import USER, Store, read_record
+from testbed.services.lease import drop_dead, in_use
+from testbed.services.ownership import Store, read_record
 
 if TYPE_CHECKING:
     from testbed.services.native import NativeBackend
@@ -38,18 +39,11 @@ def reap_native(backend: NativeBackend) -> list[str]:
 
 def _reap_dir(backend: NativeBackend, store: Store, state_dir: Path) -> list[str]:
     record = store.read()
-    notes = [f"lease of dead {x.describe()}" for x in record.reap_leases()]
-    checkout = Path(str(record.get("checkout") or "/"))
-    if not checkout.exists():
-        record.drop_user_lease()  # its checkout is gone: nobody can `make down` it
-        notes.append(f"services of deleted checkout {checkout}")
+    notes = drop_dead(record).notes()
     alive = backend.alive(record)
-    runs = [x for x in record.leases() if x.kind != USER]
-    # A live run keeps them even if half died (it fails on its own); a user's half set
-    # is useless, and `make up` starts a whole one again.
-    if runs or (record.leases() and len(alive) == len(record.processes()) == 2):
+    if in_use(record, whole=len(alive) == len(record.processes()) == 2):  # both servers
         if notes:
             store.write(record)
         return notes
-    removed = backend.stop_and_clean(record, state_dir)
+    removed = backend.stop(record, quiet=True, state_dir=state_dir)
     return [*notes, *removed] if removed or notes else []
