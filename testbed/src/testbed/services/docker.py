@@ -51,12 +51,10 @@ from testbed.services.engine import (
     run,
 )
 from testbed.services.ownership import (
-    USER,
     Lease,
     Record,
     StateDir,
     Store,
-    new_lease,
     new_record,
     state_dir_of,
 )
@@ -243,7 +241,7 @@ class DockerBackend:
 
     def up(self) -> Endpoints:
         """Start (or reuse) the containers for the user, as `make up` does; `down()` stops them."""
-        return self.ensure(new_lease(USER, None))[0]
+        return lease_lifecycle.up(self)
 
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
         """Reuse this checkout's healthy containers or start them, and register the lease (see
@@ -386,19 +384,11 @@ class DockerBackend:
         record = self.store.read() if self.store.dir.is_ours() else Record()
         procs = tuple(f"container {r.name} ({r.image}): {r.status}" for r in rows)
         details = [f"compose project {self.settings.project}", f"state dir {self.state_dir}"]
-        live = [x for x in record.leases() if x.alive()]
-        details += [f"used by: {x.describe()}" for x in live] or ["used by: nobody"]
         eps = self.running(rows)
-        orphaned = eps is not None and not live
-        unused = f"no run or {command('up')} uses them any more: {command('reap')} removes them"
-        problems = [unused] if orphaned else []
+        use = lease_lifecycle.usage(record, running=eps is not None)
+        details += use.users
         return ServiceStatus(
-            backend=self.name,
-            endpoints=eps,
-            processes=procs,
-            details=tuple(details),
-            problems=tuple(problems),
-            orphaned=orphaned,
+            self.name, eps, procs, tuple(use.problems), tuple(details), use.orphaned
         )
 
     def reap(self) -> list[str]:

@@ -21,6 +21,7 @@ from testbed.services.ownership import (
     Record,
     StateDir,
     Store,
+    new_lease,
     new_record,
     release_lease,
     request_down,
@@ -105,6 +106,11 @@ def ensure(rt: Runtime, lease: Lease) -> tuple[Endpoints, bool]:
             raise
 
 
+def up(rt: Runtime) -> Endpoints:
+    """Start (or reuse) the services for the user, as `up` does: kept until `down`."""
+    return ensure(rt, new_lease(USER, None))[0]
+
+
 def _record_of(rt: Runtime, eps: Endpoints) -> Record:
     StateDir(rt.state_dir).prepare(project=rt.settings.project)
     return new_record(
@@ -151,6 +157,28 @@ def down(rt: Runtime) -> str:
             return "no services of this checkout"
         rt.stop(record, quiet=False)
         return "stopped and their data removed"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What `status` says about who uses an instance."""
+
+    users: tuple[str, ...]  # "used by: …" lines
+    orphaned: bool  # running, but no run or `up` uses it any more
+
+    @property
+    def problems(self) -> list[str]:
+        """The advice for an orphaned instance (none otherwise)."""
+        if not self.orphaned:
+            return []
+        return [f"no run or {command('up')} uses them any more: {command('reap')} removes them"]
+
+
+def usage(record: Record, *, running: bool) -> Usage:
+    """Who uses the instance (live leases only), and whether it runs for nobody."""
+    live = [x for x in record.leases() if x.alive()]
+    users = tuple(f"used by: {x.describe()}" for x in live) if live else ("used by: nobody",)
+    return Usage(users, running and not live)
 
 
 @dataclass(frozen=True)

@@ -33,17 +33,15 @@ from testbed.services.credentials import (
     write_secret,
 )
 from testbed.services.endpoints import Endpoints
+from testbed.services.ownership import Lease as Lease
 from testbed.services.ownership import (
-    USER,
     ProcessIdentity,
     Record,
     StateDir,
     Store,
-    new_lease,
     new_record,
     state_dir_of,
 )
-from testbed.services.ownership import Lease as Lease
 from testbed.services.portlock import port_lock
 from testbed.services.ports import check_free, is_free
 from testbed.services.procs import (
@@ -149,17 +147,13 @@ class NativeBackend:
 
     def up(self) -> Endpoints:
         """Start (or reuse) the services for the user, as `make up` does; `down()` stops them."""
-        return self.ensure(new_lease(USER, None))[0]
+        return lease_lifecycle.up(self)
 
     def logs(self) -> dict[str, Path]:
         """The server logs, by service (shown and kept when a service dies)."""
         return {name: self.state_dir / f"{name}.log" for name in SERVERS}
 
     # -- lifecycle ------------------------------------------------------------------------
-    def adopt_legacy(self) -> None:
-        """Under the project lock: a state dir an older testbed made becomes a marked one."""
-        legacy.adopt(self.state_dir, self.settings.project, self.store, self._endpoints)
-
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
         """Reuse healthy services of ours or start them, and register the lease (see lease.py)."""
         return lease_lifecycle.ensure(self, lease)
@@ -171,8 +165,8 @@ class NativeBackend:
         return f"this checkout's services (state dir {self.state_dir})"
 
     def adopt(self) -> None:
-        """A state dir an older testbed made becomes a marked one (under the lock)."""
-        self.adopt_legacy()
+        """Under the lock: a state dir an older testbed made becomes a marked one."""
+        legacy.adopt(self.state_dir, self.settings.project, self.store, self._endpoints)
 
     def present(self, record: Record) -> bool:
         """Recorded servers that are still the processes we started."""
@@ -409,6 +403,7 @@ class NativeBackend:
         """Backend, versions, ports, processes, leases and health of the native services."""
         record = self.store.read()
         alive = self._alive(record)
+        use = lease_lifecycle.usage(record, running=bool(alive))
         procs = tuple(f"{name} pid {p.pid}" for name, p in alive.items())
         details = [f"state dir {self.state_dir}"]
         problems = []
@@ -420,8 +415,7 @@ class NativeBackend:
             ]
             if record.get("user"):
                 details.append(f"servers run as the account {record['user']!r} (not root)")
-            live = [x for x in record.leases() if x.alive()]
-            details += [f"used by: {x.describe()}" for x in live] or ["used by: nobody"]
+            details += use.users
         elif self.state_dir.exists() and not StateDir(self.state_dir).is_ours():
             problems.append(f"{self.state_dir} was not made by testbed: left alone")
         if (other := StateDir(self.state_dir).project()) not in (None, self.settings.project):
@@ -444,19 +438,8 @@ class NativeBackend:
             problems.append(
                 f"processes are up but do not answer: {command('down')}, then {command('up')}"
             )
-        orphaned = bool(alive) and not any(x.alive() for x in record.leases())
-        if orphaned:
-            problems.append(
-                f"no run or {command('up')} uses them any more: {command('reap')} removes them"
-            )
-        return ServiceStatus(
-            backend=self.name,
-            endpoints=eps,
-            processes=procs,
-            details=tuple(details),
-            problems=tuple(problems),
-            orphaned=orphaned,
-        )
+        problems += use.problems
+        return ServiceStatus(self.name, eps, procs, tuple(problems), tuple(details), use.orphaned)
 
     # -- reaping --------------------------------------------------------------------------
     def reap(self) -> list[str]:

@@ -28,7 +28,7 @@ def reap_native(backend: NativeBackend) -> list[str]:
         store = Store(state_dir)
         with store.locked(wait=state_dir == mine) as locked:
             if locked and state_dir == mine:
-                backend.adopt_legacy()
+                backend.adopt()
             record = store.read() if locked else None
             if record and record.get("backend") == backend.name:
                 if state_dir == mine and record.get("project") != backend.settings.project:
