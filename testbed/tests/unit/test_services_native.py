@@ -206,6 +206,45 @@ def test_a_server_whose_record_failed_never_runs(
     assert not marker.exists(), "the command ran although it was never recorded"
 
 
+SPAWNER = """
+import sys
+from pathlib import Path
+from testbed.services.procs import spawn
+
+def record(found):
+    print(found.pid, flush=True)
+    sys.stdin.readline()  # killed here: after the spawn, before the record is written
+
+spawn(["touch", sys.argv[1]], log=Path(sys.argv[2]), run_as=None, cwd=Path(sys.argv[3]),
+      record=record)
+"""
+
+
+def test_a_spawner_killed_before_recording_leaves_no_server(tmp_path: Path) -> None:
+    """SIGKILL between spawn and record (no Python cleanup runs): the gate sees its pipe close
+    and exits; the server's command never runs, so nothing runs that no record names."""
+    marker = tmp_path / "ran"
+    argv = [sys.executable, "-c", SPAWNER, str(marker), str(tmp_path / "log"), str(tmp_path)]
+    spawner = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert spawner.stdout is not None
+        gate = ProcessIdentity.of(int(spawner.stdout.readline()))
+        assert gate is not None
+        assert gate.titles[0].startswith("/bin/sh -c ")
+        spawner.kill()
+        spawner.wait(5)
+        # Not our child, and init may leave it a zombie: gone means not alive (is_alive).
+        deadline = time.monotonic() + 5
+        while is_alive(gate.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not is_alive(gate.pid), "the gate kept waiting after its spawner died"
+    finally:
+        for pipe in (spawner.stdin, spawner.stdout):
+            if pipe is not None:
+                pipe.close()
+    assert not marker.exists(), "the command ran although its spawner died before recording it"
+
+
 def test_status_never_advises_stopping_what_a_live_run_holds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
