@@ -4,16 +4,16 @@ identities never repeat across workers. (No services: these were harness E2E tes
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
 from typing import Any
 
 import pytest
+from replayed_run import REPLAY_SEED, ReplayedRun
 from sqlalchemy import inspect
 
 from testbed.data.context import DataContext
 from tinyapp.factories import MemberFactory, MentoredMemberFactory, TeamFactory
 
-pytest_plugins = ["pytester"]
 FACTORIES = (TeamFactory, MemberFactory, MentoredMemberFactory)
 BATCH = 10_000
 
@@ -40,33 +40,16 @@ def test_other_seed_or_test_gives_other_data(seed: int, nodeid: str) -> None:
     assert _snapshot(DataContext(seed, nodeid)) != base
 
 
-@pytest.mark.heavy
-def test_e2e_seed_replays_a_run(
-    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A separate pytest process with --e2e-seed produces exactly what this process computes
-    # for the same seed and test id: the seed alone determines the data.
-    here = Path(__file__).parent
-    pytester.makeconftest(f"import sys\nsys.path[:0] = [{str(here)!r}, {str(here.parent)!r}]\n")
-    pytester.makepyfile(
-        test_dump="""
-import json, os
-from test_data_seed import _snapshot
-
-def test_dump(e2e_data):
-    with open(os.environ["DUMP_TO"], "w") as fh:
-        json.dump(_snapshot(e2e_data), fh, sort_keys=True)
-"""
-    )
-    target = tmp_path / "dump.json"
-    monkeypatch.setenv("DUMP_TO", str(target))
-    # Only the testbed plugin: the other entry-point plugins would just slow the child down.
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    result = pytester.runpytest_subprocess("-p", "testbed.plugin", "--e2e-seed=987654321")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["testbed: run *, seed 987654321 *"])
-    replayed = json.loads(target.read_text())
-    assert replayed == _snapshot(DataContext(987654321, "test_dump.py::test_dump"))
+def test_e2e_seed_replays_a_run(replayed_run: ReplayedRun) -> None:
+    # Another pytest process with --e2e-seed produces exactly what this process computes for
+    # the same seed and test id: the seed alone determines the data. (conftest.py starts that
+    # process before the first test runs.)
+    status, out = replayed_run.result()
+    assert status == 0, out
+    assert re.search(r"^testbed: run \S+, seed 987654321 ", out, re.M), out
+    assert re.search(r"^1 passed\b", out.splitlines()[-1].strip("= ")), out
+    replayed = json.loads(replayed_run.dump.read_text())
+    assert replayed == _snapshot(DataContext(REPLAY_SEED, "test_dump.py::test_dump"))
 
 
 @pytest.mark.heavy
