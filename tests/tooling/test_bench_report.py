@@ -215,3 +215,32 @@ def test_isolation_round_reads_setup_and_teardown_next_to_the_baseline() -> None
     assert got.isolation == pytest.approx(0.15)
     assert got.body == pytest.approx(-0.1)
     assert got.baseline == pytest.approx(3.0)
+
+
+def test_the_stages_report_wall_and_cpu_and_judge_unit_on_15_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench/stages.py times each `make` stage (no make runs here: a stand-in takes 0.2 s of
+    CPU in a child for unit); `make unit` is judged on ≤ 15 s of wall, `make tooling` on none."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from bench import stages
+
+    def fake_make(ctx: object, stage: str, env: dict[str, str]) -> tuple[float, int, str]:
+        if stage == "unit":
+            burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass"
+            subprocess.run([sys.executable, "-c", burn], check=True)
+        return {"unit": 16.0}.get(stage, 2.0), 0, f"{stage}: 3 passed\n"
+
+    monkeypatch.setattr(stages, "run_make", fake_make)
+    monkeypatch.setattr(stages, "make_e2e_env", lambda ctx: {})
+    figures = {f.key: f for f in stages.run(SimpleNamespace(quick=False))}  # type: ignore[arg-type]
+    assert [k for k in figures if k != "stages.total"] == [f"stages.{s}" for s in stages.STAGES]
+    unit = figures["stages.unit"]
+    assert [t.text for t in unit.targets] == ["≤ 15 s"]
+    assert unit.targets[0].holds(unit.samples[0], None) is False
+    cpu = float(unit.note.split("make waited for) ", 1)[1].split(" s.", 1)[0])
+    assert cpu >= 0.2
+    assert figures["stages.tooling"].targets == []
+    assert "Last line: tooling: 3 passed" in figures["stages.tooling"].note
