@@ -31,6 +31,9 @@ import psutil
 PROBE_EVERY_S = 1.0
 PROBE_TIMEOUT_S = 2.0
 TRIP_AFTER = 3  # consecutive failed probes
+# How long stop() waits for the monitor: a round under way may be in one probe per service
+# (PostgreSQL and Valkey) before it sees the stop.
+STOP_GRACE_S = 2 * PROBE_TIMEOUT_S + 1
 WATCH_EVERY_S = 0.2
 TRIP_FILE = "breaker.json"
 # PostgreSQL's SSLRequest: the server answers one byte ('S' or 'N') without a login, and logs
@@ -199,11 +202,11 @@ class Monitor(threading.Thread):
         """End the probing (at the end of the run)."""
         self.stopping.set()
         if self.is_alive():
-            self.join(PROBE_TIMEOUT_S * 2 + 1)
+            self.join(STOP_GRACE_S)
 
 
 class MonitorProcess:
-    """Controller: the Monitor in a process of its own (`python -m testbed.breaker`), so no test
+    """Controller: the Monitor in a process of its own (`python -m testbed.run.breaker`), so no test
     reaches it; it renews the run's Valkey database claims too. It ends when stop() closes its
     stdin, or when this process dies; if it ends otherwise, the breaker trips naming it."""
 
@@ -214,6 +217,7 @@ class MonitorProcess:
         *,
         redis_url: str | None = None,
         run_id: str | None = None,
+        every: float = PROBE_EVERY_S,
     ) -> None:
         import testbed
 
@@ -224,6 +228,7 @@ class MonitorProcess:
             "run_dir": str(run_dir),
             "redis_url": redis_url,  # secret: sent on stdin, never in argv
             "run_id": run_id,
+            "every": every,
         }
         src = str(Path(testbed.__file__).resolve().parent.parent)
         env = {
@@ -267,7 +272,7 @@ class MonitorProcess:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
         try:
-            self.proc.wait(PROBE_TIMEOUT_S * 2 + 1)
+            self.proc.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -275,16 +280,18 @@ class MonitorProcess:
 
 
 def _renewer(redis_url: str, run_id: str) -> Callable[[], None]:
-    """Keep the run's Valkey database claims alive (every quarter of their TTL)."""
+    """Keep the run's Valkey database claims alive (every RENEW_EVERY_S): the first call
+    renews, later ones once RENEW_EVERY_S has passed since the last renewal."""
     from testbed.isolation.sessions import run_redis
     from testbed.run import allocation
 
-    last = [0.0]
+    due = [time.monotonic()]
 
     def renew() -> None:
-        if time.monotonic() - last[0] < allocation.RENEW_EVERY_S:
+        now = time.monotonic()
+        if now < due[0]:
             return
-        last[0] = time.monotonic()
+        due[0] = now + allocation.RENEW_EVERY_S
         client = run_redis(redis_url)
         try:
             allocation.renew(client, run_id)
@@ -308,7 +315,7 @@ def main() -> int:
         sys.stdin.read()
         stopping.set()
 
-    threading.Thread(target=until_closed, daemon=True).start()
+    threading.Thread(target=until_closed, name="testbed-breaker-stdin", daemon=True).start()
     renew = _renewer(spec["redis_url"], spec["run_id"]) if spec.get("redis_url") else None
 
     def tick() -> None:
@@ -318,7 +325,8 @@ def main() -> int:
             renew()
 
     services = [Service(**s) for s in spec["services"]]
-    Monitor(services, Path(spec["run_dir"]), tick=tick, stopping=stopping).run()
+    run_dir = Path(spec["run_dir"])
+    Monitor(services, run_dir, tick=tick, every=spec["every"], stopping=stopping).run()
     return 0
 
 
@@ -367,15 +375,15 @@ class Watch(threading.Thread):
 
     def run(self) -> None:
         """Poll the trip file; after a trip, cut new connections as they appear."""
-        hosts: set[str] = set()
+        cut: tuple[int, set[str]] | None = None  # the tripped service's port and addresses
         while True:
             if self.trip is None:
                 self.trip = read_trip(self.run_dir)
                 if self.trip is not None and self.trip.kind == "service":
-                    hosts = _addresses(self.trip.address.rsplit(":", 1)[0])
-            if hosts and self.trip is not None:
+                    cut = (self.trip.port, _addresses(self.trip.address.rsplit(":", 1)[0]))
+            if cut is not None:
                 with contextlib.suppress(Exception):  # keep watching whatever a test patched
-                    cut_connections(self.trip.port, hosts)
+                    cut_connections(*cut)
             if self.stopping.wait(self.every):
                 return
 
