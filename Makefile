@@ -76,9 +76,9 @@ env: deps
 reap: deps
 	@$(TESTBED) reap
 
-.PHONY: e2e  ## Run the E2E suite in parallel (N=auto workers, SHARD=i/k for one CI shard)
+.PHONY: e2e  ## Run opsdesk's E2E suite in parallel (N=auto workers, SHARD=i/k for one CI shard)
 e2e: deps system-libs
-	@N='$(N)' SHARD='$(SHARD)' PYTEST_ARGS="$(call junit,e2e$(if $(E2E_JUNIT),-$(E2E_JUNIT))) $$PYTEST_ARGS" $(if $(filter docker,$(E2E_BACKEND)),scripts/with-docker.sh) scripts/e2e.sh
+	@N='$(N)' SHARD='$(SHARD)' SUITE=backend/tests/e2e PYTEST_ARGS="$(call junit,e2e$(if $(E2E_JUNIT),-$(E2E_JUNIT))) $$PYTEST_ARGS" $(if $(filter docker,$(E2E_BACKEND)),scripts/with-docker.sh) scripts/e2e.sh
 
 # make test runs the suite on both backends; the docker leg needs an engine (CI=true provides one).
 .PHONY: e2e-native e2e-docker
@@ -115,9 +115,14 @@ tooling: deps
 mutation: deps
 	@$(BIN)/python scripts/mutation.py $(MUTATION_TARGETS)
 
-.PHONY: integration  ## Tests that start services or run tools for real (native and docker lifecycle, shards, lint)
+.PHONY: integration  ## Tests that start services or run tools for real (lifecycle, shards, lint), then testbed-e2e
 integration: deps
 	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/integration -q -p no:randomly $(call junit,integration) $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory testbed-e2e
+
+.PHONY: testbed-e2e  ## testbed's own E2E tests on its tiny app, in parallel (services required, as make e2e)
+testbed-e2e: deps
+	@N='$(N)' SHARD= SUITE=$(TESTBED_TESTS)/e2e PYTEST_ARGS="$(call junit,testbed-e2e) $$PYTEST_ARGS" $(if $(filter docker,$(E2E_BACKEND)),scripts/with-docker.sh) scripts/e2e.sh
 
 .PHONY: lint  ## ruff, mypy, actionlint, schemas, flake checks, make -n (CI=true: installs nix-bin if missing)
 lint: deps nix-tools

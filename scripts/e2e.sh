@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `make e2e`: the parallel E2E suite in random order. This script only builds pytest's arguments;
-# the testbed plugin owns the services: it takes a lease (starting or reusing them), and at the
-# end of the run stops what nobody else uses (E2E_KEEP=1 leaves them running).
-# Env: N (xdist workers, default auto), SHARD (i/k: one CI shard), PYTEST_ARGS (passed through),
+# `make e2e` (opsdesk's suite) and `make testbed-e2e` (testbed's own): a parallel E2E suite in
+# random order. This script only builds pytest's arguments; the testbed plugin owns the services:
+# it takes a lease (starting or reusing them), and at the end of the run stops what nobody else
+# uses (E2E_KEEP=1 leaves them running).
+# Env: SUITE (the suite's folder, default opsdesk's backend/tests/e2e), N (xdist workers,
+#      default auto), SHARD (i/k: one CI shard of opsdesk's suite), PYTEST_ARGS (passed through),
 #      E2E_VENV (the venv; make sets it), E2E_KEEP=1, E2E_SEED.
 # Exits with pytest's exit code (an empty shard, code 5, counts as success), or 3 when the
 # services cannot be started (E2E_REQUIRE_SERVICES=0: pytest skips the E2E tests instead).
@@ -13,6 +15,7 @@ VENV=${E2E_VENV:-$ROOT/.venv}
 PY="$VENV/bin/python"
 N=${N:-auto}
 SHARD=${SHARD:-}
+SUITE=${SUITE:-backend/tests/e2e}
 PYTEST_ARGS=${PYTEST_ARGS:-}
 # make e2e requires its services (a missing service fails the run); plain pytest may skip outside CI.
 export E2E_REQUIRE_SERVICES=${E2E_REQUIRE_SERVICES:-1}
@@ -41,10 +44,10 @@ dist=(-n "$N" --dist loadgroup)
 
 # pytest is the process that gets signals (its plugin ends the lease on the way out).
 if [[ -z "$SHARD" ]]; then
-  exec "$VENV/bin/pytest" backend/tests/e2e "${dist[@]}" "${randomly[@]}" "${user_args[@]}"
+  exec "$VENV/bin/pytest" "$SUITE" "${dist[@]}" "${randomly[@]}" "${user_args[@]}"
 fi
 set +e
-"$VENV/bin/pytest" backend/tests/e2e "${dist[@]}" "${randomly[@]}" "${shard_args[@]}" "${user_args[@]}"
+"$VENV/bin/pytest" "$SUITE" "${dist[@]}" "${randomly[@]}" "${shard_args[@]}" "${user_args[@]}"
 code=$?
 set -e
 if [[ -n "$SHARD" && $code -eq 5 ]]; then

@@ -142,7 +142,7 @@ def recorded(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("target", ["e2e", "unit", "tooling", "example"])
+@pytest.mark.parametrize("target", ["e2e", "testbed-e2e", "unit", "tooling", "example"])
 def test_pytest_args_reach_pytest_as_written(fake_venv: tuple[Path, Path], target: str) -> None:
     """`PYTEST_ARGS='-k "a or b"'` arrives as two arguments, the quoted one intact."""
     venv, log = fake_venv
@@ -156,7 +156,7 @@ def test_pytest_args_reach_pytest_as_written(fake_venv: tuple[Path, Path], targe
         assert argv[-5:] == ["--collect-only", "-k", "crm or tasks", "-m", "not slow"]
 
 
-@pytest.mark.parametrize("target", ["e2e", "unit", "tooling"])
+@pytest.mark.parametrize("target", ["e2e", "testbed-e2e", "unit", "tooling"])
 def test_junit_dir_adds_one_report_per_stage(fake_venv: tuple[Path, Path], target: str) -> None:
     """JUNIT_DIR=DIR gives pytest --junitxml=DIR/<stage>.xml, with an absolute DIR."""
     venv, log = fake_venv
@@ -191,6 +191,42 @@ def test_unit_runs_the_code_s_tests_and_tooling_the_repository_checks(
         "unit": ["testbed/tests/unit", "backend/tests/unit"],
         "tooling": ["tests/tooling"],
     }
+
+
+E2E_SUITES = {"e2e": "backend/tests/e2e", "testbed-e2e": "testbed/tests/e2e"}
+
+
+@pytest.mark.parametrize("target", sorted(E2E_SUITES))
+def test_each_e2e_target_runs_its_own_suite_only(fake_venv: tuple[Path, Path], target: str) -> None:
+    """make e2e runs opsdesk's suite and make testbed-e2e testbed's own: one folder each, in
+    parallel, services required, whatever SUITE or SHARD the caller's environment holds."""
+    venv, log = fake_venv
+    other = next(path for name, path in E2E_SUITES.items() if name != target)
+    proc = make(
+        target,
+        f"VENV={venv}",
+        "PYTEST_ARGS=--collect-only",
+        ARGV_LOG=str(log),
+        SUITE=other,
+        SHARD="1/2" if target == "testbed-e2e" else "",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [argv] = recorded(log)
+    suites = [arg for arg in argv if arg in E2E_SUITES.values()]
+    assert suites == [E2E_SUITES[target]], argv
+    assert "-n" in argv, argv
+    assert not any(arg.startswith("--splits") for arg in argv), argv
+    env = json.loads(Path(f"{log}.env").read_text())
+    assert env["E2E_REQUIRE_SERVICES"] == "1"
+
+
+def test_integration_runs_testbeds_e2e_suite_after_its_own(fake_venv: tuple[Path, Path]) -> None:
+    """make integration: the integration tests, then testbed's E2E suite (CI's integration job)."""
+    venv, log = fake_venv
+    proc = make("integration", f"VENV={venv}", "PYTEST_ARGS=--collect-only", ARGV_LOG=str(log))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = recorded(log)
+    assert [argv[0] for argv in runs] == ["testbed/tests/integration", "testbed/tests/e2e"], runs
 
 
 def test_a_new_python_forces_deps_and_the_same_one_does_not(tmp_path: Path) -> None:
@@ -267,7 +303,7 @@ def _plugin_choices(argv: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("choice", ["no:randomly", "randomly"])
-@pytest.mark.parametrize("target", ["e2e", "example", "e2e SHARD=1/2"])
+@pytest.mark.parametrize("target", ["e2e", "testbed-e2e", "example", "e2e SHARD=1/2"])
 def test_pytest_args_choose_pytest_randomly(
     fake_venv: tuple[Path, Path], target: str, choice: str
 ) -> None:

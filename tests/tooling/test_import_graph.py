@@ -1,5 +1,6 @@
 """testbed's import graph: no module imports itself through others, and the rooms keep to their
-floors (the pytest face on top, configuration and errors at the bottom)."""
+floors (the pytest face on top, configuration and errors at the bottom); testbed's tests import
+nothing of opsdesk."""
 
 from __future__ import annotations
 
@@ -83,3 +84,40 @@ def test_lower_rooms_never_import_the_pytest_face(graph: grimp.ImportGraph, lowe
     for upper in ("testbed.plugin", "testbed.fixtures", "testbed.run"):
         chain = graph.find_shortest_chain(importer=lower, imported=upper, as_packages=True)
         assert chain is None, f"{lower} reaches {upper}: {' -> '.join(chain or ())}"
+
+
+TESTBED_TESTS = SRC.parent / "tests"
+
+
+def app_imports(root: Path, app: str = "opsdesk") -> list[str]:
+    """`file:line module` for every import of the app (any submodule, at any depth) under root."""
+    import ast
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                if name == app or name.startswith(f"{app}."):
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {name}")
+    return found
+
+
+def test_testbeds_tests_import_nothing_of_opsdesk() -> None:
+    """testbed's tests travel with its distribution: they test it through their own tiny app."""
+    assert app_imports(TESTBED_TESTS) == []
+
+
+def test_the_app_import_finder_finds_nested_imports(tmp_path: Path) -> None:
+    """The check above can fail: imports inside functions and of submodules count; names don't."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "test_x.py").write_text(
+        "import opsdesk_like\nNAME = 'opsdesk'\n\n\ndef f():\n    from opsdesk.crm import service\n"
+    )
+    (tmp_path / "test_y.py").write_text("import json, opsdesk\n")
+    assert app_imports(tmp_path) == ["sub/test_x.py:6 opsdesk.crm", "test_y.py:1 opsdesk"]

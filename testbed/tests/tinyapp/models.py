@@ -1,9 +1,10 @@
 """Two tables with what factories must handle: a required foreign key, an optional one, a
-NOT NULL column with a default, a unique column and a generated (Computed) column."""
+NOT NULL column with a default, a unique column (emails unique in any letter case, as real
+apps keep them) and a generated (Computed) column."""
 
 from __future__ import annotations
 
-from sqlalchemy import Computed, ForeignKey, Integer, MetaData, String
+from sqlalchemy import Computed, ForeignKey, Index, Integer, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -38,6 +39,9 @@ class Member(Base):
     team: Mapped[Team] = relationship()
     mentor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     mentor: Mapped[Member | None] = relationship(remote_side=[id])
+
+
+Index("members_lower_email_key", func.lower(Member.email), unique=True)
 
 
 def create_tables(engine: object) -> None:

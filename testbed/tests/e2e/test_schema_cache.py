@@ -74,7 +74,9 @@ def test_schema(e2e_engine, e2e_worker):
 """
 
 
-def _app(pytester: pytest.Pytester, eps: Endpoints, ini: str = "") -> Path:
+def _app(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, eps: Endpoints, ini: str = ""
+) -> Path:
     package = pytester.path / "src" / "hotel"
     (package / "migrations" / "versions").mkdir(parents=True)
     (package / "__init__.py").write_text("")
@@ -94,8 +96,8 @@ def _app(pytester: pytest.Pytester, eps: Endpoints, ini: str = "") -> Path:
         "PYTEST_ADDOPTS": "",
     }
     for name, value in env.items():
-        pytester._monkeypatch.setenv(name, value)
-    pytester._monkeypatch.delenv("E2E_SCHEMA_CACHE", raising=False)
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("E2E_SCHEMA_CACHE", raising=False)
     return package
 
 
@@ -118,9 +120,9 @@ def _run(pytester: pytest.Pytester, *args: str) -> tuple[list[str], list[dict[st
 @pytest.mark.heavy
 @pytest.mark.timeout(900)  # four pytest runs of a small suite
 def test_second_run_restores_and_a_changed_migration_rebuilds(
-    pytester: pytest.Pytester, e2e_docker_compose: Endpoints
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, e2e_docker_compose: Endpoints
 ) -> None:
-    package = _app(pytester, e2e_docker_compose)
+    package = _app(pytester, monkeypatch, e2e_docker_compose)
     built, first = _run(pytester)
     assert built == ["built"]
     restored, second = _run(pytester)
@@ -140,7 +142,7 @@ def test_second_run_restores_and_a_changed_migration_rebuilds(
     assert "bookings.nights" in third[0]["columns"]
 
     # With the cache off, the migrations run although a dump of these inputs exists.
-    pytester._monkeypatch.setenv("E2E_SCHEMA_CACHE", "false")
+    monkeypatch.setenv("E2E_SCHEMA_CACHE", "false")
     uncached, fourth = _run(pytester)
     assert uncached == ["built"]
     assert fourth == third

@@ -87,7 +87,9 @@ def test_makes_a_table(record, e2e_engine):
 """
 
 
-def _run(pytester: pytest.Pytester, eps: Endpoints, *args: str) -> list[dict[str, Any]]:
+def _run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, eps: Endpoints, *args: str
+) -> list[dict[str, Any]]:
     pytester.makeconftest(CONFTEST)
     (pytester.path / "functional").mkdir()
     (pytester.path / "functional" / "test_app.py").write_text(TESTS)
@@ -106,9 +108,9 @@ def _run(pytester: pytest.Pytester, eps: Endpoints, *args: str) -> list[dict[str
         "PYTEST_ADDOPTS": "",
     }
     for name, value in env.items():
-        pytester._monkeypatch.setenv(name, value)
-    pytester._monkeypatch.delenv("APP_DATABASE_URL", raising=False)
-    pytester._monkeypatch.delenv("APP_REDIS_URL", raising=False)
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("APP_DATABASE_URL", raising=False)
+    monkeypatch.delenv("APP_REDIS_URL", raising=False)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
     result.assert_outcomes(passed=10)
     run_id = next(
@@ -146,9 +148,9 @@ def _same_worker(records: list[dict[str, Any]], prefix: str) -> bool:
 
 @pytest.mark.heavy
 def test_worker_schemas_with_dist_loadgroup(
-    pytester: pytest.Pytester, e2e_docker_compose: Endpoints
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, e2e_docker_compose: Endpoints
 ) -> None:
-    records = _run(pytester, e2e_docker_compose, "-n", "2", "--dist", "loadgroup")
+    records = _run(pytester, monkeypatch, e2e_docker_compose, "-n", "2", "--dist", "loadgroup")
     _check_common(records, e2e_docker_compose)
     assert {r["worker"] for r in records} == {"gw0", "gw1"}
     assert _same_worker(records, "test_group_a")
@@ -157,18 +159,18 @@ def test_worker_schemas_with_dist_loadgroup(
 
 @pytest.mark.heavy
 def test_worker_schemas_with_dist_loadscope(
-    pytester: pytest.Pytester, e2e_docker_compose: Endpoints
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, e2e_docker_compose: Endpoints
 ) -> None:
-    records = _run(pytester, e2e_docker_compose, "-n", "2", "--dist", "loadscope")
+    records = _run(pytester, monkeypatch, e2e_docker_compose, "-n", "2", "--dist", "loadscope")
     _check_common(records, e2e_docker_compose)
     assert {r["worker"] for r in records} == {"gw0", "gw1"}
     assert _same_worker(records, "test_scoped")
 
 
 def test_a_table_made_by_a_test_is_dropped_with_its_schema_single_process(
-    pytester: pytest.Pytester, e2e_docker_compose: Endpoints
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, e2e_docker_compose: Endpoints
 ) -> None:
-    records = _run(pytester, e2e_docker_compose)
+    records = _run(pytester, monkeypatch, e2e_docker_compose)
     _check_common(records, e2e_docker_compose)
     assert {r["worker"] for r in records} == {"master"}
     assert any(r.get("made_table") for r in records)

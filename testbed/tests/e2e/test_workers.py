@@ -1,4 +1,5 @@
-"""Isolation between xdist workers, and identities that never collide across workers."""
+"""Isolation between xdist workers, and identities that never collide across workers (meant for
+a run with several workers: `-n 2` or more)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from opsdesk.domains.crm import service as crm
-from opsdesk.events import EventBus
 from testbed.data.context import DataContext
 from testbed.isolation import schema
 from testbed.isolation.pubsub import EventListener
@@ -19,6 +18,8 @@ from testbed.isolation.sessions import with_db
 from testbed.isolation.workers import Worker
 from testbed.run.controller import RunInfo
 from testbed.services.endpoints import Endpoints
+from tinyapp import events
+from tinyapp.models import Team
 
 BATCH = 10_000
 
@@ -34,8 +35,7 @@ def test_workers_never_see_each_others_rows(
     marker: int,
 ) -> None:
     e2e_committed_db.execute(
-        text("INSERT INTO crm_contacts (email, name) VALUES (:e, :n)"),
-        {"e": f"marker-{e2e_worker.worker_id}-{marker}@example.test", "n": e2e_worker.worker_id},
+        text("INSERT INTO teams (name) VALUES (:n)"), {"n": e2e_worker.worker_id}
     )
     e2e_committed_db.commit()
     # Unqualified names resolve only to this worker's schema, on every new connection too.
@@ -43,7 +43,7 @@ def test_workers_never_see_each_others_rows(
         assert conn.execute(text("SELECT current_schemas(false)")).scalar_one() == [
             e2e_worker.schema
         ]
-        names = conn.execute(text("SELECT DISTINCT name FROM crm_contacts")).scalars().all()
+        names = conn.execute(text("SELECT DISTINCT name FROM teams")).scalars().all()
     assert names == [e2e_worker.worker_id]
     with psycopg.connect(schema.libpq_url(e2e_docker_compose.database_url)) as raw:
         schemas = schema.listed(raw, e2e_run.run_id)
@@ -85,20 +85,23 @@ def test_workers_never_see_each_others_events(
     marker: int,
 ) -> None:
     # While other workers publish their own events, this worker's channel carries only its own.
-    EventBus(e2e_redis, prefix=e2e_redis_prefix).bind(e2e_postgres_db)
+    events.bind(e2e_postgres_db, e2e_redis, prefix=e2e_redis_prefix)
+    team = Team(name=f"Marker {marker}")
+    e2e_postgres_db.add(team)
+    e2e_postgres_db.flush()
     emails = [e2e_data.email() for _ in range(20)]
-    with e2e_events.subscribe("crm") as sub:
+    with e2e_events.subscribe(events.CHANNEL) as sub:
         for email in emails:
-            crm.create_contact(e2e_postgres_db, email=email, name=f"Marker {marker}")
+            events.join(e2e_postgres_db, team_id=team.id, name=f"Marker {marker}", email=email)
         received = sub.drain()
     assert [e["data"]["email"] for e in received] == emails
-    assert {e["_channel"] for e in received} == {f"{e2e_redis_prefix}opsdesk.crm"}
+    assert {e["_channel"] for e in received} == {f"{e2e_redis_prefix}tinyapp.members"}
 
 
 @pytest.mark.heavy
 @pytest.mark.parametrize("batch", range(4))
 def test_10k_batch_has_no_collision_across_workers(
-    crm_contact_factory: object,
+    member_factory: object,
     e2e_run_redis: redis.Redis,
     e2e_run: RunInfo,
     e2e_worker: Worker,
@@ -106,12 +109,12 @@ def test_10k_batch_has_no_collision_across_workers(
     record_property: object,
 ) -> None:
     began = time.perf_counter()
-    contacts = crm_contact_factory.create_batch(BATCH)  # type: ignore[attr-defined]
+    members = member_factory.create_batch(BATCH)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - began
     rate = BATCH / seconds
     record_property("rows_per_second", round(rate))  # type: ignore[operator]
     print(f"{e2e_worker.worker_id}: create_batch({BATCH}) {seconds:.3f}s = {rate:,.0f} rows/s")
-    emails = [c.email.lower() for c in contacts]
+    emails = [m.email.lower() for m in members]
     assert len(set(emails)) == BATCH  # and the unique index on lower(email) accepted them
     # One run-wide set for every batch of every worker: SADD counts only new members, so any
     # email another worker (or another batch) already used shows up as a shortfall.
