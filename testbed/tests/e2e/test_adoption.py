@@ -10,6 +10,8 @@ import psycopg
 import pytest
 
 from testbed.isolation import schema
+from testbed.isolation.schema import worker_schema
+from testbed.isolation.workers import new_run_id
 from testbed.services.endpoints import Endpoints
 
 pytest_plugins = ["pytester"]
@@ -136,10 +138,22 @@ def _check_common(records: list[dict[str, Any]], eps: Endpoints) -> None:
     # Nothing of the inner run is left: its schemas went at the end, with the test's table.
     with psycopg.connect(schema.libpq_url(eps.database_url)) as conn:
         assert schema.listed(conn, records[0]["run"]) == []
-        leftover = conn.execute(
-            "SELECT schemaname FROM pg_tables WHERE tablename = 'made_by_a_test'"
-        ).fetchall()
-        assert leftover == []
+        assert left_by(conn, records[0]["run"], "made_by_a_test") == []
+
+
+def left_by(conn: psycopg.Connection[Any], run_id: str, table: str) -> list[str]:
+    """Schemas holding `table` that this run must not have left: its own worker schemas, and
+    any schema that is no run's worker schema (public included). Other runs' worker schemas are
+    theirs: a concurrent test's inner run (another xdist worker of this suite) has the same
+    table in e2e_<its run>_master while it runs."""
+    rows = conn.execute(
+        "SELECT schemaname FROM pg_tables WHERE tablename = %s ORDER BY 1", (table,)
+    )
+    return [
+        name
+        for (name,) in rows
+        if schema.parse(name) is None or name.startswith(f"{schema.PREFIX}{run_id}_")
+    ]
 
 
 def _same_worker(records: list[dict[str, Any]], prefix: str) -> bool:
@@ -174,3 +188,32 @@ def test_a_table_made_by_a_test_is_dropped_with_its_schema_single_process(
     _check_common(records, e2e_docker_compose)
     assert {r["worker"] for r in records} == {"master"}
     assert any(r.get("made_table") for r in records)
+
+
+def test_what_a_run_left_excludes_another_live_runs_schemas(e2e_docker_compose: Endpoints) -> None:
+    """The leftover check looks at this run's schemas and at schemas of no run, never at a live
+    run's: test_worker_schemas_with_dist_loadscope failed now and then on e2e_<run>_master, the
+    schema of the single-process test's inner run, which another xdist worker had running."""
+    ours, theirs = new_run_id(), new_run_id()
+    table = f"left_{theirs}"  # a name of its own: concurrent tests' checks never see it
+    their_schema, no_runs = worker_schema(theirs, "master"), f"testbed_scratch_{theirs}"
+    lock = schema.RunLock(e2e_docker_compose.database_url, theirs)  # a live run: never reaped
+    try:
+        with psycopg.connect(schema.libpq_url(e2e_docker_compose.database_url)) as conn:
+            conn.execute(f"CREATE SCHEMA {their_schema}")
+            conn.execute(f"CREATE TABLE {their_schema}.{table} (id int)")
+            conn.commit()
+            assert left_by(conn, ours, table) == []
+            assert left_by(conn, theirs, table) == [their_schema]
+            # A table outside every run's schemas (a search_path that missed) is always found.
+            conn.execute(f"CREATE SCHEMA {no_runs}")
+            conn.execute(f"CREATE TABLE {no_runs}.{table} (id int)")
+            conn.commit()
+            assert left_by(conn, ours, table) == [no_runs]
+    finally:
+        with psycopg.connect(
+            schema.libpq_url(e2e_docker_compose.database_url), autocommit=True
+        ) as conn:
+            for name in (their_schema, no_runs):
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema.quote(name)} CASCADE")
+        lock.release()
