@@ -41,6 +41,7 @@ SETUP_KEY = "e2e_setup_seconds"
 SOURCE_KEY = "e2e_setup_source"
 WATCH_KEY = pytest.StashKey[breaker.Watch]()
 PREVIOUS_COMMAND = pytest.StashKey[str]()  # an inner pytest run puts the outer run's back
+PREVIOUS_RUN_ENV = pytest.StashKey[str | None]()  # RUN_ENV as it was before this run set it
 EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
 RUN_ENV = "TESTBED_RUN"  # the controller's run for its xdist workers (they inherit it)
 
@@ -154,6 +155,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         atexit.register(controller.finish)  # a run that ends before its session (bad args)
         controller.start()
         _export_urls(config, controller.info)
+    config.stash[PREVIOUS_RUN_ENV] = os.environ.get(RUN_ENV)
     os.environ[RUN_ENV] = json.dumps({**controller.info.to_input(), "controller_pid": os.getpid()})
 
 
@@ -206,6 +208,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if config.stash.get(stash.CONTROLLER, None) is not None:
         report.set_sink(None)
     report.set_command(config.stash.get(PREVIOUS_COMMAND, report.DEFAULT_COMMAND))
+    if PREVIOUS_RUN_ENV in config.stash:
+        # The handoff ends with the run. Left behind, it named this process as a controller, so
+        # a pytest this process started later (an xdist worker's test running pytest) took the
+        # finished run for its controller's and behaved as one of its workers.
+        previous = config.stash[PREVIOUS_RUN_ENV]
+        if previous is None:
+            os.environ.pop(RUN_ENV, None)
+        else:
+            os.environ[RUN_ENV] = previous
 
 
 def _export_urls(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -232,3 +234,28 @@ def test_messages_name_the_adopters_command(
     result = _run(pytester)
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines([f"*E2E services unavailable:*(run `{shown}` to see why*"])
+
+
+@pytest.mark.parametrize("before", [None, "the outer run's handoff"])
+def test_a_finished_run_hands_nothing_on(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, before: str | None
+) -> None:
+    """The controller hands its run to xdist workers in TESTBED_RUN (naming its pid) and takes it
+    back at the end: left set, a pytest this process spawns later with PYTEST_XDIST_WORKER set
+    (a test in an xdist worker running pytest) took the finished run for its own controller's."""
+    from testbed.plugin import RUN_ENV
+
+    _fake(pytester, UNAVAILABLE)
+    pytester.makeconftest(
+        "import os, pathlib\n\ndef pytest_sessionstart(session):\n"
+        f"    pathlib.Path('handoff.json').write_text(os.environ[{RUN_ENV!r}])\n"
+    )
+    if before is None:
+        monkeypatch.delenv(RUN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(RUN_ENV, before)
+    result = _run(pytester)
+    result.assert_outcomes(passed=1, skipped=1)
+    handed = json.loads((pytester.path / "handoff.json").read_text())
+    assert handed["controller_pid"] == os.getpid()  # during the run: the handoff, in-process
+    assert os.environ.get(RUN_ENV) == before
