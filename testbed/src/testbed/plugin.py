@@ -211,7 +211,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if PREVIOUS_RUN_ENV in config.stash:
         # The handoff ends with the run. Left behind, it named this process as a controller, so
         # a pytest this process started later (an xdist worker's test running pytest) took the
-        # finished run for its controller's and behaved as one of its workers.
+        # finished run for its controller's: a controller that looked like a worker.
         previous = config.stash[PREVIOUS_RUN_ENV]
         if previous is None:
             os.environ.pop(RUN_ENV, None)
