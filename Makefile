@@ -145,7 +145,7 @@ reliability: deps
 
 .PHONY: test  ## Everything CI runs: lint + unit + tooling + integration + e2e (native and docker) + example + adoption + reliability
 test: deps
-	@scripts/with-docker.sh $(MAKE) --no-print-directory test-steps
+	@HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} scripts/with-docker.sh $(MAKE) --no-print-directory test-steps
 
 # Under CI=true, with-docker.sh provides one Docker engine for all of these and stops it after.
 .PHONY: test-steps

@@ -1,7 +1,9 @@
 """Hostile MCP tool calls: every call is answered (result or tool error), nothing crashes, the
 ledger stays balanced and a refused call writes nothing.
 
-Examples per property: 50 (make test); HYPOTHESIS_PROFILE=soak raises it to 400 (make soak).
+Examples per property, by HYPOTHESIS_PROFILE: 15 in the edit loop (`make e2e`, the default), 50 in
+`make test` and under CI=true (`ci`), 400 in `make soak` (`soak`). A failing example is kept in
+Hypothesis's database (.hypothesis/) and tried first on the next run, whatever the profile.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import ClientSession
@@ -20,7 +23,21 @@ from sqlalchemy.orm import Session
 
 from opsdesk.db import table_names
 
-_EXAMPLES = {"soak": 400}.get(os.environ.get("HYPOTHESIS_PROFILE", ""), 50)
+EXAMPLES = {"dev": 15, "ci": 50, "soak": 400}
+
+
+def examples_per_property(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
+    """The profile's example count: HYPOTHESIS_PROFILE, else `ci` under CI=true, else `dev`."""
+    profile = environ.get("HYPOTHESIS_PROFILE") or ("ci" if environ.get("CI") == "true" else "dev")
+    if profile not in EXAMPLES:
+        raise ValueError(
+            f"HYPOTHESIS_PROFILE={profile!r} is not one of {', '.join(EXAMPLES)}; unset it or "
+            "pick one"
+        )
+    return EXAMPLES[profile]
+
+
+_EXAMPLES = examples_per_property()
 HOSTILE = settings(
     max_examples=_EXAMPLES,
     deadline=None,
@@ -302,3 +319,12 @@ async def test_stale_canvas_versions_change_nothing(
         assert row[0] == version
         if is_error:
             assert as_sent(row[1]) == as_sent(data)
+
+
+def test_the_profile_sets_the_examples_per_property() -> None:
+    assert examples_per_property({}) == 15
+    assert examples_per_property({"CI": "true"}) == 50
+    assert examples_per_property({"CI": "true", "HYPOTHESIS_PROFILE": "soak"}) == 400
+    assert examples_per_property({"CI": "1", "HYPOTHESIS_PROFILE": ""}) == 15
+    with pytest.raises(ValueError, match="HYPOTHESIS_PROFILE='nightly' is not one of"):
+        examples_per_property({"HYPOTHESIS_PROFILE": "nightly"})
