@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.context import Context, log
 from bench.env import machine_meta
 from bench.report import Figure, judge, render_markdown, render_table, to_json
+from bench.stages import STAGES
 
 REPO = Path(__file__).resolve().parent.parent
 # `ready` cycles services up and down itself, so it runs before the shared services start.
@@ -43,6 +44,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"run only these comparisons ({', '.join(COMPARISONS)}); "
         "floor always runs, every figure is expressed in its round trips",
+    )
+    p.add_argument(
+        "--stages",
+        nargs="+",
+        metavar="STAGE",
+        choices=STAGES,
+        default=None,
+        help="the make stages the stages comparison runs, e.g. `--only stages --stages unit` "
+        f"(default: all of make test's: {', '.join(STAGES)})",
     )
     p.add_argument(
         "--out-dir",
@@ -107,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quick=args.quick,
                 settings=settings,
             )
+            ctx.extra["stages"] = args.stages
             meta = machine_meta(REPO, state_dir, endpoints.pg_version, endpoints.redis_version)
             for name in args.names:
                 if name in NEEDS_SHARED_SERVICES:

@@ -235,8 +235,9 @@ def test_the_stages_report_wall_and_cpu_and_judge_unit_on_15_s(
 
     monkeypatch.setattr(stages, "run_make", fake_make)
     monkeypatch.setattr(stages, "make_e2e_env", lambda ctx: {})
-    figures = {f.key: f for f in stages.run(SimpleNamespace(quick=False))}  # type: ignore[arg-type]
-    assert [k for k in figures if k != "stages.total"] == [f"stages.{s}" for s in stages.STAGES]
+    ctx = SimpleNamespace(quick=False, extra={"stages": None})
+    figures = {f.key: f for f in stages.run(ctx)}  # type: ignore[arg-type]
+    assert list(figures) == [*(f"stages.{s}" for s in stages.STAGES), "stages.total"]
     unit = figures["stages.unit"]
     assert [t.text for t in unit.targets] == ["≤ 15 s"]
     assert unit.targets[0].holds(unit.samples[0], None) is False
@@ -244,3 +245,30 @@ def test_the_stages_report_wall_and_cpu_and_judge_unit_on_15_s(
     assert cpu >= 0.2
     assert figures["stages.tooling"].targets == []
     assert "Last line: tooling: 3 passed" in figures["stages.tooling"].note
+
+
+def test_the_stages_can_time_make_unit_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m bench --only stages --stages unit` runs `make unit` alone: its figure and
+    target, and no total of make test."""
+    from types import SimpleNamespace
+
+    from bench import __main__ as bench_main
+    from bench import stages
+
+    ran: list[str] = []
+
+    def fake_make(ctx: object, stage: str, env: dict[str, str]) -> tuple[float, int, str]:
+        ran.append(stage)
+        return 9.0, 0, "9 passed"
+
+    monkeypatch.setattr(stages, "run_make", fake_make)
+    monkeypatch.setattr(stages, "make_e2e_env", lambda ctx: {})
+    args = bench_main.parse_args(["--only", "stages", "--stages", "unit"])
+    assert args.stages == ["unit"]
+    ctx = SimpleNamespace(quick=False, extra={"stages": args.stages})
+    [unit] = stages.run(ctx)  # type: ignore[arg-type]
+    assert ran == ["unit"]
+    assert unit.key == "stages.unit"
+    assert unit.targets[0].holds(unit.samples[0], None) is True
+    with pytest.raises(SystemExit):
+        bench_main.parse_args(["--stages", "units"])
