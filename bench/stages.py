@@ -82,9 +82,9 @@ def run(ctx: Context) -> list[Figure]:
             fig.targets = [Target("value", "<=", UNIT_TARGET_S, "≤ 15 s")]
             fig.why = (
                 "pytest's start-up and the imports of the code under test (MCP, pydantic, "
-                "SQLAlchemy, Faker, psycopg: about 3 s of CPU) come before the first unit test; "
-                "then the tests' own CPU (see the note): more than one core's worth of waiting "
-                "points at a loaded machine. `make unit PYTEST_ARGS=--durations=20` names the "
+                "SQLAlchemy, Faker, psycopg: about 3 s of CPU) come before the first unit test, "
+                "then the tests' own CPU; a wall well above the CPU in the note means other "
+                "processes shared the cores. `make unit PYTEST_ARGS=--durations=20` names the "
                 "slowest tests."
             )
         figures.append(fig)
