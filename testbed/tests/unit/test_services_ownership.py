@@ -61,8 +61,10 @@ def test_identity_records_the_start_time_to_the_hundredth(
 ) -> None:
     ident = _identity(sleeper.pid)
     assert ident.started == round(psutil.Process(sleeper.pid).create_time(), 2)
-    assert ident.started != round(ident.started)  # not rounded to whole seconds (or 0.1 s)
+    # One hundredth off is another process: a check rounded to whole seconds (or 0.1 s) would
+    # take it for this one. (Not `started != round(started)`: one start in 100 is on the second.)
     assert own.ProcessIdentity(sleeper.pid, ident.started + 0.01, ident.titles).alive() is False
+    assert own.ProcessIdentity(sleeper.pid, ident.started - 0.01, ident.titles).alive() is False
 
 
 def test_an_empty_command_line_is_asked_again_then_taken(monkeypatch: pytest.MonkeyPatch) -> None:
