@@ -41,6 +41,7 @@ SETUP_KEY = "e2e_setup_seconds"
 SOURCE_KEY = "e2e_setup_source"
 WATCH_KEY = pytest.StashKey[breaker.Watch]()
 PREVIOUS_COMMAND = pytest.StashKey[str]()  # an inner pytest run puts the outer run's back
+HANDOFF = pytest.StashKey[str]()  # the run for xdist workers, exported to RUN_ENV at configure
 PREVIOUS_RUN_ENV = pytest.StashKey[str | None]()  # RUN_ENV as it was before this run set it
 EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
 RUN_ENV = "TESTBED_RUN"  # the controller's run for its xdist workers (they inherit it)
@@ -155,8 +156,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         atexit.register(controller.finish)  # a run that ends before its session (bad args)
         controller.start()
         _export_urls(config, controller.info)
-    config.stash[PREVIOUS_RUN_ENV] = os.environ.get(RUN_ENV)
-    os.environ[RUN_ENV] = json.dumps({**controller.info.to_input(), "controller_pid": os.getpid()})
+    config.stash[HANDOFF] = json.dumps(
+        {**controller.info.to_input(), "controller_pid": os.getpid()}
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -173,6 +175,11 @@ def pytest_configure(config: pytest.Config) -> None:
             info = config.stash[stash.RUN] = RunInfo.from_input(workerinput["e2e_run"])
             _export_urls(config, info)
         return
+    if HANDOFF in config.stash:
+        # Set here, not where the run started: pytest may end a run before configuring it (a
+        # conftest that fails at import, an unknown option), and then never unconfigures it.
+        config.stash[PREVIOUS_RUN_ENV] = os.environ.get(RUN_ENV)
+        os.environ[RUN_ENV] = config.stash[HANDOFF]
     report.set_sink(_terminal_sink(config))
     controller = config.stash.get(stash.CONTROLLER, None)
     if controller is None:

@@ -259,3 +259,33 @@ def test_a_finished_run_hands_nothing_on(
     handed = json.loads((pytester.path / "handoff.json").read_text())
     assert handed["controller_pid"] == os.getpid()  # during the run: the handoff, in-process
     assert os.environ.get(RUN_ENV) == before
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param("conftest", id="a conftest that fails at import"),
+        pytest.param("--no-such-option", id="an argument pytest refuses"),
+    ],
+)
+def test_a_run_that_never_configures_hands_nothing_on(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    """A run that pytest ends before configuring it (a conftest that fails at import, an unknown
+    option) never reaches unconfigure: the handoff must not be left in the environment then
+    either, or a pytest this process starts later takes the dead run for its controller's."""
+    import testbed.services.lifecycle as services
+    from testbed.plugin import RUN_ENV
+
+    _fake(pytester, UNAVAILABLE)
+    # The stand-in's own unconfigure, which puts acquire back, does not run either.
+    monkeypatch.setattr(services, "acquire", services.acquire)
+    args: tuple[str, ...] = ()
+    if broken == "conftest":
+        (pytester.path / "e2e" / "conftest.py").write_text("raise RuntimeError('hostile')\n")
+    else:
+        args = (broken,)
+    monkeypatch.delenv(RUN_ENV, raising=False)
+    result = _run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert os.environ.get(RUN_ENV) is None
