@@ -12,17 +12,23 @@ import sys
 from collections.abc import Callable, Mapping
 
 from testbed.config import OPTIONS_BY_NAME
+from testbed.config.parse import parse_port
+from testbed.errors import UsageError
 from testbed.services.identity import spare_port
 from testbed.services.ports import is_free
 
 
 def configured(env: Mapping[str, str]) -> tuple[int, int]:
-    """The E2E ports the environment asks for, else testbed's defaults."""
+    """The E2E ports the environment asks for, else testbed's defaults; UsageError for a bad one."""
     found = []
     for name, variable in (("pg_port", "E2E_PG_PORT"), ("redis_port", "E2E_REDIS_PORT")):
         default = OPTIONS_BY_NAME[name].default
         assert isinstance(default, int)
-        found.append(int(env.get(variable) or default))
+        value = env.get(variable)
+        try:  # testbed's own words for a bad one: the run would refuse it so anyway
+            found.append(parse_port(value) if value else default)
+        except UsageError as error:
+            raise UsageError(f"{variable}: {error}") from None
     return found[0], found[1]
 
 
@@ -43,7 +49,11 @@ def choose(
 
 def main() -> int:
     """Print the two ports, space-separated; say on stderr when they are not the configured ones."""
-    wanted = configured(os.environ)
+    try:
+        wanted = configured(os.environ)
+    except UsageError as error:
+        print(f"examples: {error}", file=sys.stderr)
+        return 2
     pg, redis = choose(*wanted)
     if (pg, redis) != wanted:
         print(

@@ -100,3 +100,21 @@ def test_the_script_names_the_spare_ports_it_picks(tool: ModuleType, taken_port:
         f"examples: the E2E ports {taken_port} and {redis} are not both free; "
         f"running the examples on {pg_spare} and {redis_spare}\n"
     )
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "70000"])
+def test_a_malformed_port_is_refused_in_testbeds_words(value: str) -> None:
+    """What testbed itself says of such a port, not a traceback (or port 0 passed on)."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "E2E_PG_PORT": value, "E2E_REDIS_PORT": "21000"},
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"examples: E2E_PG_PORT: invalid port {value!r}: expected a number from 1 to 65535\n"
+    )
