@@ -247,3 +247,21 @@ def test_auto_falls_back_when_the_engine_cannot_provide(
     with pytest.raises(ServicesUnavailable, match=f"image {missing} is missing"):
         DockerBackend(explicit, say=lambda m: None).up()
     assert engine_objects(explicit.project) == []
+
+
+def test_a_state_dir_with_a_newline_and_a_tab_in_its_name(overrides: dict[str, Any]) -> None:
+    """`docker ps` lists a container per line, its columns split by tabs: a label holding such a
+    path (the state dir's, the checkout's) came out split, and status called healthy services
+    down. Each path is one column, as it was labelled."""
+    overrides["state_dir"] = f"{overrides['state_dir']} new\nline\tand tab"
+    docker = DockerBackend(load_settings(clean_env(), **overrides), say=lambda message: None)
+    try:
+        hold = acquire(docker.settings)
+        rows = docker.containers()
+        assert sorted(r.service for r in rows) == ["postgres-e2e", "redis-e2e"]
+        assert {r.state_dir for r in rows} == {overrides["state_dir"]}
+        assert docker.status().healthy
+        assert hold.release() is True
+    finally:
+        docker.down()
+    assert_nothing_left(docker.settings)

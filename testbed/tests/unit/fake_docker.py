@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +73,8 @@ def row(service: str, port: int, *, state: str = "running", **kw: str) -> str:
         "state_dir": kw.get("state_dir", ""),
         "ports": f"127.0.0.1:{port}->{target}/tcp" if state == "running" else "",
     }
-    return "\t".join(fields.values())
+    labels = ("project", "service", "checkout", "state_dir")  # JSON-quoted, as PS_FORMAT asks
+    return "\t".join(json.dumps(v) if k in labels else v for k, v in fields.items())
 
 
 def pair(pg: int = 5433, redis: int = 6380, **kw: str) -> str:

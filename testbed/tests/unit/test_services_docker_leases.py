@@ -271,7 +271,9 @@ def test_reap_takes_down_only_projects_nobody_uses(
             pair(project="g-old-stopped", state="exited"),
         ]
     )
-    networks = f"a-dead_default\t{tmp_path / 'a-dead'}\nb-live_default\t{tmp_path / 'b-live'}\n"
+    networks = "".join(  # the state dir label JSON-quoted, as reap asks for it
+        f"{name}_default\t{json.dumps(str(tmp_path / name))}\n" for name in ("a-dead", "b-live")
+    )
     runner = Runner(
         {
             **engine_ok(),

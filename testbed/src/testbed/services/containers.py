@@ -8,6 +8,7 @@ in a label (testbed.services.ownership), as for native services.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,9 @@ CHECKOUT_LABEL = "dev.testbed.checkout"
 STATE_LABEL = "dev.testbed.state-dir"  # where the project's record and leases live
 COMPOSE_PROJECT = "com.docker.compose.project"
 SERVICE_LOGS = {"postgres-e2e": "postgres", "redis-e2e": "valkey"}  # service -> log name
+# A label is any text (a path may hold a tab or a newline): each comes JSON-quoted, one column.
 PS_FORMAT = "\t".join(
-    f'{{{{.Label "{label}"}}}}' if label else f"{{{{.{field}}}}}"
+    f'{{{{json (.Label "{label}")}}}}' if label else f"{{{{.{field}}}}}"
     for field, label in (
         ("ID", ""),
         ("Names", ""),
@@ -67,11 +69,21 @@ class Container:
     def parse(cls, line: str) -> Container:
         """From one line of `docker ps --format` with PS_FORMAT."""
         cols = (line.split("\t") + [""] * 10)[:10]
+        cols[5:9] = map(_label, cols[5:9])
         return cls(*cols)
 
     def publishes(self, port: int) -> bool:
         """True when the container publishes host port `port` ("127.0.0.1:5433->5432/tcp")."""
         return f":{port}->" in self.ports
+
+
+def _label(column: str) -> str:
+    """A JSON-quoted label column; a malformed one as it came (it then matches nothing of ours)."""
+    try:
+        value = json.loads(column)
+    except ValueError:
+        return column
+    return value if isinstance(value, str) else column
 
 
 def engine_objects(project: str, runner: Runner = run) -> list[str]:
@@ -137,12 +149,13 @@ def reap_projects(backend: DockerBackend) -> list[str]:
 def reap_networks(backend: DockerBackend) -> list[str]:
     """Networks of ours without containers whose project nobody uses (a run killed between
     `network create` and the containers leaves one)."""
-    fmt = f'{{{{.Name}}}}\t{{{{.Label "{STATE_LABEL}"}}}}'
+    fmt = f'{{{{.Name}}}}\t{{{{json (.Label "{STATE_LABEL}")}}}}'  # a path: JSON-quoted
     argv = ["docker", "network", "ls", "--filter", f"label={LABEL}", "--format", fmt]
     proc = backend.runner(argv, timeout=ENGINE_TIMEOUT * 2)
     removed = []
-    for line in proc.stdout.splitlines():
-        name, _, state_dir = line.partition("\t")
+    for line in filter(None, proc.stdout.split("\n")):
+        name, _, column = line.partition("\t")
+        state_dir = _label(column)
         record = read_record(Path(state_dir)) if state_dir else Record()
         record.reap_leases()
         if record.leases():

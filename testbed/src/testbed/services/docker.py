@@ -187,7 +187,8 @@ class DockerBackend:
             return []
         if proc.returncode != 0:
             return []
-        return [Container.parse(line) for line in proc.stdout.splitlines() if line.strip()]
+        # "\n" only: splitlines() also splits at characters a label may hold (\x1c, \x85, ...).
+        return [Container.parse(line) for line in proc.stdout.split("\n") if line.strip()]
 
     def _endpoints(self, pg_version: str, redis_version: str) -> Endpoints:
         return Endpoints(
