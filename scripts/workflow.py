@@ -65,7 +65,9 @@ TLS_ENV = (
     "GIT_SSL_CAINFO",
     "NODE_EXTRA_CA_CERTS",
 )
-TOOL_CACHE_PYTHON = "/opt/hostedtoolcache/Python"
+TOOL_CACHE = "/opt/hostedtoolcache"
+TOOL_CACHE_PYTHON = f"{TOOL_CACHE}/Python"
+TOOL_CACHE_VOLUME = "act-toolcache"  # act's name for the volume it mounts at TOOL_CACHE
 CHECKOUT_FILTER = "label=dev.testbed.checkout"  # testbed.services.containers.CHECKOUT_LABEL
 
 
@@ -267,17 +269,52 @@ def remove_new(before: dict[str, str]) -> list[str]:
     return removed
 
 
-def pythons_in(image: str, volume: str | None = None) -> set[str]:
-    """The minor versions in the image's tool cache; with volume, in act's tool cache volume,
-    which act mounts over /opt/hostedtoolcache and seeds from the first image that used it."""
-    mount = ["-v", f"{volume}:/opt/hostedtoolcache"] if volume else []
+def pythons_in(image: str) -> set[str]:
+    """The minor versions in the image's tool cache."""
     out = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", *mount, image, "ls", TOOL_CACHE_PYTHON],
+        ["docker", "run", "--rm", "--network", "none", image, "ls", TOOL_CACHE_PYTHON],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
     return {".".join(v.split(".")[:2]) for v in out.split()}
+
+
+def tool_cache_files(image: str, volume: str | None = None) -> str:
+    """Every path of the tool cache (files with their size): the image's, or (volume) act's
+    volume as a job sees it. Mounting a missing volume creates it and copies the image's in."""
+    mount = ["-v", f"{volume}:{TOOL_CACHE}"] if volume else []
+    argv = ["docker", "run", "--rm", "--network", "none", *mount, image]
+    listing = "find . -type f -printf '%p %s\\n' -o -printf '%p\\n' | sort"
+    argv += ["sh", "-c", f"cd {TOOL_CACHE} && {listing}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"workflow: listing the tool cache of {image} failed: {proc.stderr}")
+    return proc.stdout
+
+
+def sync_tool_cache(image: str) -> None:
+    """act mounts one volume over every job's tool cache and fills it once, from the first image
+    that uses it. A volume filled from an older image, or cut short (two runs creating it at
+    once, the engine stopped halfway), hides the image's Pythons: make it the image's again."""
+    want = tool_cache_files(image)
+    if tool_cache_files(image, TOOL_CACHE_VOLUME) == want:
+        return
+    users = subprocess.run(
+        ["docker", "ps", "-a", "-q", "--filter", f"volume={TOOL_CACHE_VOLUME}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if users:
+        raise SystemExit(
+            f"workflow: act's tool cache volume {TOOL_CACHE_VOLUME} differs from {image}'s tool "
+            f"cache, and containers use it ({' '.join(users)}): run again when they are gone"
+        )
+    subprocess.run(["docker", "volume", "rm", TOOL_CACHE_VOLUME], capture_output=True, check=True)
+    if tool_cache_files(image, TOOL_CACHE_VOLUME) != want:
+        raise SystemExit(f"workflow: {TOOL_CACHE_VOLUME}, made afresh, differs from {image}")
+    say(f"act's tool cache volume {TOOL_CACHE_VOLUME} filled again from {image}")
 
 
 def run_leg(
@@ -365,25 +402,21 @@ def main(argv: list[str] | None = None) -> int:
         say("make workflow needs a Docker engine (above); CI=true provides one")
         return 1
     act = ensure_act(cache)
-    # One build at a time: a second checkout's run waits, then finds the image up to date.
+    # One build at a time: a second checkout's run waits, then finds the image up to date (and
+    # act's tool cache volume filled from it).
     with (cache / "runner-image.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         image = subprocess.run(
             [str(ROOT / "scripts" / "act-image.sh")], capture_output=True, text=True, check=False
         )
-    if image.returncode != 0:
-        sys.stderr.write(image.stderr)
-        return 1
-    runner = image.stdout.strip().splitlines()[-1]
+        if image.returncode != 0:
+            sys.stderr.write(image.stderr)
+            return 1
+        runner = image.stdout.strip().splitlines()[-1]
+        sync_tool_cache(runner)
     # GitHub's jobs pull the official service images; here `make images` builds them once.
     subprocess.run([str(ROOT / "scripts" / "docker-images.sh")], check=True)
-    have = pythons_in(runner, "act-toolcache")
-    stale = pythons_in(runner) - have
-    if stale:
-        say(
-            f"act's tool cache volume lacks Python {', '.join(sorted(stale))} of {runner} (seeded "
-            "from an older image): `docker volume rm act-toolcache` when no act job runs"
-        )
+    have = pythons_in(runner)
     args.out.mkdir(parents=True, exist_ok=True)
     for note in notes:
         say(note)
