@@ -317,6 +317,17 @@ def sync_tool_cache(image: str) -> None:
     say(f"act's tool cache volume {TOOL_CACHE_VOLUME} filled again from {image}")
 
 
+def git_common_dir() -> Path:
+    """The git dir the checkout's .git leads to (the main repository's, for a worktree)."""
+    out = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return Path(out.strip())
+
+
 def run_leg(
     leg: Leg, act: Path, image: str, repos: list[str], out: Path, plain: bool, cache: Path
 ) -> tuple[str, float]:
@@ -340,6 +351,11 @@ def run_leg(
     pip_cache = cache / "pip-cache"
     pip_cache.mkdir(parents=True, exist_ok=True)
     options = f"-v {pip_cache}:/root/.cache/pip"
+    # act copies the checkout; a linked worktree's .git is a file naming the main repository's
+    # git dir, which the job would not have. GitHub's checkout is a repository (tests clone it):
+    # the git dir goes in read-only, at its own path.
+    if (CHECKOUT / ".git").is_file():
+        options += f" -v {git_common_dir()}:{git_common_dir()}:ro"
     argv += ["--container-options", options if plain else f"{RUNNER_LIKE} {options}"]
     # A shared machine: the services' ports this checkout was given, not the defaults. And the
     # machine's TLS settings: its extra CA certificates are in the runner image's bundle, and
