@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from rel_sandbox import REPO, free_port
 
-# A slice of the real suite, the harness's own checks (make test runs it all): what this test
+# A slice of opsdesk's suite, the one make e2e runs (make test runs it all): what this test
 # adds is the rest, a fresh venv, the pinned binaries fetched into the user's cache, a template.
-SLICE = "test_harness_isolation"
+SLICE = "test_crm"
 PYTHON = Path("/usr/bin/python3")  # the system's, which a normal user has
 # What reaches the network and the package index as the machine has it configured.
 PASS_ENV = ("PIP_", "UV_INDEX", "UV_DEFAULT_INDEX", "SSL_CERT_", "REQUESTS_CA_BUNDLE")
