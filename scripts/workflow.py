@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -84,7 +85,7 @@ def cache_dir() -> Path:
     ).stdout
     found = re.search(r"^CACHE_DIR=(.*)$", out, re.M)
     assert found, out
-    return Path(found.group(1).strip("'")) / "act"
+    return Path(shlex.split(found.group(1))[0]) / "act"  # printed shell-quoted
 
 
 @dataclass
@@ -269,6 +270,12 @@ def remove_new(before: dict[str, str]) -> list[str]:
     return removed
 
 
+def mount_option(host: Path, target: str, *, mode: str = "") -> str:
+    """A bind mount for act's --container-options, which it splits as a shell would: a path
+    with a space or a quote stays one word."""
+    return f"-v {shlex.quote(f'{host}:{target}' + (f':{mode}' if mode else ''))}"
+
+
 def pythons_in(image: str) -> set[str]:
     """The minor versions in the image's tool cache."""
     out = subprocess.run(
@@ -350,12 +357,12 @@ def run_leg(
     # keep pip's and uv's downloads, is the warm cache a job on GitHub restores.
     pip_cache = cache / "pip-cache"
     pip_cache.mkdir(parents=True, exist_ok=True)
-    options = f"-v {pip_cache}:/root/.cache/pip"
+    options = mount_option(pip_cache, "/root/.cache/pip")
     # act copies the checkout; a linked worktree's .git is a file naming the main repository's
     # git dir, which the job would not have. GitHub's checkout is a repository (tests clone it):
     # the git dir goes in read-only, at its own path.
     if (CHECKOUT / ".git").is_file():
-        options += f" -v {git_common_dir()}:{git_common_dir()}:ro"
+        options += " " + mount_option(git_common_dir(), str(git_common_dir()), mode="ro")
     argv += ["--container-options", options if plain else f"{RUNNER_LIKE} {options}"]
     # A shared machine: the services' ports this checkout was given, not the defaults. And the
     # machine's TLS settings: its extra CA certificates are in the runner image's bundle, and

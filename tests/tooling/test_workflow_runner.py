@@ -92,3 +92,16 @@ def test_jobs_are_selected_by_id_and_matrix_values() -> None:
 def test_the_lint_leg_with_nix_is_the_one_selected_with_its_python() -> None:
     (leg,) = wf.select(wf.load_legs(), ["lint:python=3.12"])
     assert leg.matrix == {"python": "3.12", "nix": True}
+
+
+def test_a_cache_dir_with_a_space_and_a_quote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """testbed prints its cache dir shell-quoted; act splits --container-options as a shell does."""
+    import shlex
+
+    cache = tmp_path / "it's a cache"
+    monkeypatch.setenv("E2E_CACHE_DIR", str(cache))
+    assert wf.cache_dir() == cache / "act"
+    option = wf.mount_option(cache / "pip-cache", "/root/.cache/pip")
+    assert shlex.split(option) == ["-v", f"{cache}/pip-cache:/root/.cache/pip"]
