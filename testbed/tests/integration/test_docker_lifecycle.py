@@ -120,6 +120,8 @@ def test_up_reuse_release(docker: DockerBackend) -> None:
     assert {r.service for r in rows} == {"postgres-e2e", "redis-e2e"}
     # The labels name the checkout and the state dir whose record says who uses them.
     assert all((r.checkout, r.state_dir) == (str(s.checkout), str(s.state_dir)) for r in rows)
+    # And the filesystem view that path is in: a host's reap leaves a CI job's containers alone.
+    assert {r.mount_ns for r in rows} == {os.readlink("/proc/self/ns/mnt")}
     record = docker.store.read()
     assert [x.holder.pid for x in record.leases() if x.holder] == [os.getpid()]
     fmt = '{{index .Labels "dev.testbed.state-dir"}}'

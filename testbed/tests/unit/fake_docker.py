@@ -72,8 +72,10 @@ def row(service: str, port: int, *, state: str = "running", **kw: str) -> str:
         "checkout": kw.get("checkout", "/src/other"),
         "state_dir": kw.get("state_dir", ""),
         "ports": f"127.0.0.1:{port}->{target}/tcp" if state == "running" else "",
+        "mount_ns": kw.get("mount_ns", ""),
     }
-    labels = ("project", "service", "checkout", "state_dir")  # JSON-quoted, as PS_FORMAT asks
+    # Labels come JSON-quoted, as PS_FORMAT asks.
+    labels = ("project", "service", "checkout", "state_dir", "mount_ns")
     return "\t".join(json.dumps(v) if k in labels else v for k, v in fields.items())
 
 

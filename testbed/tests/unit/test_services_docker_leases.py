@@ -5,6 +5,7 @@ uses, and ports held by another checkout's containers are named."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -260,13 +261,18 @@ def test_reap_takes_down_only_projects_nobody_uses(
         (state_dir / "state.json").write_text(json.dumps(record))
         return pair(project=name, state_dir=str(state_dir), state=state)
 
+    here = os.readlink("/proc/self/ns/mnt")  # this process's view of the filesystem
+    assert here.startswith("mnt:[")
     listing = "\n".join(
         [
             project("a-dead", new_lease(RUN, dead)),
             project("b-live", run_lease()),
             project("c-user", new_lease(USER, None)),
             project("d-gone-checkout", new_lease(USER, None), checkout=tmp_path / "deleted"),
-            pair(project="e-no-record", state_dir=str(tmp_path / "missing")),
+            pair(project="e-no-record", state_dir=str(tmp_path / "missing"), mount_ns=here),
+            # A run in a container sharing the engine (a CI job): its state dir is in its own
+            # filesystem, not missing. Seen from here it looks like e-no-record; it is in use.
+            pair(project="h-in-a-job", state_dir=str(tmp_path / "missing"), mount_ns="mnt:[1]"),
             pair(project="f-old-running"),  # no state dir label: an older testbed's, running
             pair(project="g-old-stopped", state="exited"),
         ]

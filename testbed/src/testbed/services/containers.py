@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 LABEL = "dev.testbed.project"  # its value: the settings' docker_label
 CHECKOUT_LABEL = "dev.testbed.checkout"
 STATE_LABEL = "dev.testbed.state-dir"  # where the project's record and leases live
+MOUNT_NS_LABEL = "dev.testbed.mount-ns"  # the mount namespace STATE_LABEL's path is in
 COMPOSE_PROJECT = "com.docker.compose.project"
 SERVICE_LOGS = {"postgres-e2e": "postgres", "redis-e2e": "valkey"}  # service -> log name
 # A label is any text (a path may hold a tab or a newline): each comes JSON-quoted, one column.
@@ -46,6 +48,7 @@ PS_FORMAT = "\t".join(
         ("", CHECKOUT_LABEL),
         ("", STATE_LABEL),
         ("Ports", ""),
+        ("", MOUNT_NS_LABEL),
     )
 )
 
@@ -64,17 +67,27 @@ class Container:
     checkout: str
     state_dir: str
     ports: str
+    mount_ns: str = ""  # empty: started by an older testbed, or from a compose file without it
 
     @classmethod
     def parse(cls, line: str) -> Container:
         """From one line of `docker ps --format` with PS_FORMAT."""
-        cols = (line.split("\t") + [""] * 10)[:10]
+        cols = (line.split("\t") + [""] * 11)[:11]
         cols[5:9] = map(_label, cols[5:9])
+        cols[10] = _label(cols[10])
         return cls(*cols)
 
     def publishes(self, port: int) -> bool:
         """True when the container publishes host port `port` ("127.0.0.1:5433->5432/tcp")."""
         return f":{port}->" in self.ports
+
+
+def mount_namespace() -> str:
+    """This process's mount namespace ("mnt:[4026531841]"): the view its state dir paths are in."""
+    try:
+        return os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return ""
 
 
 def _label(column: str) -> str:
@@ -122,7 +135,10 @@ def reap_projects(backend: DockerBackend) -> list[str]:
     for row in backend.containers(every=True):
         projects.setdefault(row.project, []).append(row)
     removed: list[str] = []
+    here = mount_namespace()
     for project, rows in sorted(projects.items()):
+        if rows[0].mount_ns and rows[0].mount_ns != here:
+            continue  # started in another mount namespace (a job's container): its record is there
         mine = project == backend.settings.project
         state_dir = Path(rows[0].state_dir) if rows[0].state_dir else None
         if mine:

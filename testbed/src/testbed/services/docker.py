@@ -27,6 +27,7 @@ from testbed.services.containers import (
     PS_FORMAT,
     Container,
     check_port,
+    mount_namespace,
     reap_projects,
     report_dead,
     write_logs,
@@ -145,6 +146,7 @@ class DockerBackend:
             "E2E_PG_ROLE": s.pg_role,
             "E2E_CHECKOUT": str(s.checkout),
             "E2E_STATE_DIR": str(self.state_dir),
+            "E2E_MOUNT_NS": mount_namespace(),
         }
         # The compose file insists on both passwords (so a hand-run `up` never starts a server
         # without one); commands that start nothing get a placeholder.
