@@ -277,8 +277,9 @@ def test_reap_takes_down_only_projects_nobody_uses(
             pair(project="g-old-stopped", state="exited"),
         ]
     )
-    networks = "".join(  # the state dir label JSON-quoted, as reap asks for it
-        f"{name}_default\t{json.dumps(str(tmp_path / name))}\n" for name in ("a-dead", "b-live")
+    networks = "".join(  # the state dir and mount namespace labels JSON-quoted, as reap asks
+        f"{name}_default\t{json.dumps(str(tmp_path / name))}\t{json.dumps(ns)}\n"
+        for name, ns in (("a-dead", here), ("b-live", here), ("h-in-a-job", "mnt:[1]"))
     )
     runner = Runner(
         {

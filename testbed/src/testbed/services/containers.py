@@ -165,13 +165,17 @@ def reap_projects(backend: DockerBackend) -> list[str]:
 def reap_networks(backend: DockerBackend) -> list[str]:
     """Networks of ours without containers whose project nobody uses (a run killed between
     `network create` and the containers leaves one)."""
-    fmt = f'{{{{.Name}}}}\t{{{{json (.Label "{STATE_LABEL}")}}}}'  # a path: JSON-quoted
+    labels = (f'{{{{json (.Label "{label}")}}}}' for label in (STATE_LABEL, MOUNT_NS_LABEL))
+    fmt = "\t".join(["{{.Name}}", *labels])  # a path: JSON-quoted
     argv = ["docker", "network", "ls", "--filter", f"label={LABEL}", "--format", fmt]
     proc = backend.runner(argv, timeout=ENGINE_TIMEOUT * 2)
     removed = []
+    here = mount_namespace()
     for line in filter(None, proc.stdout.split("\n")):
-        name, _, column = line.partition("\t")
-        state_dir = _label(column)
+        name, state_dir, mount_ns = (line.split("\t") + ["", ""])[:3]
+        state_dir, mount_ns = _label(state_dir), _label(mount_ns)
+        if mount_ns and mount_ns != here:
+            continue  # a job's (another mount namespace): its record is in its filesystem
         record = read_record(Path(state_dir)) if state_dir else Record()
         record.reap_leases()
         if record.leases():
