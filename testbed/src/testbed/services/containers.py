@@ -172,7 +172,7 @@ def reap_networks(backend: DockerBackend) -> list[str]:
     removed = []
     here = mount_namespace()
     for line in filter(None, proc.stdout.split("\n")):
-        name, state_dir, mount_ns = (line.split("\t") + ["", ""])[:3]
+        name, state_dir, mount_ns = [*line.split("\t"), "", ""][:3]
         state_dir, mount_ns = _label(state_dir), _label(mount_ns)
         if mount_ns and mount_ns != here:
             continue  # a job's (another mount namespace): its record is in its filesystem
