@@ -11,6 +11,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import types
 from collections.abc import Iterator
@@ -392,3 +393,52 @@ def test_a_waiter_never_holds_a_removed_lock_file(tmp_path: Path) -> None:
         assert not portlock.is_current(fd, path)
     finally:
         os.close(fd)
+
+
+def test_a_frozen_holder_of_the_lock_is_named_not_waited_for_forever(
+    tmp_path: Path, base: Path
+) -> None:
+    """A command stopped while it holds the state dir's lock (Ctrl-Z on `up` in another terminal,
+    a SIGSTOPped run) held every later run, `down` and `reap` of that checkout, silently and
+    for ever. Now the waiter says which process it is and how to let it go on."""
+    from testbed.errors import InUse
+
+    store = own.Store(tmp_path / "state")
+    store.dir.prepare(project="p")
+    with store.locked():
+        lock = store.lock_file
+    take_and_freeze = (
+        "import fcntl, os, signal, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGSTOP)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", take_and_freeze, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def take() -> None:
+        try:
+            with store.locked():
+                outcome.append(None)
+        except BaseException as error:  # the outcome to judge, whatever it is
+            outcome.append(error)
+        done.set()
+
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        threading.Thread(target=take, daemon=True).start()
+        assert done.wait(15), "still waiting for a frozen holder"
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], InUse)
+    assert f"pid {holder.pid}" in str(outcome[0])
+    assert f"kill -CONT {holder.pid}" in str(outcome[0])
