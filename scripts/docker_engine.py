@@ -78,7 +78,11 @@ def private_dir() -> None:
 
 
 def read_record() -> tuple[ProcessIdentity, ProcessIdentity] | None:
-    """(dockerd, owner) as recorded; None when absent or malformed (never trusted)."""
+    """(dockerd, owner) as recorded; None when absent or malformed (never trusted). A record in
+    a directory others may write is refused: it could name any process (all of it is public)."""
+    if not os.path.lexists(DIR):
+        return None
+    private_dir()
     try:
         fd = os.open(RECORD, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd) as handle:

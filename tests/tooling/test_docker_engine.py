@@ -148,3 +148,16 @@ def test_outside_ci_nothing_is_installed_or_started(
     monkeypatch.setattr(engine, "start_daemon", lambda: pytest.fail("started"))
     with pytest.raises(SystemExit, match="E2E_BACKEND=native"):
         engine.ensure()
+
+
+def test_a_record_in_a_shared_directory_is_never_acted_on(
+    engine: ModuleType, daemon: subprocess.Popen[bytes]
+) -> None:
+    """Anyone who may write the record's directory (E2E_ENGINE_DIR in /tmp, made by another
+    user first) can name any live process there, its pid, start time and command line being
+    public: `stop` (as root) would have ended it. Such a record is refused, as writing is."""
+    record(engine, identity(daemon.pid), gone_identity())
+    engine.DIR.chmod(0o777)
+    with pytest.raises(SystemExit, match=r"refusing the engine record directory .* may write"):
+        engine.stop_daemon()
+    assert daemon.poll() is None
