@@ -442,3 +442,22 @@ def test_a_frozen_holder_of_the_lock_is_named_not_waited_for_forever(
     assert isinstance(outcome[0], InUse)
     assert f"pid {holder.pid}" in str(outcome[0])
     assert f"kill -CONT {holder.pid}" in str(outcome[0])
+
+
+def test_the_lock_holder_is_read_from_the_kernels_lock_table(
+    tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc/locks names the holder; one in another pid namespace shows as pid 0: nobody here."""
+    store = own.Store(tmp_path / "state")
+    store.dir.prepare(project="p")
+    with store.locked():
+        assert own.lock_holder(store.lock_file) == os.getpid()
+    st = store.lock_file.stat()
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    table = tmp_path / "locks"
+    table.write_text(f"1: FLOCK  ADVISORY  WRITE 0 {where} 0 EOF\n")
+    real = Path.read_text
+    monkeypatch.setattr(
+        Path, "read_text", lambda p, *a, **k: real(table if str(p) == "/proc/locks" else p, *a, **k)
+    )
+    assert own.lock_holder(store.lock_file) is None

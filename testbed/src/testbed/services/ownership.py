@@ -419,7 +419,8 @@ def lock_holder(path: Path) -> int | None:
         fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:1531944 0 EOF"
         if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
             with contextlib.suppress(ValueError):
-                return int(fields[4])
+                pid = int(fields[4])
+                return pid if pid > 0 else None  # 0: a holder in another pid namespace
     return None
 
 
