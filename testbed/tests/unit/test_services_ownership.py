@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from testbed.config import load_settings
-from testbed.errors import UnsafePath, UsageError
+from testbed.errors import InUse, UnsafePath, UsageError
 from testbed.services import ownership as own
 from testbed.services import portlock, private
 
@@ -395,35 +395,28 @@ def test_a_waiter_never_holds_a_removed_lock_file(tmp_path: Path) -> None:
         os.close(fd)
 
 
-def test_a_frozen_holder_of_the_lock_is_named_not_waited_for_forever(
-    tmp_path: Path, base: Path
-) -> None:
-    """A command stopped while it holds the state dir's lock (Ctrl-Z on `up` in another terminal,
-    a SIGSTOPped run) held every later run, `down` and `reap` of that checkout, silently and
-    for ever. Now the waiter says which process it is and how to let it go on."""
-    from testbed.errors import InUse
+_TAKE_AND_FREEZE = (
+    "import fcntl, os, signal, sys\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "os.kill(os.getpid(), signal.SIGSTOP)\n"
+)
 
-    store = own.Store(tmp_path / "state")
-    store.dir.prepare(project="p")
-    with store.locked():
-        lock = store.lock_file
-    take_and_freeze = (
-        "import fcntl, os, signal, sys\n"
-        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "print('held', flush=True)\n"
-        "os.kill(os.getpid(), signal.SIGSTOP)\n"
-    )
+
+def _outcome_behind_a_frozen_holder(lock: Path, take: Callable[[], object]) -> BaseException:
+    """What take() (which takes the lock at lock) ends with while another process, stopped,
+    holds that lock: it must end, with an error, rather than wait for ever."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", take_and_freeze, str(lock)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _TAKE_AND_FREEZE, str(lock)], stdout=subprocess.PIPE, text=True
     )
     outcome: list[BaseException | None] = []
     done = threading.Event()
 
-    def take() -> None:
+    def run() -> None:
         try:
-            with store.locked():
-                outcome.append(None)
+            take()
+            outcome.append(None)
         except BaseException as error:  # the outcome to judge, whatever it is
             outcome.append(error)
         done.set()
@@ -431,17 +424,53 @@ def test_a_frozen_holder_of_the_lock_is_named_not_waited_for_forever(
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline() == "held\n"
-        threading.Thread(target=take, daemon=True).start()
+        threading.Thread(target=run, daemon=True).start()
         assert done.wait(15), "still waiting for a frozen holder"
     finally:
         holder.kill()
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], InUse)
-    assert f"pid {holder.pid}" in str(outcome[0])
-    assert f"kill -CONT {holder.pid}" in str(outcome[0])
+    error = outcome[0]
+    assert isinstance(error, InUse), error
+    assert f"pid {holder.pid}" in str(error)
+    assert f"kill -CONT {holder.pid}" in str(error)
+    return error
+
+
+def test_a_frozen_holder_of_the_lock_is_named_not_waited_for_forever(
+    tmp_path: Path, base: Path
+) -> None:
+    """A command stopped while it holds the state dir's lock (Ctrl-Z on `up` in another terminal,
+    a SIGSTOPped run) held every later run, `down` and `reap` of that checkout, silently and
+    for ever. Now the waiter says which process it is and how to let it go on."""
+    store = own.Store(tmp_path / "state")
+    store.dir.prepare(project="p")
+    with store.locked():
+        lock = store.lock_file
+
+    def take() -> None:
+        with store.locked():
+            pass
+
+    error = _outcome_behind_a_frozen_holder(lock, take)
+    assert "the lock of the state dir" in str(error)
+
+
+def test_a_frozen_holder_of_the_binaries_cache_lock_is_named(tmp_path: Path) -> None:
+    """The same for the binaries cache, shared by every checkout: a `make up` stopped while it
+    downloads held every other checkout's first run."""
+    from testbed.services import binaries
+
+    cache = tmp_path / "cache"
+
+    def take() -> None:
+        with binaries.cache_lock(cache):
+            pass
+
+    binaries.make_cache_dir(cache)
+    error = _outcome_behind_a_frozen_holder(cache / ".lock", take)
+    assert "the binaries cache lock" in str(error)
 
 
 def test_the_lock_holder_is_read_from_the_kernels_lock_table(
@@ -451,7 +480,7 @@ def test_the_lock_holder_is_read_from_the_kernels_lock_table(
     store = own.Store(tmp_path / "state")
     store.dir.prepare(project="p")
     with store.locked():
-        assert own.lock_holder(store.lock_file) == os.getpid()
+        assert portlock.lock_holder(store.lock_file) == os.getpid()
     st = store.lock_file.stat()
     where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     table = tmp_path / "locks"
@@ -460,4 +489,4 @@ def test_the_lock_holder_is_read_from_the_kernels_lock_table(
     monkeypatch.setattr(
         Path, "read_text", lambda p, *a, **k: real(table if str(p) == "/proc/locks" else p, *a, **k)
     )
-    assert own.lock_holder(store.lock_file) is None
+    assert portlock.lock_holder(store.lock_file) is None

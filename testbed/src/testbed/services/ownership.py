@@ -24,7 +24,7 @@ from testbed.config import PROJECT_RE, default_state_root, state_filesystem
 from testbed.errors import InUse, ServicesUnavailable, UnsafePath, UsageError
 from testbed.report import command
 from testbed.services import private
-from testbed.services.portlock import is_current
+from testbed.services.portlock import is_current, wait_unless_frozen
 
 if TYPE_CHECKING:
     from testbed.config import Settings
@@ -379,51 +379,6 @@ class Record(dict[str, Any]):
         self.setdefault("processes", {})[name] = identity.to_json()
 
 
-_FROZEN_FOR = 1.0  # seconds a lock holder stays stopped before a waiter gives up on it
-
-
-def _wait_for_lock(fd: int, path: Path, state_dir: Path) -> None:
-    """Take the lock on fd once its holder lets go, however long its work takes; but refuse,
-    naming it, a holder that stays stopped (Ctrl-Z, SIGSTOP): it would never let go."""
-    stopped_since: float | None = None
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        holder = lock_holder(path)
-        frozen = holder is not None and ProcessIdentity(holder, 0.0, ("",)).stopped()
-        now = time.monotonic()
-        stopped_since = (stopped_since or now) if frozen else None
-        if holder is not None and stopped_since is not None and now - stopped_since >= _FROZEN_FOR:
-            found = ProcessIdentity.of(holder)
-            what = f"pid {holder} ({found.titles[0][:80]})" if found else f"pid {holder}"
-            raise InUse(
-                f"{what} holds the lock of the state dir {state_dir} and is stopped (Ctrl-Z or "
-                f"SIGSTOP): run `kill -CONT {holder}` (or `fg` in its terminal) to let it finish, "
-                "or end it, then retry"
-            )
-        time.sleep(0.05)  # a lock taken for a whole start: polled, to notice a frozen holder
-
-
-def lock_holder(path: Path) -> int | None:
-    """The pid /proc/locks names for a flock on path, if any (the process that took it)."""
-    try:
-        st = path.stat()
-        table = Path("/proc/locks").read_text()
-    except OSError:
-        return None
-    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in table.splitlines():
-        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:1531944 0 EOF"
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
-            with contextlib.suppress(ValueError):
-                pid = int(fields[4])
-                return pid if pid > 0 else None  # 0: a holder in another pid namespace
-    return None
-
-
 def lock_file(state_dir: Path) -> Path:
     """The lock of one state dir: in the invoking user's base (outside the state dir, so `down`
     may delete that while holding it), keyed by the state dir's path, never by a name a record
@@ -461,7 +416,7 @@ class Store:
                     yield False
                     return
                 try:
-                    _wait_for_lock(fd, path, self.dir.path)
+                    wait_unless_frozen(fd, path, f"the lock of the state dir {self.dir.path}")
                 except BaseException:
                     os.close(fd)
                     raise

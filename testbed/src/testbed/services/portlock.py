@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import psutil
+
 from testbed.config import TOOL
-from testbed.errors import PortConflict
+from testbed.errors import InUse, PortConflict
 
 # Fixed /tmp, not $TMPDIR: every user and every checkout on the machine must meet at one file.
 LOCK_DIR = Path("/tmp")  # noqa: S108
@@ -103,3 +105,60 @@ def port_lock(
                 if is_current(fd, path):
                     os.unlink(path)
             os.close(fd)  # closing the last descriptor releases the flock
+
+
+_FROZEN_FOR = 1.0  # seconds a lock holder stays stopped before a waiter gives up on it
+
+
+def wait_unless_frozen(fd: int, path: Path, what: str) -> None:
+    """Take the flock on fd (the file at path) once its holder lets go, however long its work
+    takes; but refuse, naming it, a holder that stays stopped (Ctrl-Z, SIGSTOP): it would never
+    let go, and every later command would wait for it silently. `what` names the lock."""
+    stopped_since: float | None = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        holder = lock_holder(path)
+        now = time.monotonic()
+        stopped_since = (stopped_since or now) if holder and _stopped(holder) else None
+        if holder and stopped_since is not None and now - stopped_since >= _FROZEN_FOR:
+            raise InUse(
+                f"{_describe(holder)} holds {what} and is stopped (Ctrl-Z or SIGSTOP): run "
+                f"`kill -CONT {holder}` (or `fg` in its terminal) to let it finish, or end it, "
+                "then retry"
+            )
+        time.sleep(_POLL)  # a lock held for a whole start or download: polled, to see a freeze
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid /proc/locks names for a flock on path, if any (the process that took it)."""
+    try:
+        st = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:1531944 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
+            with contextlib.suppress(ValueError):
+                pid = int(fields[4])
+                return pid if pid > 0 else None  # 0: a holder in another pid namespace
+    return None
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    except psutil.Error:
+        return False
+
+
+def _describe(pid: int) -> str:
+    try:
+        return f"pid {pid} ({' '.join(psutil.Process(pid).cmdline())[:80]})"
+    except psutil.Error:
+        return f"pid {pid}"
