@@ -490,3 +490,19 @@ def test_the_lock_holder_is_read_from_the_kernels_lock_table(
         Path, "read_text", lambda p, *a, **k: real(table if str(p) == "/proc/locks" else p, *a, **k)
     )
     assert portlock.lock_holder(store.lock_file) is None
+
+
+def test_a_frozen_holder_of_a_schema_template_build_is_named(tmp_path: Path) -> None:
+    """The same for a schema template's build lock, shared by every run on the services: a run
+    stopped while it builds one held every other run's workers."""
+    from testbed.isolation.templates import TemplateCache
+
+    cache = TemplateCache(tmp_path / "templates")
+    (tmp_path / "templates").mkdir(mode=0o700)
+
+    def take() -> None:
+        with cache.building("d1"):
+            pass
+
+    error = _outcome_behind_a_frozen_holder(cache.path("d1").with_suffix(".lock"), take)
+    assert "build lock" in str(error)

@@ -16,7 +16,6 @@ cannot carry (an extension's functions in the schema) is then run in every worke
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import json
@@ -37,6 +36,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from testbed.isolation import schema
+from testbed.services.portlock import wait_unless_frozen
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -335,9 +335,10 @@ class TemplateCache:
     @contextmanager
     def building(self, digest: str) -> Iterator[None]:
         """Hold the digest's build lock: one process builds, the others wait, then restore."""
-        fd = os.open(self._dir() / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        path = self._dir() / f"{digest}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            wait_unless_frozen(fd, path, f"the schema template's build lock {path}")
             yield
         finally:
             os.close(fd)
