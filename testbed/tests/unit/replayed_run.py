@@ -40,6 +40,9 @@ class ReplayedRun:
         env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
         # Only the testbed plugin: the other entry-point plugins would just slow the run down.
         env |= {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "DUMP_TO": str(dump), "HOME": str(root)}
+        # Plain output, which the test reads: CI's FORCE_COLOR=1 would colour the summary line
+        # (PY_COLORS wins over it in pytest).
+        env["PY_COLORS"] = "0"
         argv = [sys.executable, "-m", "pytest", "-p", "testbed.plugin", "-p", "no:cacheprovider"]
         argv += [f"--e2e-seed={REPLAY_SEED}", f"--basetemp={root / 'basetemp'}", "test_dump.py"]
         proc = subprocess.Popen(
