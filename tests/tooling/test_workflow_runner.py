@@ -105,3 +105,14 @@ def test_a_cache_dir_with_a_space_and_a_quote(
     assert wf.cache_dir() == cache / "act"
     option = wf.mount_option(cache / "pip-cache", "/root/.cache/pip")
     assert shlex.split(option) == ["-v", f"{cache}/pip-cache:/root/.cache/pip"]
+
+
+def test_a_job_asked_for_under_ci_must_run() -> None:
+    ran = ("e2e:group=1", "success", 60.0)
+    skipped = ("lint:python=3.12", "not run: no Python 3.12 in the runner image", 0.0)
+    failed = ("integration", "failure (exit 1)", 90.0)
+    assert wf.verdict([ran, skipped], asked=False, ci=True) == 0  # the full list: listed, passes
+    assert wf.verdict([ran, skipped], asked=True, ci=False) == 0  # by hand: said, not failed
+    assert wf.verdict([ran, skipped], asked=True, ci=True) == 1  # .ci/run: it must really run
+    assert wf.verdict([ran, failed], asked=False, ci=False) == 1
+    assert wf.verdict([ran], asked=True, ci=True) == 0
