@@ -2,10 +2,12 @@
 
     docker-engine.sh check         exit 0 when an engine >= 25 with Compose v2 answers; else say why
     docker-engine.sh ensure        reuse such an engine, or (CI=true only) install and start dockerd
-    docker-engine.sh stop          stop the dockerd this tool started, proven by its identity
-    docker-engine.sh run -- CMD..  ensure, run CMD, then stop the daemon if this call started it
+    docker-engine.sh stop          stop the dockerd this tool started, proven by its identity,
+                                   unless a run still uses it
+    docker-engine.sh run -- CMD..  ensure, run CMD; the last run out stops a daemon this tool
+                                   started (runs that overlap share it)
 
-An engine that already answers is never stopped. Outside CI nothing is installed or started.
+An engine this tool did not start is never stopped. Outside CI nothing is installed or started.
 Who started the daemon is decided as testbed decides it for its servers: a recorded process
 identity (pid, start time, command line; testbed.services.ownership), never a pid alone.
 Env: E2E_ENGINE_DIR (record and log; default /run/testbed-engine), E2E_CACHE_DIR (the .debs).
@@ -13,6 +15,7 @@ Env: E2E_ENGINE_DIR (record and log; default /run/testbed-engine), E2E_CACHE_DIR
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -32,6 +35,7 @@ MIN_ENGINE = 25
 DIR = Path(os.environ.get("E2E_ENGINE_DIR", "/run/testbed-engine"))
 RECORD = DIR / "dockerd.json"  # {"dockerd": identity, "owner": identity of the run that holds it}
 LOG = DIR / "dockerd.log"
+USERS = DIR / "users.lock"  # every `run` holds it shared while it uses the engine
 CACHE = Path(os.environ.get("E2E_CACHE_DIR", "/var/cache/testbed"))
 # --iptables=false: leave the host's firewall alone (published 127.0.0.1 ports still work);
 # --ip-forward=false: do not switch on net.ipv4.ip_forward. Never --bridge=none: -p is then ignored.
@@ -109,16 +113,44 @@ def write_record(daemon: ProcessIdentity) -> None:
     tmp.replace(RECORD)
 
 
-def adopt_orphan() -> bool:
-    """A daemon of a run that was killed before it could stop it: this run takes it over."""
+def orphaned() -> bool:
+    """The recorded daemon runs, and the run that started it (its owner) is gone: it was
+    killed, or it left the daemon to runs that still used it."""
     found = read_record()
     if found is None:
         return False
     daemon, owner = found
-    if not daemon.alive() or owner.alive():
+    return daemon.alive() and owner.pid != os.getpid() and not owner.alive()
+
+
+def adopt_orphan() -> bool:
+    """A daemon whose starter is gone: this run takes it over (the last run out stops it)."""
+    found = read_record()
+    if found is None or not orphaned():
         return False
-    write_record(daemon)
-    say(f"adopted dockerd (pid {daemon.pid}) left by a killed run; it stops after this one")
+    write_record(found[0])
+    say(f"adopted dockerd (pid {found[0].pid}) left by an earlier run; the last run out stops it")
+    return True
+
+
+def use_engine() -> int:
+    """Say that this run uses the engine, for as long as it runs: a shared lock on USERS. Taken
+    before the engine is judged, so a run ending now cannot stop a daemon this one will reuse."""
+    private_dir()
+    try:
+        fd = private.open_lock(USERS)
+    except UnsafePath as error:
+        raise SystemExit(f"docker-engine: {error}") from None
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def last_user(fd: int) -> bool:
+    """Done with the engine: True when no other run uses it (the shared lock became exclusive)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
     return True
 
 
@@ -258,7 +290,14 @@ def main(argv: list[str]) -> int:
         ensure()
         return 0
     if command == "stop":
-        stop_daemon()
+        users = use_engine()
+        try:
+            if not last_user(users):
+                say("dockerd not stopped: a run still uses it (the last one out stops it)")
+                return 1
+            stop_daemon()
+        finally:
+            os.close(users)
         return 0
     if command == "run":
         rest = argv[1:]
@@ -267,6 +306,7 @@ def main(argv: list[str]) -> int:
         if not rest:
             say("usage: docker-engine.sh run -- COMMAND...")
             return 2
+        users = use_engine()
         started = ensure()
         # SIGTERM ends the command and then us, through the finally below.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -275,8 +315,14 @@ def main(argv: list[str]) -> int:
         except KeyboardInterrupt:
             return 130
         finally:
-            if started:
-                stop_daemon()
+            # The daemon stops with the last run that used it, whichever started it: one that
+            # started it while others still use it leaves it to them (its record is orphaned).
+            if last_user(users):
+                if started or orphaned():
+                    stop_daemon()
+            elif started:
+                say("dockerd left running: another run still uses it (the last one out stops it)")
+            os.close(users)
     print("usage: docker-engine.sh check|ensure|stop|run -- COMMAND...", file=sys.stderr)
     return 2
 

@@ -3,6 +3,7 @@ it did not write (the daemon is faked by a `sleep`; no engine is needed)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -160,4 +161,57 @@ def test_a_record_in_a_shared_directory_is_never_acted_on(
     engine.DIR.chmod(0o777)
     with pytest.raises(SystemExit, match=r"refusing the engine record directory .* may write"):
         engine.stop_daemon()
+    assert daemon.poll() is None
+
+
+@contextlib.contextmanager
+def another_run(engine: ModuleType) -> Iterator[None]:
+    """A second run using the engine, as `run` marks it: a shared lock on USERS."""
+    engine.DIR.mkdir(mode=0o700, exist_ok=True)
+    code = (
+        "import fcntl, os, sys\n"
+        f"fd = os.open({str(engine.USERS)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_SH)\nprint('using', flush=True)\nsys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+    try:
+        assert proc.stdout.readline() == b"using\n"
+        yield
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+def test_the_daemon_stops_with_the_last_run_that_uses_it(
+    engine: ModuleType, daemon: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two CI runs on one machine: the one that started dockerd ended first and stopped it under
+    the other, whose docker tests then failed. Now the last run out stops it."""
+    monkeypatch.setattr(engine.signal, "signal", lambda *_: None)  # run's SIGTERM handler
+    record(engine, identity(daemon.pid), identity(os.getpid()))  # this run started it
+    monkeypatch.setattr(engine, "ensure", lambda: True)
+    with another_run(engine):
+        assert engine.main(["run", "--", "true"]) == 0
+        assert daemon.poll() is None  # left to the run that still uses it
+        assert engine.main(["stop"]) == 1  # nor does `stop` take it from that run
+        assert daemon.poll() is None
+    record(engine, identity(daemon.pid), gone_identity())  # its starter has exited since
+    monkeypatch.setattr(engine, "ensure", lambda: False)  # the other run reused it
+    assert engine.main(["run", "--", "true"]) == 0
+    assert daemon.wait(timeout=10) is not None
+    assert not engine.RECORD.exists()
+
+
+def test_a_run_never_stops_a_daemon_whose_starter_still_runs(
+    engine: ModuleType, daemon: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine.signal, "signal", lambda *_: None)
+    record(engine, identity(daemon.pid), identity(os.getppid()))  # a live run started it
+    monkeypatch.setattr(engine, "ensure", lambda: False)
+    assert engine.main(["run", "--", "true"]) == 0
     assert daemon.poll() is None
