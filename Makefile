@@ -104,8 +104,10 @@ adoption: deps
 # unit is the fast loop of code (≤ 15 s, bench/stages.py); tooling runs make, uv, mkdocs, ruff,
 # compose and act on this repository's files, so it is a stage of its own.
 .PHONY: unit  ## Run the unit tests of testbed and opsdesk (no services, random order)
+# One xdist worker per core: on a quiet 2-core machine 15-17 s instead of 19 s in one process
+# (PYTEST_ARGS="-n 0" for one process, e.g. with a debugger).
 unit: deps
-	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit -q $(call junit,unit) $(PYTEST_ARGS)
+	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit -q --numprocesses=auto $(call junit,unit) $(PYTEST_ARGS)
 
 .PHONY: tooling  ## Check the Makefile, scripts, workflow, docs and lint validators (runs those tools)
 tooling: deps

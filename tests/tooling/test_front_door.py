@@ -186,6 +186,7 @@ def test_unit_runs_the_code_s_tests_and_tooling_the_repository_checks(
         assert proc.returncode == 0, proc.stdout + proc.stderr
         [argv] = recorded(log)
         assert "no:randomly" not in argv, argv
+        assert ("--numprocesses=auto" in argv) == (target == "unit"), argv
         trees[target] = [a for a in argv if not a.startswith("-")]
     assert trees == {
         "unit": ["testbed/tests/unit", "backend/tests/unit"],
