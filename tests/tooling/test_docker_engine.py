@@ -41,7 +41,7 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 @pytest.fixture
 def daemon() -> Iterator[subprocess.Popen[bytes]]:
     """A long-running process standing in for dockerd."""
-    proc = subprocess.Popen(["sleep", "60"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     yield proc
     proc.kill()
     proc.wait()
@@ -196,13 +196,13 @@ def test_the_daemon_stops_with_the_last_run_that_uses_it(
     record(engine, identity(daemon.pid), identity(os.getpid()))  # this run started it
     monkeypatch.setattr(engine, "ensure", lambda: True)
     with another_run(engine):
-        assert engine.main(["run", "--", "true"]) == 0
+        assert engine.main(["run", "--", sys.executable, "-c", "pass"]) == 0
         assert daemon.poll() is None  # left to the run that still uses it
         assert engine.main(["stop"]) == 1  # nor does `stop` take it from that run
         assert daemon.poll() is None
     record(engine, identity(daemon.pid), gone_identity())  # its starter has exited since
     monkeypatch.setattr(engine, "ensure", lambda: False)  # the other run reused it
-    assert engine.main(["run", "--", "true"]) == 0
+    assert engine.main(["run", "--", sys.executable, "-c", "pass"]) == 0
     assert daemon.wait(timeout=10) is not None
     assert not engine.RECORD.exists()
 
@@ -213,5 +213,5 @@ def test_a_run_never_stops_a_daemon_whose_starter_still_runs(
     monkeypatch.setattr(engine.signal, "signal", lambda *_: None)
     record(engine, identity(daemon.pid), identity(os.getppid()))  # a live run started it
     monkeypatch.setattr(engine, "ensure", lambda: False)
-    assert engine.main(["run", "--", "true"]) == 0
+    assert engine.main(["run", "--", sys.executable, "-c", "pass"]) == 0
     assert daemon.poll() is None

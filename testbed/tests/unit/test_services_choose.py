@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,7 @@ def test_services_in_use_on_one_backend_are_not_replaced_by_the_other(
     engine: list[bool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = load_settings({"E2E_BACKEND": "docker"})
-    sleeper = subprocess.Popen(["sleep", "60"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         holder = ProcessIdentity.of(sleeper.pid)
         assert holder is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -61,7 +62,7 @@ class Engine:
 @pytest.fixture
 def other_run() -> Iterator[ProcessIdentity]:
     """The identity of another live run (not this process, whose own lease `down` ends)."""
-    proc = subprocess.Popen(["sleep", "60"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     found = ProcessIdentity.of(proc.pid)
     assert found is not None
     yield found
@@ -72,7 +73,7 @@ def other_run() -> Iterator[ProcessIdentity]:
 @pytest.fixture
 def dead() -> Iterator[ProcessIdentity]:
     """The identity of a run that has ended."""
-    proc = subprocess.Popen(["true"])
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return ProcessIdentity(proc.pid, 1.0, ("pytest",))
 

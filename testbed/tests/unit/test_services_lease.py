@@ -108,7 +108,7 @@ def rt(tmp_path: Path) -> FakeRuntime:
 @pytest.fixture
 def other_run() -> Iterator[ProcessIdentity]:
     """Another live run (not this process: `down` ends the caller's own lease)."""
-    proc = subprocess.Popen(["sleep", "60"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     found = ProcessIdentity.of(proc.pid)
     assert found is not None
     yield found

@@ -109,7 +109,9 @@ def test_reap_removes_a_marked_dir_whose_servers_are_gone(tmp_path: Path) -> Non
 
 
 def test_stop_only_the_recorded_process(tmp_path: Path) -> None:
-    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
+    )
     try:
         ident = ProcessIdentity.of(proc.pid)
         assert ident is not None
@@ -140,7 +142,13 @@ def test_a_spawned_server_raises_no_resource_warning(tmp_path: Path) -> None:
     ran warned (ResourceWarning), which failed green runs under `filterwarnings = error`."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ident = spawn(["sleep", "30"], log=tmp_path / "log", run_as=None, cwd=tmp_path, record=noop)
+        ident = spawn(
+            [sys.executable, "-c", "import time; time.sleep(30)"],
+            log=tmp_path / "log",
+            run_as=None,
+            cwd=tmp_path,
+            record=noop,
+        )
         pid = ident.pid
         gc.collect()
         stop(ident, timeout=5)
@@ -171,14 +179,15 @@ def test_a_spawned_server_runs_only_after_it_was_recorded(tmp_path: Path) -> Non
     def record(found: ProcessIdentity) -> None:
         seen.append((found, ProcessIdentity.of(found.pid)))
 
-    ident = spawn(["sleep", "30"], log=tmp_path / "log", run_as=None, cwd=tmp_path, record=record)
+    server = [sys.executable, "-c", "import time; time.sleep(30)"]
+    ident = spawn(server, log=tmp_path / "log", run_as=None, cwd=tmp_path, record=record)
     try:
         [(recorded, during)] = seen
         assert recorded == ident
         assert during is not None
         assert during.titles[0].startswith("/bin/sh -c ")  # still the gate, not the server
-        assert ident.titles == (during.titles[0], "sleep 30")
-        assert _wait_for_title(ident, "sleep 30"), "the server never ran after its record"
+        assert ident.titles == (during.titles[0], " ".join(server))
+        assert _wait_for_title(ident, " ".join(server)), "the server never ran after its record"
         assert ident.alive()  # the server's title is one the record names
     finally:
         stop(ident, timeout=5)

@@ -35,9 +35,12 @@ EPS = Endpoints(
     64,
 )
 
+# The stand-in servers: this interpreter sleeping (no `sleep` from PATH); its title as recorded.
+SLEEPER_TITLE = f"{sys.executable} -c import time; time.sleep(60)"
+
 
 def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
 
@@ -48,7 +51,11 @@ def sleepers() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     made: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        made.append(subprocess.Popen(["sleep", "60"], start_new_session=True))
+        made.append(
+            subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+            )
+        )
         return made[-1]
 
     yield start
@@ -72,7 +79,7 @@ def test_identity_needs_pid_start_time_and_command_line(
     proc = sleepers()
     ident = _identity(proc)
     assert ident.alive()
-    assert ident.titles == ("sleep 60",)
+    assert ident.titles == (SLEEPER_TITLE,)
     # The same pid with another start time or command line is another process: not ours.
     assert not own.ProcessIdentity(proc.pid, ident.started + 1, ident.titles).alive()
     assert not own.ProcessIdentity(proc.pid, ident.started, ("postgres -D x",)).alive()
@@ -240,7 +247,7 @@ def test_a_pid_that_is_not_the_recorded_process_is_left_alone(
 ) -> None:
     b = _backend(tmp_path)
     stranger = sleepers()  # e.g. another PostgreSQL that got the recorded pid after a reboot
-    forged = own.ProcessIdentity(stranger.pid, _identity(stranger).started - 50, ("sleep 60",))
+    forged = own.ProcessIdentity(stranger.pid, _identity(stranger).started - 50, (SLEEPER_TITLE,))
     _record(b, {"postgres": forged})
     assert "no longer the process we started" in " ".join(b.status().problems)
     b.down()

@@ -26,6 +26,9 @@ from testbed.errors import InUse, UnsafePath, UsageError
 from testbed.services import ownership as own
 from testbed.services import portlock, private
 
+# The stand-in servers: this interpreter sleeping (no `sleep` from PATH); its title as recorded.
+SLEEPER_TITLE = f"{sys.executable} -c import time; time.sleep(60)"
+
 
 @pytest.fixture
 def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -38,7 +41,9 @@ def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A `sleep` process standing in for a server; killed afterwards."""
-    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
     yield proc
     proc.kill()
     proc.wait()
@@ -51,7 +56,7 @@ def _identity(pid: int) -> own.ProcessIdentity:
 
 
 def _dead_lease() -> own.Lease:
-    proc = subprocess.Popen(["true"])
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return own.Lease("dead0000000", own.RUN, own.ProcessIdentity(proc.pid, 1.0, ("true",)), 1.0)
 
@@ -105,9 +110,9 @@ def test_a_process_showing_another_title_is_not_the_recorded_one(
         own.ProcessIdentity(sleeper.pid, now.started, ("valkey-server starting",)).alive() is False
     )
     # An older testbed recorded both titles of a Valkey that rewrote its own: either passes.
-    both = own.ProcessIdentity(sleeper.pid, now.started, ("valkey-server starting", "sleep 60"))
+    both = own.ProcessIdentity(sleeper.pid, now.started, ("valkey-server starting", SLEEPER_TITLE))
     assert both.alive() is True
-    assert own.ProcessIdentity(sleeper.pid, now.started + 5, ("sleep 60",)).alive() is False
+    assert own.ProcessIdentity(sleeper.pid, now.started + 5, (SLEEPER_TITLE,)).alive() is False
 
 
 def test_stopped_means_frozen(sleeper: subprocess.Popen[bytes]) -> None:

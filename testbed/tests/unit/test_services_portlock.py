@@ -7,6 +7,7 @@ import re
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -303,7 +304,7 @@ def test_not_ours_stops_what_we_spawned_and_cleans_up(
 
         def _start(self, prepared: Any, leases: Any = ()) -> Endpoints:
             StateDir(self.state_dir).prepare(project=self.settings.project)
-            argv = ["sleep", "30"]
+            argv = [sys.executable, "-c", "import time; time.sleep(30)"]
             self.spawned = subprocess.Popen(argv, start_new_session=True)
             record = Record(backend="native", project=self.settings.project)
             ident = ProcessIdentity.of(self.spawned.pid)
