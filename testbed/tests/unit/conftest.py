@@ -6,12 +6,15 @@ first test: on two cores it runs beside the rest of the suite instead of after i
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 from replayed_run import ReplayedRun
 
 from testbed import report
+from testbed.services.ownership import ProcessIdentity
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +40,22 @@ def start_other_processes_first(request: pytest.FixtureRequest) -> None:
     for fixture in ("replayed_run",):
         if any(fixture in getattr(item, "fixturenames", ()) for item in request.session.items):
             request.getfixturevalue(fixture)
+
+
+@pytest.fixture
+def other_run() -> Iterator[ProcessIdentity]:
+    """The identity of another live run (not this process, whose own lease `down` ends)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    found = ProcessIdentity.of(proc.pid)
+    assert found is not None
+    yield found
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def dead() -> ProcessIdentity:
+    """The identity of a run that has ended (its pid gone, a start time no process has)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return ProcessIdentity(proc.pid, 1.0, ("pytest",))

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -57,25 +54,6 @@ class Engine:
         elif "up" in argv:
             self.rows = pair()
         return 0, "", ""
-
-
-@pytest.fixture
-def other_run() -> Iterator[ProcessIdentity]:
-    """The identity of another live run (not this process, whose own lease `down` ends)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    found = ProcessIdentity.of(proc.pid)
-    assert found is not None
-    yield found
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def dead() -> Iterator[ProcessIdentity]:
-    """The identity of a run that has ended."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return ProcessIdentity(proc.pid, 1.0, ("pytest",))
 
 
 def run_lease() -> object:

@@ -3,9 +3,6 @@ reuses, who stops, and what happens to dead runs' leases, whatever the backend."
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -103,24 +100,6 @@ def rt(tmp_path: Path) -> FakeRuntime:
         checkout=tmp_path,
     )
     return FakeRuntime(settings)
-
-
-@pytest.fixture
-def other_run() -> Iterator[ProcessIdentity]:
-    """Another live run (not this process: `down` ends the caller's own lease)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    found = ProcessIdentity.of(proc.pid)
-    assert found is not None
-    yield found
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def dead() -> ProcessIdentity:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return ProcessIdentity(proc.pid, 1.0, ("pytest",))
 
 
 def run_lease() -> Lease:
