@@ -511,3 +511,254 @@ def test_a_frozen_holder_of_a_schema_template_build_is_named(tmp_path: Path) -> 
 
     error = _outcome_behind_a_frozen_holder(cache.path("d1").with_suffix(".lock"), take)
     assert "build lock" in str(error)
+
+
+# -- mutation survivors (issue 21) ------------------------------------------------------------
+def _marked_for(state: own.StateDir, project: str, checkout: object) -> None:
+    state.prepare(project=project)
+    record = {"backend": "native", "project": project, "state_dir": str(state.path)}
+    if checkout is not None:
+        record["checkout"] = checkout
+    (state.path / own.RECORD).write_text(json.dumps(record))
+
+
+def test_check_refuses_a_state_dir_of_another_project_naming_its_checkout(tmp_path: Path) -> None:
+    state = own.StateDir(tmp_path / "s")
+    _marked_for(state, "p-other", "/src/other")
+    state.check("p-other")  # its own project passes
+    with pytest.raises(InUse) as caught:
+        state.check("p-mine")
+    assert str(caught.value) == (
+        f"state dir {state.path} belongs to project p-other, not p-mine: run "
+        "`python -m testbed down` in /src/other first, or give this project its own "
+        "E2E_STATE_DIR (or unset it)"
+    )
+
+
+@pytest.mark.parametrize("checkout", [None, ""])
+def test_without_a_recorded_checkout_the_refusal_says_in_that_project(
+    tmp_path: Path, checkout: object
+) -> None:
+    state = own.StateDir(tmp_path / "s")
+    _marked_for(state, "p-other", checkout)
+    with pytest.raises(InUse, match=r"`python -m testbed down` in that project first"):
+        state.check("p-mine")
+
+
+def test_prepare_refuses_a_state_dir_of_another_project(tmp_path: Path) -> None:
+    state = own.StateDir(tmp_path / "s")
+    state.prepare(project="p-other")
+    with pytest.raises(InUse, match="belongs to project p-other, not p-mine"):
+        state.prepare(project="p-mine")
+
+
+def test_check_refuses_a_dir_others_may_write(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    path.mkdir(mode=0o700)
+    path.chmod(0o777)
+    with pytest.raises(UnsafePath) as caught:
+        own.StateDir(path).check("p")
+    assert str(caught.value) == (
+        f"refusing the state dir {path}: group or others may write it (mode 777); "
+        "choose a directory only you can write with E2E_STATE_DIR (or unset it)"
+    )
+
+
+def test_check_and_prepare_refuse_a_state_dir_behind_an_unsafe_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The path is refused even though the directory itself is private.
+    path = tmp_path / "s"
+    path.mkdir(mode=0o700)
+    monkeypatch.setattr(private, "path_problem", lambda p: "a parent others may write")
+    state = own.StateDir(path)
+    assert state.trusted() is False
+    expected = (
+        f"refusing the state dir {path}: a parent others may write; "
+        "choose a directory only you can write with E2E_STATE_DIR (or unset it)"
+    )
+    for act in (lambda: state.check("p"), lambda: state.prepare(project="p")):
+        with pytest.raises(UnsafePath) as caught:
+            act()
+        assert str(caught.value) == expected
+
+
+def test_a_marker_cannot_send_remove_outside_the_state_dir(tmp_path: Path) -> None:
+    state = own.StateDir(tmp_path / "s")
+    state.prepare(project="p")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    marker = {"project": "p", "created": [str(state.path), str(elsewhere), "relative"]}
+    state.marker.write_text(json.dumps(marker))
+    state.remove()
+    assert elsewhere.is_dir()
+    assert not state.path.exists()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"kind": own.USER, "id": 7, "since": 1.0},
+        {"kind": own.USER, "id": "abc", "since": "yesterday"},
+    ],
+)
+def test_a_lease_with_a_bad_id_or_start_is_malformed(data: dict[str, Any]) -> None:
+    assert own.Lease.from_json(data) is None
+
+
+def _granted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, int]]:
+    calls: list[tuple[Path, int]] = []
+    monkeypatch.setattr(private, "grant_traverse", lambda path, gid: calls.append((path, gid)))
+    return calls
+
+
+def test_prepare_grants_traverse_on_an_adopted_or_marked_dir_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s"
+    path.mkdir(mode=0o700)
+    granted = _granted(monkeypatch)
+    own.StateDir(path).prepare(project="p", traverse_gid=4321)  # adopted while empty
+    assert granted == [(path, 4321)]
+    own.StateDir(path).prepare(project="p", traverse_gid=4322)  # already ours
+    assert granted == [(path, 4321), (path, 4322)]
+    own.StateDir(path).prepare(project="p")
+    assert granted == [(path, 4321), (path, 4322)]
+
+
+def test_prepare_grants_traverse_on_every_directory_it_creates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a" / "b"
+    granted = _granted(monkeypatch)
+    own.StateDir(path).prepare(project="p", traverse_gid=4321)
+    assert {p for p, _ in granted} == {tmp_path / "a", path}
+    assert {gid for _, gid in granted} == {4321}
+
+
+def test_a_state_dir_in_the_base_never_counts_the_base_as_created(base: Path) -> None:
+    # The base holds every project's locks: made as the base, never removed with a state dir.
+    state = own.StateDir(base / "state")
+    state.prepare(project="p")
+    assert json.loads(state.marker.read_text())["created"] == [str(state.path)]
+    state.remove()
+    assert base.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [(PermissionError(13, "Permission denied", "x"), "Permission denied"), (OSError("odd"), "odd")],
+)
+def test_an_os_error_while_preparing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError, shown: str
+) -> None:
+    from testbed.errors import ServicesUnavailable
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(private, "write_atomic", fail)
+    path = tmp_path / "s"
+    with pytest.raises(ServicesUnavailable) as caught:
+        own.StateDir(path).prepare(project="p")
+    assert str(caught.value) == (
+        f"cannot prepare the state dir {path}: {shown}; choose a writable E2E_STATE_DIR"
+    )
+
+
+def test_the_lock_file_name_is_stable_and_per_state_dir(base: Path) -> None:
+    # Two testbed versions side by side must take the same lock for the same state dir.
+    assert own.lock_file(Path("/srv/e2e/state")) == base / "locks/bbdd06d2347dc76cbce2fde6.lock"
+    assert own.lock_file(Path("/srv/e2e/other")) != own.lock_file(Path("/srv/e2e/state"))
+
+
+def _opened_locks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    fds: list[int] = []
+    real = private.open_lock
+
+    def recording(path: Path) -> int:
+        fds.append(real(path))
+        return fds[-1]
+
+    monkeypatch.setattr(private, "open_lock", recording)
+    return fds
+
+
+def _all_closed(fds: list[int]) -> bool:
+    def closed(fd: int) -> bool:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return True
+        return False
+
+    return bool(fds) and all(closed(fd) for fd in fds)
+
+
+def test_the_lock_closes_its_file_when_taken_busy_or_interrupted(
+    tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = own.Store(tmp_path / "s")
+    store.dir.prepare(project="p")
+    fds = _opened_locks(monkeypatch)
+    with store.locked() as got:
+        assert got is True
+    assert _all_closed(fds)
+
+    holder = os.open(base / own.LOCKS / store.lock_file.name, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        fds.clear()
+        with store.locked(wait=False) as got:
+            assert got is False
+        assert _all_closed(fds)
+
+        def interrupted(*args: object) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(own, "wait_unless_frozen", interrupted)
+        fds.clear()
+        with pytest.raises(KeyboardInterrupt), store.locked():
+            pass
+        assert _all_closed(fds)
+    finally:
+        os.close(holder)
+
+
+def test_the_lock_is_released_even_while_a_copy_of_its_descriptor_lives(
+    tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process forked under the lock holds a copy of the descriptor: closing ours alone would
+    # leave the lock held until that process ends.
+    store = own.Store(tmp_path / "s")
+    store.dir.prepare(project="p")
+    copies: list[int] = []
+    real = private.open_lock
+    monkeypatch.setattr(private, "open_lock", lambda path: _with_copy(real(path), copies))
+    try:
+        with store.locked():
+            pass
+        monkeypatch.setattr(private, "open_lock", real)
+        with store.locked(wait=False) as again:
+            assert again is True
+    finally:
+        for fd in copies:
+            os.close(fd)
+
+
+def _with_copy(fd: int, copies: list[int]) -> int:
+    copies.append(os.dup(fd))
+    return fd
+
+
+def test_a_lock_directory_others_may_write_is_refused(tmp_path: Path, base: Path) -> None:
+    locks = base / own.LOCKS
+    locks.mkdir(parents=True, mode=0o700)
+    locks.chmod(0o777)
+    store = own.Store(tmp_path / "s")
+    with pytest.raises(UnsafePath) as caught, store.locked():
+        pass
+    assert str(caught.value) == (
+        f"refusing the lock directory {locks}: group or others may write it (mode 777); "
+        "remove it and retry"
+    )
