@@ -762,3 +762,24 @@ def test_a_lock_directory_others_may_write_is_refused(tmp_path: Path, base: Path
         f"refusing the lock directory {locks}: group or others may write it (mode 777); "
         "remove it and retry"
     )
+
+
+def test_a_lock_file_replaced_while_waiting_is_closed_and_the_new_one_locked(
+    tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stands in for a holder that removed the file while we waited: the first check says stale.
+    store = own.Store(tmp_path / "s")
+    store.dir.prepare(project="p")
+    answers = iter([False, True])
+    monkeypatch.setattr(own, "is_current", lambda fd, path: next(answers))
+
+    def wait(*args: object) -> None:
+        raise AssertionError("waited for a lock nobody else holds: the stale file stayed open")
+
+    monkeypatch.setattr(own, "wait_unless_frozen", wait)
+    fds = _opened_locks(monkeypatch)
+    open_before = set(os.listdir("/proc/self/fd"))
+    with store.locked() as got:
+        assert got is True
+    assert len(fds) == 2
+    assert set(os.listdir("/proc/self/fd")) == open_before
