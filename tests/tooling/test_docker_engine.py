@@ -34,6 +34,8 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(module, "DIR", directory)
     monkeypatch.setattr(module, "RECORD", directory / "dockerd.json")
     monkeypatch.setattr(module, "LOG", directory / "dockerd.log")
+    # Not the machine's: a wrapped run (make test under CI=true) holds that one while we run.
+    monkeypatch.setattr(module, "USERS", directory / "users.lock")
     monkeypatch.setattr(module, "STOP_GRACE", 5.0)
     return module
 
