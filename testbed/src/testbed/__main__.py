@@ -95,7 +95,7 @@ def cmd_up(settings: Settings, foreground: bool, owner_pid: int | None = None) -
         # A run's lease: the services stop when it ends (or its holder dies and is reaped).
         hold = acquire(settings, kind=RUN, holder_pid=owner_pid)
     else:
-        hold = acquire(settings, kind=USER)  # make up: kept until `make down`
+        hold = acquire(settings, kind=USER)  # kept until `python -m testbed down`
     verb = "started" if hold.started else "already running, reused"
     took = time.monotonic() - started
     print(f"E2E services {verb} in {took:.2f} s: {describe(hold.endpoints)}", flush=True)

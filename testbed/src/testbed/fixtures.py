@@ -30,7 +30,7 @@ from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     # Imported where used: this module loads with the plugin in every pytest process,
-    # including the xdist controller and `make unit`, which need neither SQLAlchemy nor Faker.
+    # including the xdist controller and unit-test runs, which need neither SQLAlchemy nor Faker.
     import redis
     from sqlalchemy import Engine, MetaData
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession

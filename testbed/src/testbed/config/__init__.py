@@ -351,16 +351,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "pg_image",
-        "PostgreSQL image of the docker backend (default: postgres:16.15-alpine, else the "
-        "local build of `make images`)",
+        "PostgreSQL image of the docker backend (default: postgres:16.15-alpine, else a local "
+        "build tagged testbed/postgres:16.15)",
         parse_optional_str,
         default_text="postgres:16.15-alpine, else the local build",
         cli=True,
     ),
     Option(
         "redis_image",
-        "Valkey image of the docker backend (default: valkey/valkey:8.1.8-alpine, else the "
-        "local build of `make images`)",
+        "Valkey image of the docker backend (default: valkey/valkey:8.1.8-alpine, else a local "
+        "build tagged testbed/valkey:8.1.8)",
         parse_optional_str,
         default_text="valkey/valkey:8.1.8-alpine, else the local build",
         cli=True,

@@ -20,7 +20,7 @@ from testbed.services.endpoints import Endpoints
 
 if TYPE_CHECKING:
     # SQLAlchemy is imported where it is used: the controller (which only needs psycopg and
-    # redis) then starts the xdist workers ~0.7 s sooner, and `make unit` does not pay it.
+    # redis) then starts the xdist workers ~0.7 s sooner, and unit-test runs do not pay it.
     import redis
     from sqlalchemy import Engine, MetaData
     from sqlalchemy.orm import Session

@@ -66,7 +66,7 @@ def wants_services(args: Sequence[str], rootdir: Path, names: Sequence[str] = (E
     """True when a collection argument is, is inside, or contains a directory named e2e
     (or one of `names`: the e2e_dirs setting).
 
-    The plugin is active in every pytest run of the project (entry point), so `make unit`
+    The plugin is active in every pytest run of the project (entry point), so a unit-test run
     must not start PostgreSQL: services are the E2E suite's, and only its run starts them.
     """
     for arg in args:
@@ -92,8 +92,9 @@ def allocate_redis_db(info: RunInfo, worker: str) -> int:
 
 
 def reap_runs(eps: Endpoints, current_run: str = "") -> list[str]:
-    """Drop dead runs' schemas (`make reap`, and each run). Dead runs' Valkey databases need
-    nothing: their claims expire (allocation.TTL_S), whatever project or database made them."""
+    """Drop dead runs' schemas (`python -m testbed reap`, and each run). Dead runs' Valkey
+    databases need nothing: their claims expire (allocation.TTL_S), whatever project or
+    database made them."""
     return [f"schema {s}" for s in reap_stale_schemas(eps.database_url, current_run=current_run)]
 
 

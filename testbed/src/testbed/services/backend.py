@@ -66,8 +66,8 @@ class ServiceBackend(Protocol):
         ...
 
     def down(self) -> str:
-        """`make down`: end the user's lease and stop the services unless a live run uses
-        them; one line saying what happened."""
+        """`python -m testbed down`: end the user's lease and stop the services unless a live
+        run uses them; one line saying what happened."""
         ...
 
     def running(self) -> Endpoints | None:

@@ -249,7 +249,7 @@ def fetch_wheel(pin: Pin, workdir: Path, what: str, say: Say) -> Path:
 
 @contextmanager
 def cache_lock(cache_dir: Path) -> Iterator[None]:
-    """Serialize cache writers (parallel `make up`s, xdist workers) with an flock."""
+    """Serialize cache writers (parallel `python -m testbed up`s, xdist workers) with an flock."""
     make_cache_dir(cache_dir)
     path = cache_dir / ".lock"
     with path.open("a") as handle:

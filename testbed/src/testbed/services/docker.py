@@ -243,7 +243,8 @@ class DockerBackend:
         return images
 
     def up(self) -> Endpoints:
-        """Start (or reuse) the containers for the user, as `make up` does; `down()` stops them."""
+        """Start (or reuse) the containers for the user, as `python -m testbed up` does;
+        `down()` stops them."""
         return lease_lifecycle.up(self)
 
     def ensure(self, lease: Lease) -> tuple[Endpoints, bool]:
@@ -371,8 +372,8 @@ class DockerBackend:
         return lease_lifecycle.release(self, lease_id, keep=keep)
 
     def down(self) -> str:
-        """`make down`: end the user's lease; take the containers down unless a live run uses
-        them (dead containers' log tails first)."""
+        """`python -m testbed down`: end the user's lease; take the containers down unless a
+        live run uses them (dead containers' log tails first)."""
         problem = engine_problem(self.runner)
         if problem is not None:
             raise ServicesUnavailable(f"{problem}; {INSTALL}")

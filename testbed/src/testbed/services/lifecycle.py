@@ -35,8 +35,9 @@ def resolve_backend_name(
     if settings.backend != "auto":
         return settings.backend
     if recorded in ("native", "docker"):
-        # Only its own URLs (what `make env` prints) mean "this instance"; any other URL, even
-        # at the same port (another database), is the user's explicit external target.
+        # Only its own URLs (what `python -m testbed env` prints) mean "this instance"; any
+        # other URL, even at the same port (another database), is the user's explicit
+        # external target.
         urls = ((settings.database_url, "database_url"), (settings.redis_url, "redis_url"))
         if all(url is None or url == record.get(key) for url, key in urls):
             return str(recorded)
@@ -90,7 +91,7 @@ class Hold:
 def acquire(settings: Settings, *, kind: str = "run", holder_pid: int | None = None) -> Hold:
     """The one entry to the services (plugin and CLI): choose the backend, then start or reuse
     them under a lease. kind "run": held while holder_pid (default: this process) lives;
-    "user" (`make up`): kept until `make down`."""
+    "user" (`python -m testbed up`): kept until `python -m testbed down`."""
     from testbed.services.ownership import USER, holder_identity, new_lease
 
     if kind == USER and holder_pid is not None:
@@ -125,6 +126,6 @@ def ensure_up(
     settings: Settings, *, owner: str = "run", owner_pid: int | None = None
 ) -> tuple[Endpoints, bool]:
     """acquire() for callers that only need the endpoints: the lease ends with the holder
-    process (a run) or at `make down` (owner "user")."""
+    process (a run) or at `python -m testbed down` (owner "user")."""
     hold = acquire(settings, kind=owner, holder_pid=owner_pid)
     return hold.endpoints, hold.started

@@ -146,7 +146,8 @@ class NativeBackend:
         return {name: p.pid for name, p in self._alive(self.store.read()).items()}
 
     def up(self) -> Endpoints:
-        """Start (or reuse) the services for the user, as `make up` does; `down()` stops them."""
+        """Start (or reuse) the services for the user, as `python -m testbed up` does;
+        `down()` stops them."""
         return lease_lifecycle.up(self)
 
     def logs(self) -> dict[str, Path]:
@@ -203,7 +204,8 @@ class NativeBackend:
         return lease_lifecycle.release(self, lease_id, keep=keep)
 
     def down(self) -> str:
-        """`make down`: end the user's lease; stop the services unless a live run uses them."""
+        """`python -m testbed down`: end the user's lease; stop the services unless a live run
+        uses them."""
         return lease_lifecycle.down(self)
 
     def _check_port(self, port: int, service: str, env: str) -> None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 MARKER = ".testbed-state"  # in every state dir testbed made (or adopted while empty)
 RECORD = "state.json"
 _CMDLINE_TRIES = 40
-USER = "user"  # the lease of `make up`: kept until `make down`
+USER = "user"  # the lease of `python -m testbed up`: kept until `python -m testbed down`
 RUN = "run"
 LOCKS = "locks"  # in the invoking user's base: one lock file per state dir
 
@@ -274,7 +274,8 @@ class StateDir:
 # -- the instance record and its leases ---------------------------------------------------------
 @dataclass(frozen=True)
 class Lease:
-    """One user of an instance: a run (its process identity) or the user (`make up`)."""
+    """One user of an instance: a run (its process identity) or the user
+    (`python -m testbed up`)."""
 
     id: str
     kind: str  # RUN or USER
@@ -282,7 +283,7 @@ class Lease:
     since: float
 
     def alive(self) -> bool:
-        """The user's lease lives until `make down`; a run's while its process does."""
+        """The user's lease lives until `python -m testbed down`; a run's while its process does."""
         return self.kind == USER or (self.holder is not None and self.holder.alive())
 
     def describe(self) -> str:
@@ -358,7 +359,7 @@ class Record(dict[str, Any]):
         return len(kept) != len(leases)
 
     def drop_user_lease(self) -> bool:
-        """Remove the user's lease (`make down`); True if there was one."""
+        """Remove the user's lease (`python -m testbed down`); True if there was one."""
         leases = self.leases()
         kept = [lease for lease in leases if lease.kind != USER]
         self.set_leases(kept)
@@ -493,8 +494,9 @@ def _valid_record(data: dict[str, Any], state_dir: Path) -> bool:
 
 
 def release_lease(record: Record, lease_id: str, *, keep: bool = False) -> bool:
-    """End one lease (keep: hand the services to the user instead, as `make up` would); True
-    when nobody uses the instance any more, so whoever holds the lock should stop it."""
+    """End one lease (keep: hand the services to the user instead, as `python -m testbed up`
+    would); True when nobody uses the instance any more, so whoever holds the lock should
+    stop it."""
     record.drop_lease(lease_id)
     if keep:
         record.add_lease(new_lease(USER, None))
@@ -503,8 +505,9 @@ def release_lease(record: Record, lease_id: str, *, keep: bool = False) -> bool:
 
 
 def request_down(record: Record) -> list[Lease]:
-    """`make down`: end the user's lease and the caller's own (a script that took one), reap dead
-    ones; return the live runs that still use the instance (stop it when there are none)."""
+    """`python -m testbed down`: end the user's lease and the caller's own (a script that
+    took one), reap dead ones; return the live runs that still use the instance (stop it when
+    there are none)."""
     me = os.getpid()
     record.drop_user_lease()
     record.set_leases([x for x in record.leases() if not (x.holder and x.holder.pid == me)])

@@ -1,6 +1,7 @@
-"""Reaping native services: those no live run or `make up` uses any more, in this checkout's
-state dir and the other state dirs in the invoking user's own base (other checkouts, including
-deleted ones). Nothing outside that base is ever read: another user could have written it."""
+"""Reaping native services: those no live run or `python -m testbed up` uses any more, in
+this checkout's state dir and the other state dirs in the invoking user's own base (other
+checkouts, including deleted ones). Nothing outside that base is ever read: another user
+could have written it."""
 
 from __future__ import annotations
 
