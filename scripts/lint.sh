@@ -65,7 +65,11 @@ run_check() {
       PYTHONPATH="$target/testbed/src:$target/backend/src" lint-imports --no-cache || return 1
       local hits
       hits="$(grep -rnI -i opsdesk "$target/testbed/src" "$target/examples" 2>/dev/null)"
-      [ -z "$hits" ] || { echo "$hits"; echo "testbed and the examples must not name opsdesk (above); configure it from opsdesk's side"; return 1; } ;;
+      [ -z "$hits" ] || { echo "$hits"; echo "testbed and the examples must not name opsdesk (above); configure it from opsdesk's side"; return 1; }
+      # Nor this repository's front door: an adopter has `python -m testbed ...`, not our make
+      # targets (the one wording that may name make is the e2e_command setting's example).
+      hits="$(grep -rnIE '`make [a-z]' "$target/testbed/src" "$target/testbed/README.md" 2>/dev/null | grep -v 'e2e_command')"
+      [ -z "$hits" ] || { echo "$hits"; echo "testbed must speak the adopter's words (above): \`python -m testbed up\`, not \`make up\`"; return 1; } ;;
     actionlint)
       local files; files="$(workflows)" || return 1
       # shellcheck disable=SC2086  # one path per line, no spaces in workflow names

@@ -44,6 +44,7 @@ def test_the_real_tree_keeps_the_boundary(tmp_path: Path) -> None:
             "opsdesk",
         ),
         ("config/__init__.py", "APP = 'OpsDesk'\n", "must not name opsdesk"),
+        ("services/native.py", "# stop them with `make down`\n", "the adopter's words"),
     ],
 )
 def test_an_import_or_a_mention_fails(tmp_path: Path, module: str, line: str, needle: str) -> None:
