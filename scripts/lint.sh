@@ -120,7 +120,9 @@ run_check() {
       rm -rf "$site"; return "$rc" ;;
     dist)
       # testbed is a distribution of its own: its wheel and sdist build, carry the typing marker
-      # and no application code, and pass `twine check --strict` (pinned, run by uv).
+      # and no application code, and pass `twine check --strict` (pinned, run by uv). The wheel
+      # holds the package alone (no tests); the sdist holds the tests a distributor runs from
+      # it (unit, e2e, the tiny app) and their pytest.ini.
       local out; out="$(mktemp -d)" || return 1
       uv build --quiet --out-dir "$out" "$target/testbed" || { rm -rf "$out"; return 1; }
       local wheel; wheel="$(echo "$out"/testbed-*.whl)"
@@ -128,6 +130,14 @@ run_check() {
       grep -qx 'testbed/py.typed' <<<"$names" || { echo "$wheel lacks testbed/py.typed"; rm -rf "$out"; return 1; }
       if grep -v -e '^testbed/' -e '^testbed-[^/]*\.dist-info/' -e '^File$' <<<"$names" | grep -q .; then
         echo "$wheel holds files outside testbed/:"; grep -v -e '^testbed/' -e '^testbed-[^/]*\.dist-info/' -e '^File$' <<<"$names"
+        rm -rf "$out"; return 1
+      fi
+      local sdist; sdist="$(echo "$out"/testbed-*.tar.gz)"
+      local members; members="$(tar -tzf "$sdist" | cut -d/ -f2-)"
+      local missing; missing="$(cd "$target/testbed" && { echo pytest.ini; find tests/unit tests/e2e tests/tinyapp -name '*.py' -not -path '*/__pycache__/*'; } \
+        | sort | comm -23 - <(sort <<<"$members"))"
+      if [ -n "$missing" ]; then
+        echo "$sdist lacks testbed's tests (a distributor runs them from the unpacked sdist):"; echo "  ${missing//$'\n'/$'\n'  }"
         rm -rf "$out"; return 1
       fi
       uv tool run --quiet --from "twine==$TWINE_VERSION" twine check --strict "$out"/* || { rm -rf "$out"; return 1; }

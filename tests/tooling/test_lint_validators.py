@@ -271,14 +271,51 @@ def test_lock_check_passes_the_real_lock_and_catches_a_stale_one(tmp_path: Path)
 # --- testbed's distribution: wheel and sdist, typing marker, twine check --------------------------
 
 
-def test_dist_builds_testbed_alone_and_catches_a_missing_typing_marker(tmp_path: Path) -> None:
-    """The real distribution passes; without py.typed (typed for adopters' mypy) it fails."""
+def copy_testbed(tmp: Path) -> Path:
+    """testbed's distribution tree in tmp, with the tests its sdist carries; return tmp."""
     shutil.copytree(
         ROOT / "testbed",
-        tmp_path / "testbed",
-        ignore=shutil.ignore_patterns("tests", "__pycache__", "*.egg-info"),
+        tmp / "testbed",
+        # integration/ and reliability/ stay out of the sdist: the copy needs them no more.
+        ignore=shutil.ignore_patterns("integration", "reliability", "__pycache__", "*.egg-info"),
     )
-    rc, out = run_lint("dist", tmp_path)
+    return tmp
+
+
+def test_dist_builds_testbed_alone_and_catches_a_missing_typing_marker(tmp_path: Path) -> None:
+    """The real distribution passes; without py.typed (typed for adopters' mypy) it fails."""
+    root = copy_testbed(tmp_path)
+    rc, out = run_lint("dist", root)
     assert rc == 0, out
-    (tmp_path / "testbed" / "src" / "testbed" / "py.typed").unlink()
-    assert_fails("dist", tmp_path, "lacks testbed/py.typed")
+    (root / "testbed" / "src" / "testbed" / "py.typed").unlink()
+    assert_fails("dist", root, "lacks testbed/py.typed")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "missing"),
+    [
+        # The unit tests left out of the sdist's include list.
+        ('    "tests/unit",\n', "", "tests/unit/conftest.py"),
+        # sdist/pytest.ini carried as it is, not as the sdist's pytest.ini: pytest would find
+        # no settings (no tinyapp on the path, no markers) in the unpacked sdist.
+        ('sources = { "sdist" = "" }', "", "pytest.ini"),
+    ],
+    ids=["unit-tests-left-out", "pytest-ini-not-at-the-top"],
+)
+def test_dist_catches_an_sdist_without_the_tests_or_their_settings(
+    tmp_path: Path, old: str, new: str, missing: str
+) -> None:
+    root = copy_testbed(tmp_path)
+    edit(root / "testbed" / "pyproject.toml", old, new)
+    assert_fails("dist", root, "lacks testbed's tests", f"  {missing}\n")
+
+
+def test_dist_catches_tests_in_the_wheel(tmp_path: Path) -> None:
+    """The wheel is what adopters install: testbed's package alone, none of its tests."""
+    root = copy_testbed(tmp_path)
+    edit(
+        root / "testbed" / "pyproject.toml",
+        'packages = ["src/testbed"]',
+        'packages = ["src/testbed", "tests/tinyapp"]',
+    )
+    assert_fails("dist", root, "holds files outside testbed/", "tinyapp/models.py")

@@ -34,7 +34,8 @@ class Member(Base):
     name: Mapped[str] = mapped_column(String(100))
     email: Mapped[str] = mapped_column(String(200), unique=True)
     level: Mapped[int] = mapped_column(Integer, default=1)
-    name_length: Mapped[int] = mapped_column(Computed("length(name)"))
+    # persisted=True: STORED on every PostgreSQL (SQLAlchemy 2.1 warns when it is left implicit).
+    name_length: Mapped[int] = mapped_column(Computed("length(name)", persisted=True))
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
     team: Mapped[Team] = relationship()
     mentor_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))

