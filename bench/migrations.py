@@ -13,6 +13,7 @@ worker: `WorkerDatabase.create()` on the bench's server. Contenders:
 from __future__ import annotations
 
 import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,28 +24,9 @@ NAME = "migrations"
 MIGRATIONS = 300
 PACKAGE = "bench_synth_app"
 
-MIGRATE = '''
-"""The synthetic app's hook: Alembic on the worker's engine."""
-from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
-
-
-def upgrade(engine):
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
-'''
-ENV = """
-from alembic import context
-
-context.configure(connection=context.config.attributes["connection"])
-with context.begin_transaction():
-    context.run_migrations()
-"""
+# The synthetic app migrates as the bookings example does (Alembic driven from code on the
+# worker's connection): its hook module and Alembic environment, copied into the package.
+BOOKINGS = Path(__file__).resolve().parents[1] / "examples" / "bookings" / "src" / "bookings"
 
 
 def _migration(i: int) -> str:
@@ -82,8 +64,8 @@ def write_app(root: Path) -> str:
     versions = package / "migrations" / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text("")
-    (package / "migrate.py").write_text(MIGRATE)
-    (package / "migrations" / "env.py").write_text(ENV)
+    shutil.copyfile(BOOKINGS / "migrate.py", package / "migrate.py")
+    shutil.copyfile(BOOKINGS / "migrations" / "env.py", package / "migrations" / "env.py")
     for i in range(MIGRATIONS):
         (versions / f"{i:04d}_step.py").write_text(_migration(i))
     return f"{PACKAGE}.migrate:upgrade"

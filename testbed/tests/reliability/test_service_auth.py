@@ -70,18 +70,6 @@ def valkey(sandbox: Sandbox, *command: str) -> subprocess.CompletedProcess[str]:
     return as_nobody([*argv, "-p", str(sandbox.redis_port), *command])
 
 
-def urls(sandbox: Sandbox) -> dict[str, str]:
-    """What `python -m testbed env` prints (as root, the invoking user)."""
-    code, out = sandbox.testbed("env")
-    assert code == 0, out
-    found = {}
-    for line in out.splitlines():
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").partition("=")
-            found[name] = shlex.split(value)[0]
-    return found
-
-
 @pytest.fixture
 def up(sandbox: Sandbox) -> Sandbox:
     code, out = sandbox.testbed("up")
@@ -114,7 +102,7 @@ def test_the_app_roles_password_gives_no_copy_to_program(up: Sandbox) -> None:
     """Even a leaked URL (the app role's password) is no superuser: no program runs."""
     proof = Path("/tmp") / f"{PROOF}-copy-{up.pg_port}"
     proof.unlink(missing_ok=True)
-    password = urls(up)["E2E_DATABASE_URL"].split("@")[0].rsplit(":", 1)[1]
+    password = up.urls()["E2E_DATABASE_URL"].split("@")[0].rsplit(":", 1)[1]
     try:
         ok = psql(
             up,
@@ -133,7 +121,7 @@ def test_the_app_roles_password_gives_no_copy_to_program(up: Sandbox) -> None:
 
 
 def test_nobody_cannot_ping_or_flush_valkey(up: Sandbox) -> None:
-    client = redis.Redis.from_url(urls(up)["E2E_REDIS_URL"])
+    client = redis.Redis.from_url(up.urls()["E2E_REDIS_URL"])
     try:
         client.set("victim", "kept")
         for command in (("PING",), ("FLUSHALL",), ("CONFIG", "SET", "requirepass", "")):

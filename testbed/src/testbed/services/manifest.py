@@ -35,7 +35,8 @@ def check_cache(path: Path) -> None:
         )
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MiB chunks (a wheel, a server binary)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -78,7 +79,7 @@ def record(tree: Path, source_sha256: str) -> None:
         if stat.S_ISLNK(st.st_mode):
             files[rel] = {"link": os.readlink(path)}
         else:
-            files[rel] = {"sha256": _sha256(path), "stamp": _stamp(st)}
+            files[rel] = {"sha256": file_sha256(path), "stamp": _stamp(st)}
     data = {"version": VERSION, "source_sha256": source_sha256, "files": files}
     private.write_atomic(tree / MANIFEST, json.dumps(data, indent=1) + "\n", mode=0o644)
 
@@ -105,7 +106,7 @@ def problem(tree: Path, source_sha256: str) -> str | None:
         if "link" in want:
             if not stat.S_ISLNK(st.st_mode) or os.readlink(tree / rel) != want["link"]:
                 return f"{rel} changed after unpacking"
-        elif not stat.S_ISREG(st.st_mode) or _sha256(tree / rel) != want.get("sha256"):
+        elif not stat.S_ISREG(st.st_mode) or file_sha256(tree / rel) != want.get("sha256"):
             return f"{rel} changed after unpacking (sha256 differs)"
     record(tree, source_sha256)  # same content, new stamps (e.g. restored from a CI cache)
     return None
