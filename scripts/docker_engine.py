@@ -32,17 +32,37 @@ from testbed.services.ownership import ProcessIdentity
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_ENGINE = 25
-DIR = Path(os.environ.get("E2E_ENGINE_DIR", "/run/testbed-engine"))
-RECORD = DIR / "dockerd.json"  # {"dockerd": identity, "owner": identity of the run that holds it}
-LOG = DIR / "dockerd.log"
-USERS = DIR / "users.lock"  # every `run` holds it shared while it uses the engine
-CACHE = Path(os.environ.get("E2E_CACHE_DIR", "/var/cache/testbed"))
 # --iptables=false: leave the host's firewall alone (published 127.0.0.1 ports still work);
 # --ip-forward=false: do not switch on net.ipv4.ip_forward. Never --bridge=none: -p is then ignored.
 DOCKERD_FLAGS = ["--iptables=false", "--ip6tables=false", "--ip-forward=false"]
 DOCKERD_FLAGS += ["--storage-driver=overlay2"]
 START_TIMEOUT = 60.0
 STOP_GRACE = 30.0  # dockerd stops its containers (10 s each) and containerd before it exits
+
+
+# Paths follow E2E_ENGINE_DIR / E2E_CACHE_DIR as they are when used, not at import.
+def engine_dir() -> Path:
+    """Where the record, the log and the users' lock live."""
+    return Path(os.environ.get("E2E_ENGINE_DIR", "/run/testbed-engine"))
+
+
+def record_path() -> Path:
+    """{"dockerd": identity, "owner": identity of the run that holds it}."""
+    return engine_dir() / "dockerd.json"
+
+
+def log_path() -> Path:
+    return engine_dir() / "dockerd.log"
+
+
+def users_path() -> Path:
+    """Every `run` holds it shared while it uses the engine."""
+    return engine_dir() / "users.lock"
+
+
+def cache_dir() -> Path:
+    """Where the engine's .debs are kept."""
+    return Path(os.environ.get("E2E_CACHE_DIR", "/var/cache/testbed"))
 
 
 def say(message: str) -> None:
@@ -72,10 +92,11 @@ def private_dir() -> None:
     """The record's directory: made 0700 if missing, then judged by testbed's own rules (ours,
     no link, nobody else may write it or swap a directory on the way). A 0755 one of ours, as
     an earlier version made, is kept: only its owner could have written what is inside."""
-    DIR.parent.mkdir(parents=True, exist_ok=True)
+    directory = engine_dir()
+    directory.parent.mkdir(parents=True, exist_ok=True)
     try:
         private.make_private(
-            DIR, what="engine record directory", fix="remove it or set E2E_ENGINE_DIR"
+            directory, what="engine record directory", fix="remove it or set E2E_ENGINE_DIR"
         )
     except UnsafePath as error:
         raise SystemExit(f"docker-engine: {error}") from None
@@ -84,11 +105,11 @@ def private_dir() -> None:
 def read_record() -> tuple[ProcessIdentity, ProcessIdentity] | None:
     """(dockerd, owner) as recorded; None when absent or malformed (never trusted). A record in
     a directory others may write is refused: it could name any process (all of it is public)."""
-    if not os.path.lexists(DIR):
+    if not os.path.lexists(engine_dir()):
         return None
     private_dir()
     try:
-        fd = os.open(RECORD, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(record_path(), os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd) as handle:
             data = json.load(handle)
     except (OSError, ValueError):
@@ -105,40 +126,48 @@ def write_record(daemon: ProcessIdentity) -> None:
     owner = ProcessIdentity.of(os.getpid())
     assert owner is not None
     private_dir()
-    tmp = RECORD.with_suffix(".tmp")
+    record = record_path()
+    tmp = record.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"dockerd": daemon.to_json(), "owner": owner.to_json()}, handle)
-    tmp.replace(RECORD)
+    tmp.replace(record)
 
 
-def orphaned() -> bool:
+def is_orphan(found: tuple[ProcessIdentity, ProcessIdentity] | None) -> bool:
     """The recorded daemon runs, and the run that started it (its owner) is gone: it was
     killed, or it left the daemon to runs that still used it."""
-    found = read_record()
     if found is None:
         return False
     daemon, owner = found
     return daemon.alive() and owner.pid != os.getpid() and not owner.alive()
 
 
+def orphaned() -> bool:
+    """The record, as it is now, names an orphaned daemon."""
+    return is_orphan(read_record())
+
+
 def adopt_orphan() -> bool:
-    """A daemon whose starter is gone: this run takes it over (the last run out stops it)."""
+    """A daemon whose starter is gone: this run takes it over (the last run out stops it).
+    Decided on one read of the record: the daemon judged is the daemon adopted."""
     found = read_record()
-    if found is None or not orphaned():
+    if found is None or not is_orphan(found):
         return False
-    write_record(found[0])
-    say(f"adopted dockerd (pid {found[0].pid}) left by an earlier run; the last run out stops it")
+    daemon = found[0]
+    write_record(daemon)
+    say(f"adopted dockerd (pid {daemon.pid}) left by an earlier run; the last run out stops it")
     return True
 
 
 def use_engine() -> int:
-    """Say that this run uses the engine, for as long as it runs: a shared lock on USERS. Taken
-    before the engine is judged, so a run ending now cannot stop a daemon this one will reuse."""
+    """Say that this run uses the engine, for as long as it runs: a shared lock on the users'
+    lock. Taken before the engine is judged, so a run ending now cannot stop a daemon this one
+    will reuse."""
     private_dir()
     try:
-        fd = private.open_lock(USERS)
+        fd = private.open_lock(users_path())
     except UnsafePath as error:
         raise SystemExit(f"docker-engine: {error}") from None
     fcntl.flock(fd, fcntl.LOCK_SH)
@@ -163,7 +192,8 @@ def install(packages: list[str]) -> None:
             "(https://docs.docker.com/engine/install/)"
         )
     started = time.monotonic()
-    subprocess.run([str(ROOT / "scripts" / "engine-install.sh"), str(CACHE), *packages], check=True)
+    installer = str(ROOT / "scripts" / "engine-install.sh")
+    subprocess.run([installer, str(cache_dir()), *packages], check=True)
     say(f"installed {' '.join(packages)} in {time.monotonic() - started:.1f} s")
 
 
@@ -172,7 +202,8 @@ def start_daemon() -> None:
     its containers down), recorded before anything else can happen."""
     started = time.monotonic()
     private_dir()
-    log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    log_file = log_path()
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     proc = subprocess.Popen(
         ["dockerd", *DOCKERD_FLAGS],
         stdin=subprocess.DEVNULL,
@@ -183,12 +214,12 @@ def start_daemon() -> None:
     os.close(log)
     daemon = ProcessIdentity.of(proc.pid)
     if daemon is None:
-        raise SystemExit(f"docker-engine: dockerd exited at start; see {LOG}")
+        raise SystemExit(f"docker-engine: dockerd exited at start; see {log_file}")
     write_record(daemon)
     while engine_version(timeout=5)[0] is None:
         if proc.poll() is not None:
-            tail = LOG.read_text(errors="replace").splitlines()[-15:]
-            RECORD.unlink(missing_ok=True)
+            tail = log_file.read_text(errors="replace").splitlines()[-15:]
+            record_path().unlink(missing_ok=True)
             raise SystemExit(
                 "docker-engine: dockerd exited at start; its log ends with:\n    "
                 + "\n    ".join(tail)
@@ -196,13 +227,14 @@ def start_daemon() -> None:
         if time.monotonic() - started > START_TIMEOUT:
             stop_daemon()
             raise SystemExit(
-                f"docker-engine: dockerd (pid {proc.pid}) does not answer after 60 s; log: {LOG}"
+                f"docker-engine: dockerd (pid {proc.pid}) does not answer after "
+                f"{START_TIMEOUT:g} s; log: {log_file}"
             )
         time.sleep(0.2)
     # Detached on purpose: the daemon outlives this process until `stop`; drop the handle quietly.
     proc.returncode = 0
     took = time.monotonic() - started
-    say(f"started dockerd {engine_version()[0]} (pid {proc.pid}, log {LOG}) in {took:.1f} s")
+    say(f"started dockerd {engine_version()[0]} (pid {proc.pid}, log {log_file}) in {took:.1f} s")
 
 
 def stop_daemon() -> None:
@@ -213,7 +245,7 @@ def stop_daemon() -> None:
         return
     daemon, _ = found
     if not daemon.alive():
-        RECORD.unlink(missing_ok=True)
+        record_path().unlink(missing_ok=True)
         say(f"the recorded dockerd (pid {daemon.pid}) is gone")
         return
     started = time.monotonic()
@@ -223,7 +255,7 @@ def stop_daemon() -> None:
     if daemon.alive():
         say(f"dockerd (pid {daemon.pid}) ignored SIGTERM for {STOP_GRACE:g} s; SIGKILL")
         os.kill(daemon.pid, signal.SIGKILL)
-    RECORD.unlink(missing_ok=True)
+    record_path().unlink(missing_ok=True)
     say(f"stopped dockerd (pid {daemon.pid}) in {time.monotonic() - started:.1f} s")
 
 

@@ -30,12 +30,9 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    directory = tmp_path / "engine"
-    monkeypatch.setattr(module, "DIR", directory)
-    monkeypatch.setattr(module, "RECORD", directory / "dockerd.json")
-    monkeypatch.setattr(module, "LOG", directory / "dockerd.log")
-    # Not the machine's: a wrapped run (make test under CI=true) holds that one while we run.
-    monkeypatch.setattr(module, "USERS", directory / "users.lock")
+    # Not the machine's: a wrapped run (make test under CI=true) holds its users' lock while we
+    # run. Set after the import: the tool reads E2E_ENGINE_DIR when it uses a path.
+    monkeypatch.setenv("E2E_ENGINE_DIR", str(tmp_path / "engine"))
     monkeypatch.setattr(module, "STOP_GRACE", 5.0)
     return module
 
@@ -64,15 +61,17 @@ def gone_identity() -> ProcessIdentity:
 
 
 def record(engine: ModuleType, dockerd: ProcessIdentity, owner: ProcessIdentity) -> None:
-    engine.DIR.mkdir(mode=0o700, exist_ok=True)
-    engine.RECORD.write_text(json.dumps({"dockerd": dockerd.to_json(), "owner": owner.to_json()}))
+    engine.engine_dir().mkdir(mode=0o700, exist_ok=True)
+    engine.record_path().write_text(
+        json.dumps({"dockerd": dockerd.to_json(), "owner": owner.to_json()})
+    )
 
 
 def test_stop_ends_the_recorded_daemon(engine: ModuleType, daemon: subprocess.Popen[bytes]) -> None:
     record(engine, identity(daemon.pid), identity(os.getpid()))
     engine.stop_daemon()
     assert daemon.wait(timeout=10) is not None
-    assert not engine.RECORD.exists()
+    assert not engine.record_path().exists()
 
 
 def test_a_reused_pid_is_never_signalled(
@@ -83,13 +82,13 @@ def test_a_reused_pid_is_never_signalled(
     record(engine, ProcessIdentity(real.pid, real.started - 100, real.titles), real)
     engine.stop_daemon()
     assert daemon.poll() is None
-    assert not engine.RECORD.exists()
+    assert not engine.record_path().exists()
 
 
 @pytest.mark.parametrize("text", ["", "{", "[]", '{"dockerd": {"pid": 1}}', '{"dockerd": 7}'])
 def test_a_malformed_record_is_not_trusted(engine: ModuleType, text: str) -> None:
-    engine.DIR.mkdir(mode=0o700)
-    engine.RECORD.write_text(text)
+    engine.engine_dir().mkdir(mode=0o700)
+    engine.record_path().write_text(text)
     assert engine.read_record() is None
 
 
@@ -101,8 +100,8 @@ def test_a_linked_record_is_not_followed(
     elsewhere.write_text(
         json.dumps({"dockerd": identity(daemon.pid).to_json(), "owner": gone_identity().to_json()})
     )
-    engine.DIR.mkdir(mode=0o700)
-    engine.RECORD.symlink_to(elsewhere)
+    engine.engine_dir().mkdir(mode=0o700)
+    engine.record_path().symlink_to(elsewhere)
     engine.stop_daemon()
     assert daemon.poll() is None
 
@@ -119,17 +118,59 @@ def test_a_killed_runs_daemon_is_adopted_and_a_live_runs_is_not(
     assert adopted[1].pid == os.getpid()
 
 
+def test_adoption_is_decided_on_one_read_of_the_record(
+    engine: ModuleType, daemon: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record read says a live run owns its daemon; a later read (another run rewrote it)
+    names another, orphaned one. The run adopts nothing: it judged the first and must not
+    write that daemon down as adopted on the strength of the second."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        reads = iter(
+            [
+                (identity(daemon.pid), identity(os.getppid())),  # its owner still runs
+                (identity(other.pid), gone_identity()),
+            ]
+        )
+        read = []
+        monkeypatch.setattr(engine, "read_record", lambda: read.append(1) or next(reads))
+        assert not engine.adopt_orphan()
+        assert len(read) == 1
+        assert not engine.record_path().exists()  # nothing written
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_the_paths_follow_the_engine_dir_when_used(
+    engine: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """E2E_ENGINE_DIR set after the tool was imported (a test, a caller's own dir) is the one
+    its record, log and users' lock go to."""
+    moved = tmp_path / "moved"
+    monkeypatch.setenv("E2E_ENGINE_DIR", str(moved))
+    assert engine.record_path() == moved / "dockerd.json"
+    assert engine.log_path() == moved / "dockerd.log"
+    assert engine.users_path() == moved / "users.lock"
+    engine.write_record(identity(os.getpid()))
+    assert (moved / "dockerd.json").is_file()
+    os.close(engine.use_engine())
+    assert (moved / "users.lock").is_file()
+    monkeypatch.setenv("E2E_CACHE_DIR", str(tmp_path / "cache"))
+    assert engine.cache_dir() == tmp_path / "cache"
+
+
 def test_a_shared_record_directory_is_refused(engine: ModuleType) -> None:
-    engine.DIR.mkdir(mode=0o755)
-    engine.DIR.chmod(0o777)
+    engine.engine_dir().mkdir(mode=0o755)
+    engine.engine_dir().chmod(0o777)
     with pytest.raises(SystemExit, match=r"refusing the engine record directory .* may write"):
         engine.private_dir()
 
 
 def test_a_0755_record_directory_of_ours_is_kept(engine: ModuleType) -> None:
     """An earlier version made /run/testbed-engine 0755; CI then refused to start at all."""
-    engine.DIR.mkdir(mode=0o755)
-    engine.DIR.chmod(0o755)
+    engine.engine_dir().mkdir(mode=0o755)
+    engine.engine_dir().chmod(0o755)
     engine.private_dir()
     engine.write_record(identity(os.getpid()))
     assert engine.read_record() is not None
@@ -137,7 +178,7 @@ def test_a_0755_record_directory_of_ours_is_kept(engine: ModuleType) -> None:
 
 def test_a_record_directory_behind_a_link_is_refused(engine: ModuleType, tmp_path: Path) -> None:
     (tmp_path / "elsewhere").mkdir(mode=0o700)
-    engine.DIR.symlink_to(tmp_path / "elsewhere")
+    engine.engine_dir().symlink_to(tmp_path / "elsewhere")
     with pytest.raises(SystemExit, match="symbolic link"):
         engine.private_dir()
 
@@ -160,7 +201,7 @@ def test_a_record_in_a_shared_directory_is_never_acted_on(
     user first) can name any live process there, its pid, start time and command line being
     public: `stop` (as root) would have ended it. Such a record is refused, as writing is."""
     record(engine, identity(daemon.pid), gone_identity())
-    engine.DIR.chmod(0o777)
+    engine.engine_dir().chmod(0o777)
     with pytest.raises(SystemExit, match=r"refusing the engine record directory .* may write"):
         engine.stop_daemon()
     assert daemon.poll() is None
@@ -169,10 +210,10 @@ def test_a_record_in_a_shared_directory_is_never_acted_on(
 @contextlib.contextmanager
 def another_run(engine: ModuleType) -> Iterator[None]:
     """A second run using the engine, as `run` marks it: a shared lock on USERS."""
-    engine.DIR.mkdir(mode=0o700, exist_ok=True)
+    engine.engine_dir().mkdir(mode=0o700, exist_ok=True)
     code = (
         "import fcntl, os, sys\n"
-        f"fd = os.open({str(engine.USERS)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        f"fd = os.open({str(engine.users_path())!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
         "fcntl.flock(fd, fcntl.LOCK_SH)\nprint('using', flush=True)\nsys.stdin.read()\n"
     )
     proc = subprocess.Popen(
@@ -206,7 +247,7 @@ def test_the_daemon_stops_with_the_last_run_that_uses_it(
     monkeypatch.setattr(engine, "ensure", lambda: False)  # the other run reused it
     assert engine.main(["run", "--", sys.executable, "-c", "pass"]) == 0
     assert daemon.wait(timeout=10) is not None
-    assert not engine.RECORD.exists()
+    assert not engine.record_path().exists()
 
 
 def test_a_run_never_stops_a_daemon_whose_starter_still_runs(
