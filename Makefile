@@ -15,7 +15,7 @@ SHARD ?=
 # Extra pytest arguments, split like shell words: PYTEST_ARGS='-k "crm or tasks" -x'.
 # Exported, never re-quoted: scripts/e2e.sh reads it from the environment.
 PYTEST_ARGS ?=
-# make mutation: which modules (default all: guard schema breaker ownership).
+# make mutation: which modules (default all: guard schema breaker ownership lease).
 MUTATION_TARGETS ?=
 export PYTEST_ARGS
 # JUNIT_DIR=reports: every pytest stage writes DIR/<stage>.xml (what CI uploads).
@@ -113,7 +113,7 @@ unit: deps
 tooling: deps
 	@$(BIN)/pytest tests/tooling -q $(call junit,tooling) $(PYTEST_ARGS)
 
-.PHONY: mutation  ## Mutation score of guard, schema, breaker and ownership against their unit tests (CPU-heavy)
+.PHONY: mutation  ## Mutation score of guard, schema, breaker, ownership and lease against their unit tests (CPU-heavy)
 mutation: deps
 	@$(BIN)/python scripts/mutation.py $(MUTATION_TARGETS)
 

@@ -61,6 +61,7 @@ TARGETS = {
             "testbed.services.ownership",
             (f"{_UNIT}/test_services_owner.py", f"{_UNIT}/test_services_ownership.py"),
         ),
+        Target("lease", "testbed.services.lease", (f"{_UNIT}/test_services_lease.py",)),
     )
 }
 

@@ -3,6 +3,10 @@ reuses, who stops, and what happens to dead runs' leases, whatever the backend."
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,6 +53,7 @@ class FakeRuntime:
         self.answers = True
         self.starts = 0
         self.stopped: list[Record] = []
+        self.quiet: list[bool] = []  # each stop's quiet flag: quiet ones name nothing they stop
         self.adopted = 0
         self.start_fails: BaseException | None = None
         self.stop_fails = False
@@ -83,6 +88,7 @@ class FakeRuntime:
     def stop(self, record: Record, *, quiet: bool) -> list[str]:
         if record.get("backend"):  # (before a start, a record naming nothing is cleared too)
             self.stopped.append(Record(record))
+        self.quiet.append(quiet)
         if self.stop_fails and self.up:
             raise ServicesUnavailable("the cleanup failed too")
         self.up = False
@@ -280,3 +286,125 @@ def test_in_use_by_a_live_run_always_and_by_the_user_only_while_the_set_is_whole
     assert lease.in_use(record, whole=False) is False  # a half set: `up` starts a whole one
     record.set_leases([run_lease()])
     assert lease.in_use(record, whole=False) is True  # the run fails on its own
+
+
+def test_up_takes_the_users_lease_and_returns_the_endpoints(rt: FakeRuntime) -> None:
+    assert lease.up(rt) == EPS
+    assert [x.kind for x in rt.store.read().leases()] == [USER]
+    assert rt.starts == 1
+
+
+def test_another_projects_state_dir_is_refused_before_its_lock_is_waited_for(
+    rt: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its lock may be held by that project's run for as long as it runs: refused at once."""
+    StateDir(rt.state_dir).prepare(project="shop-e2e-0badc0de")
+    monkeypatch.setattr(rt.store, "locked", lambda: pytest.fail("waited for the other's lock"))
+    with pytest.raises(InUse, match="belongs to project shop-e2e-0badc0de"):
+        lease.ensure(rt, run_lease())
+
+
+def test_a_state_dir_taken_by_another_project_while_waiting_for_the_lock_is_refused(
+    rt: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judged again under the lock: another project's run may have marked it meanwhile."""
+    locked = rt.store.locked
+
+    @contextlib.contextmanager
+    def taken_meanwhile() -> Iterator[bool]:
+        StateDir(rt.state_dir).prepare(project="shop-e2e-0badc0de")
+        with locked() as held:
+            yield held
+
+    monkeypatch.setattr(rt.store, "locked", taken_meanwhile)
+    with pytest.raises(InUse, match="belongs to project shop-e2e-0badc0de"):
+        lease.ensure(rt, run_lease())
+    assert rt.starts == 0
+
+
+def test_another_backends_record_without_servers_is_replaced(rt: FakeRuntime) -> None:
+    """A docker record that names no process (its containers gone) stands in nobody's way."""
+    StateDir(rt.state_dir).prepare(project=rt.settings.project)
+    rt.store.write(Record(backend="docker"))
+    mine = run_lease()
+    assert lease.ensure(rt, mine) == (EPS, True)
+    assert rt.store.read()["backend"] == "native"
+    assert lease_ids(rt) == [mine.id]
+
+
+def test_stops_of_a_replacement_or_cleanup_are_quiet_and_those_of_release_and_down_are_not(
+    rt: FakeRuntime,
+) -> None:
+    """What ensure clears before a start (or after a failed one) is its own business; what
+    release and down stop, they say."""
+    mine = run_lease()
+    lease.ensure(rt, mine)
+    assert rt.quiet == [True]  # the (empty) record cleared before the start
+    lease.release(rt, mine.id)
+    assert rt.quiet == [True, False]
+    lease.up(rt)
+    assert lease.down(rt) == "stopped and their data removed"
+    assert rt.quiet == [True, False, True, False]
+    rt.start_fails = ServicesUnavailable("no answer")
+    with pytest.raises(ServicesUnavailable):
+        lease.ensure(rt, run_lease())
+    assert rt.quiet[-2:] == [True, True]  # cleared before, and cleaned up after
+
+
+def test_down_looks_for_an_older_testbeds_state_first(rt: FakeRuntime) -> None:
+    lease.up(rt)
+    adopted = rt.adopted
+    lease.down(rt)
+    assert rt.adopted == adopted + 1
+
+
+def test_down_names_every_live_run_that_keeps_them(
+    rt: FakeRuntime, other_run: ProcessIdentity
+) -> None:
+    second = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        another = ProcessIdentity.of(second.pid)
+        assert another is not None
+        runs = [new_lease(RUN, other_run), new_lease(RUN, another)]
+        recorded(rt, *runs)
+        rt.up = True
+        who = ", ".join(x.describe() for x in runs)
+        assert lease.down(rt) == f"left running: in use by {who}; they stop when it ends"
+    finally:
+        second.kill()
+        second.wait()
+
+
+def test_down_stops_servers_in_our_state_dir_whatever_the_record_says(rt: FakeRuntime) -> None:
+    """A state dir testbed made, with a record that names no backend (lost, or written by an
+    interrupted start): down still stops and removes it."""
+    StateDir(rt.state_dir).prepare(project=rt.settings.project)
+    assert lease.down(rt) == "stopped and their data removed"
+    assert not rt.state_dir.exists()
+
+
+def test_a_record_without_a_checkout_keeps_the_users_lease(rt: FakeRuntime) -> None:
+    user = new_lease(USER, None)
+    record = Record(backend="native")
+    record.set_leases([user])
+    found = lease.drop_dead(record)
+    assert (found.dead, found.checkout_gone) == ([], None)
+    assert record.leases() == [user]
+
+
+def test_usage_names_the_live_users_and_finds_the_orphaned(
+    rt: FakeRuntime, dead: ProcessIdentity
+) -> None:
+    mine = run_lease()
+    record = Record(backend="native")
+    record.set_leases([mine, new_lease(RUN, dead)])
+    used = lease.usage(record, running=True)
+    assert used == lease.Usage((f"used by: {mine.describe()}",), orphaned=False)
+    assert used.problems == []
+    record.set_leases([new_lease(RUN, dead)])
+    orphaned = lease.usage(record, running=True)
+    assert orphaned == lease.Usage(("used by: nobody",), orphaned=True)
+    assert orphaned.problems == [
+        "no run or `python -m testbed up` uses them any more: `python -m testbed reap` removes them"
+    ]
+    assert lease.usage(record, running=False).orphaned is False  # nothing runs: nothing to reap
