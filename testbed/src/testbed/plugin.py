@@ -26,7 +26,7 @@ from testbed.config.parse import parse_bool
 from testbed.errors import UsageError
 from testbed.isolation.sessions import export_urls
 from testbed.isolation.workers import worker_from_input
-from testbed.run import breaker, stash
+from testbed.run import breaker, heap, stash
 from testbed.run.controller import (
     SKIP_PREFIX,
     Controller,
@@ -41,6 +41,7 @@ SETUP_KEY = "e2e_setup_seconds"
 SOURCE_KEY = "e2e_setup_source"
 WATCH_KEY = pytest.StashKey[breaker.Watch]()
 PREVIOUS_COMMAND = pytest.StashKey[str]()  # an inner pytest run puts the outer run's back
+GC_PAUSED = pytest.StashKey[bool]()  # this run paused the collector until its collection ends
 HANDOFF = pytest.StashKey[str]()  # the run for xdist workers, exported to RUN_ENV at configure
 PREVIOUS_RUN_ENV = pytest.StashKey[str | None]()  # RUN_ENV as it was before this run set it
 EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
@@ -129,6 +130,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     ns = config.known_args_namespace
     if getattr(ns, "help", False) or getattr(ns, "version", False):
         return
+    # Until the suite is collected (the conftests and test modules import the app): see heap.
+    if heap.pause():
+        config.stash[GC_PAUSED] = True
+        config.add_cleanup(functools.partial(_restart_gc, config, freeze=False))
     cli = {opt.name: getattr(ns, f"e2e_{opt.name}", None) for opt in OPTIONS}
     settings = config.stash[stash.SETTINGS] = _load(config, cli)
     config.stash[PREVIOUS_COMMAND] = report.set_command(settings.command)
@@ -261,6 +266,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         controller.start()
         if config.getoption("dist", "no") == "no":  # xdist workers export their own
             _export_urls(config, controller.info)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Any:
+    """Start-up ends with the collection (an xdist controller's, which collects nothing, too):
+    collect its garbage once and freeze the rest (see testbed.run.heap)."""
+    try:
+        return (yield)
+    finally:
+        _restart_gc(session.config, freeze=True)
+
+
+def _restart_gc(config: pytest.Config, *, freeze: bool) -> None:
+    """Restart the collector this run paused, once: frozen after a collection, else (a run
+    that ended before collecting: a usage error, a conftest that failed) as it was."""
+    if config.stash.get(GC_PAUSED, False):
+        config.stash[GC_PAUSED] = False
+        if freeze:
+            heap.settle()
+        else:
+            heap.resume()
 
 
 @pytest.hookimpl(trylast=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -289,3 +290,27 @@ def test_a_run_that_never_configures_hands_nothing_on(
     result = _run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert os.environ.get(RUN_ENV) is None
+    assert gc.isenabled()  # the collector the run paused for its start-up runs again
+
+
+def test_the_collector_pauses_while_the_suite_starts_then_freezes_what_it_built(
+    pytester: pytest.Pytester,
+) -> None:
+    """Start-up's objects (the app's modules, the collected suite) live to the end: the
+    collector is off while they load, and what survives is frozen, so no later collection
+    (pytest runs five at the end of every run) walks them again."""
+    _fake(pytester, UNAVAILABLE)
+    (pytester.path / "e2e" / "conftest.py").write_text("import gc\n\nAT_IMPORT = gc.isenabled()\n")
+    (pytester.path / "e2e" / "test_gc.py").write_text(
+        "import gc\nimport conftest\n\n"
+        "def test_start_up_paused_the_collector():\n    assert conftest.AT_IMPORT is False\n\n"
+        "def test_the_tests_run_with_it_on_over_a_frozen_start_up():\n"
+        "    assert gc.isenabled()\n    assert gc.get_freeze_count() > 0\n"
+    )
+    gc.unfreeze()
+    try:
+        result = _run(pytester, "-p", "no:randomly")
+        result.assert_outcomes(passed=3, skipped=1)
+    finally:
+        gc.unfreeze()  # this process's heap is the outer run's, not the inner run's
+    assert gc.isenabled()
