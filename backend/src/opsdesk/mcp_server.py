@@ -32,6 +32,14 @@ stdout carries the protocol; every malformed line is answered (see ``opsdesk.std
 
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":
+    # A server process: the imports below (the MCP SDK's models, SQLAlchemy) make objects that
+    # live as long as it does, so the collector would only walk them again and again while they
+    # load. main() collects once and freezes them before serving.
+    gc.disable()
+
 import logging
 import os
 import sys
@@ -113,7 +121,12 @@ def main() -> None:
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s"
     )
-    anyio.run(serve_stdio, build_server(app_from_env(os.environ)))
+    server = build_server(app_from_env(os.environ))
+    # What start-up built lives until exit: later collections need not walk it.
+    gc.collect()
+    gc.freeze()
+    gc.enable()
+    anyio.run(serve_stdio, server)
 
 
 if __name__ == "__main__":
