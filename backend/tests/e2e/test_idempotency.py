@@ -4,6 +4,7 @@ on one key makes one object."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -133,10 +134,15 @@ async def test_same_key_on_another_tool_is_independent(mcp_service: ClientSessio
     assert company["idempotent_replay"] is task["idempotent_replay"] is False
 
 
+BLOCKED_WITHIN = 30.0  # seconds: how long the first COMMIT waits for the race to happen
+
+
 @pytest.fixture
-def slow_first_commit() -> Iterator[threading.Event]:
-    """Hold the first COMMIT of any Session for a moment (after its key was recorded), so a
-    second call on the same key runs meanwhile; set when the first COMMIT is being held."""
+def first_commit_waits_for_the_race(e2e_engine: Engine) -> Iterator[threading.Event]:
+    """Hold the first COMMIT of any Session (its key's record is written by then) until another
+    backend waits on that transaction's locks, as PostgreSQL shows it (pg_blocking_pids): the
+    second call's record is then queued behind the first's. Set when the first COMMIT is held.
+    """
     held = threading.Event()
     lock = threading.Lock()
 
@@ -145,7 +151,18 @@ def slow_first_commit() -> Iterator[threading.Event]:
             if held.is_set():
                 return
             held.set()
-        threading.Event().wait(1.0)
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        blocked = text(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid)))"
+        )
+        deadline = time.monotonic() + BLOCKED_WITHIN
+        with e2e_engine.connect() as watcher:
+            # The condition is PostgreSQL's lock table; polled, since no one can notify it.
+            while not watcher.execute(blocked, {"pid": pid}).scalar_one():
+                watcher.rollback()  # a fresh snapshot of the activity view for every look
+                if time.monotonic() > deadline:
+                    return  # no race: the test's last assertion says so
+                threading.Event().wait(0.005)
 
     event.listen(Session, "before_commit", hold)
     try:
@@ -160,23 +177,28 @@ async def test_a_race_past_an_expired_lease_still_makes_one_object(
     e2e_committed_db: Session,
     e2e_redis: Any,
     e2e_redis_prefix: str,
-    slow_first_commit: threading.Event,
+    first_commit_waits_for_the_race: threading.Event,
 ) -> None:
-    # A lease shorter than the first call: the second call takes the key while the first is
-    # still committing. The record's primary key must refuse the second object.
+    # A lease shorter than the first call: the second call starts while the first is held in
+    # its COMMIT, waits out the lease and takes the key, and the first COMMIT goes on only
+    # once the second call's record waits on it. The record's primary key must refuse the
+    # second object.
+    held = first_commit_waits_for_the_race
     app = App.for_engine(e2e_engine, redis=e2e_redis, prefix=e2e_redis_prefix, lease=0.1)
     args = {"name": "Raced Co", "idempotency_key": "race-1"}
     results: list[dict[str, Any]] = []
     async with Client(build_server(app)) as client:
 
-        async def create(delay: float) -> None:
-            await anyio.sleep(delay)
+        async def create() -> None:
             results.append(await call(client.session, "crm_create_company", **args))
 
+        async def create_once_the_first_is_held() -> None:
+            assert await anyio.to_thread.run_sync(held.wait, BLOCKED_WITHIN)
+            await create()
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(create, 0.0)
-            tg.start_soon(create, 0.3)
-    assert slow_first_commit.is_set()
+            tg.start_soon(create)
+            tg.start_soon(create_once_the_first_is_held)
     assert {r["id"] for r in results} == {results[0]["id"]}
     assert sorted(r["idempotent_replay"] for r in results) == [False, True]
     count = e2e_committed_db.scalar(
