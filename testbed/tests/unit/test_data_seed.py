@@ -50,7 +50,7 @@ def test_e2e_seed_replays_a_run(replayed_run: ReplayedRun) -> None:
     # process before the first test runs.)
     status, out = replayed_run.result()
     assert status == 0, out
-    assert re.search(r"^testbed: run \S+, seed 987654321 ", out, re.M), out
+    assert re.search(rf"^testbed: run \S+, seed {REPLAY_SEED} ", out, re.M), out
     assert re.search(r"^1 passed\b", out.splitlines()[-1].strip("= ")), out
     replayed = json.loads(replayed_run.dump.read_text())
     assert replayed == _snapshot(DataContext(REPLAY_SEED, "test_dump.py::test_dump"))

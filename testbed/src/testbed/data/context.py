@@ -92,11 +92,24 @@ class DataContext:
     # Identities ---------------------------------------------------------------------------
     def uid(self) -> uuid.UUID:
         """A fresh UUID unique to this seed, test and call (uuid5 of the test's namespace)."""
-        return uuid.uuid5(self._namespace, str(next(self._counter)))
+        return uuid.UUID(bytes=self._uid_bytes())
 
     def token(self) -> str:
         """A fresh 32-hex-char unique token (the uid without dashes)."""
-        return self.uid().hex
+        return self._uid_bytes().hex()
+
+    def _uid_bytes(self) -> bytes:
+        """The next uid's 16 bytes, as uuid.uuid5 makes them (SHA-1 of the namespace and the
+        counter, version 5, RFC 4122 variant), without building a UUID: a token or an email
+        costs a third of what it did through uuid5(...).hex."""
+        digest = bytearray(
+            hashlib.sha1(
+                self._namespace.bytes + str(next(self._counter)).encode(), usedforsecurity=False
+            ).digest()[:16]
+        )
+        digest[6] = (digest[6] & 0x0F) | 0x50
+        digest[8] = (digest[8] & 0x3F) | 0x80
+        return bytes(digest)
 
     def email(self, name: str | None = None, *, domain: str = "example.test") -> str:
         """A unique email whose local part starts with a readable slug of the name."""
