@@ -6,6 +6,7 @@ first test: on two cores it runs beside the rest of the suite instead of after i
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,7 +37,11 @@ def replayed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayedR
 
 @pytest.fixture(scope="session", autouse=True)
 def start_other_processes_first(request: pytest.FixtureRequest) -> None:
-    """Start the processes that the selected tests check before the first test runs."""
+    """Start the processes that the selected tests check before the first test runs. Under
+    xdist every worker collects every test but runs only some: the first worker starts them
+    early, another only when a test of its own asks (each such run costs ~2 s of CPU)."""
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return
     for fixture in ("replayed_run",):
         if any(fixture in getattr(item, "fixturenames", ()) for item in request.session.items):
             request.getfixturevalue(fixture)
