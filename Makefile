@@ -117,9 +117,12 @@ tooling: deps
 mutation: deps
 	@$(BIN)/python scripts/mutation.py $(MUTATION_TARGETS)
 
+# integration and reliability run side by side too (N=auto: one worker per core), longest first:
+# their tests spend much of their time waiting on servers, engines and inner runs, each on
+# ports of its worker's own (conftest.py's worker_ports) and a state dir of its own.
 .PHONY: integration  ## Tests that start services or run tools for real (lifecycle, shards, lint), then testbed-e2e
 integration: deps
-	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/integration -q -p no:randomly $(call junit,integration) $(PYTEST_ARGS)
+	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/integration -q -p no:randomly --numprocesses=$(N) --dist loadgroup $(call junit,integration) $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory testbed-e2e
 
 .PHONY: testbed-e2e  ## testbed's own E2E tests on its tiny app, in parallel (services required, as make e2e)
@@ -143,7 +146,7 @@ nix-tools:
 
 .PHONY: reliability  ## Interrupts, dying services, foreign targets, hostile input (fast subset)
 reliability: deps
-	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/reliability -q -p no:randomly -m "not soak" $(call junit,reliability) $(PYTEST_ARGS)
+	@scripts/with-docker.sh $(BIN)/pytest $(TESTBED_TESTS)/reliability -q -p no:randomly -m "not soak" --numprocesses=$(N) --dist loadgroup $(call junit,reliability) $(PYTEST_ARGS)
 
 .PHONY: test  ## Everything CI runs: lint + unit + tooling + integration + e2e (native and docker) + example + adoption + reliability
 test: deps

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RESERVED
+from conftest import low_free_port
 
 from testbed.config import Settings, default_state_root, load_settings
 from testbed.errors import PortConflict, ServicesUnavailable
@@ -53,15 +52,6 @@ def _require_engine() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true needs a Docker engine for these tests: {problem}")
     pytest.skip(f"{problem} (make integration under CI=true provides one)")
-
-
-def low_free_port(taken: set[int]) -> int:
-    """A free port below the ephemeral range, away from the dev and default E2E ports."""
-    while True:
-        port = random.randrange(20000, 32000)
-        if port not in RESERVED and port not in taken and is_free(port):
-            taken.add(port)
-            return port
 
 
 def clean_env() -> dict[str, str]:

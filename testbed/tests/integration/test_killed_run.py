@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RESERVED
+from conftest import low_free_port
 
 from testbed.config import Settings, default_state_root, load_settings
 from testbed.services.lifecycle import acquire, ensure_up
@@ -32,14 +31,6 @@ eps, started = ensure_up(load_settings({}, **json.loads(sys.argv[1])))
 print("ready", started, flush=True)
 time.sleep(300)
 """
-
-
-def low_free_port(taken: set[int]) -> int:
-    """A free port below the ephemeral range (a TIME_WAIT client socket cannot hold it)."""
-    while True:
-        port = random.randrange(20000, 32000)
-        if port not in RESERVED and port not in taken and is_free(port):
-            return port
 
 
 @pytest.fixture

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import low_free_port
 
 from testbed.config import Settings, default_state_root, load_settings
 from testbed.errors import PortConflict
@@ -25,15 +25,6 @@ from testbed.services.procs import is_alive
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 Make = Callable[[str], NativeBackend]
-
-
-def low_free_port(taken: set[int]) -> int:
-    """A free port below the ephemeral range (no TIME_WAIT surprises), away from dev ports."""
-    while True:
-        port = random.randint(20000, 31999)
-        if port not in taken and is_free(port):
-            taken.add(port)
-            return port
 
 
 @pytest.fixture

@@ -62,3 +62,29 @@ def make_sandbox() -> Iterator[Callable[[str], Sandbox]]:
     yield make
     for box in made:
         box.destroy()
+
+
+# Longest first, by module (a quiet 2-core machine, one process: the normal user's fresh clone
+# about a minute, the default container's 45 s, the payload runs 15-25 s each, most others a
+# few seconds). `make reliability` hands tests to its xdist workers in this order, one at a time
+# (--dist loadgroup), so the long ones overlap instead of one worker ending on them.
+LONGEST_FIRST = (
+    "test_normal_user.py",
+    "test_default_container.py",
+    "test_lifecycle_runs.py",
+    "test_hostile_suites.py",
+    "test_docker_reliability.py",
+    "test_trust.py",
+    "test_interrupts.py",
+    "test_service_death.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the suite longest first (see LONGEST_FIRST); the rest keeps its order."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)

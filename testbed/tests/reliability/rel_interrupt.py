@@ -99,8 +99,8 @@ def interrupt(
     deadline = time.monotonic() + 180
     while run.group_alive() and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)
-    trial.leftovers_after_exit = box.leftovers()
+    # What the run left at its end (servers take a moment to exit; a SIGKILL leaves them).
+    trial.leftovers_after_exit = box.wait_no_leftovers(0.5)
     _, trial.reap_output = box.testbed("reap")
     trial.leftovers_after_reap = box.wait_no_leftovers(10)
     trial.output_tail = run.output()[-2500:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import shlex
@@ -11,9 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,17 +51,53 @@ def port_is_free(port: int) -> bool:
 
 
 _handed_out: set[int] = set()
+PORTS = range(20000, 32000)
+
+
+def worker_ports() -> range:
+    """This xdist worker's slice of PORTS (all of it without xdist): a port one worker hands
+    out is never another's, however their checks and their servers' binds interleave."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    span = len(PORTS) // count
+    return range(PORTS.start + index * span, PORTS.start + (index + 1) * span)
 
 
 def free_port() -> int:
     """A free port below the ephemeral range (a client socket in TIME_WAIT there blocks bind)."""
     rng = random.SystemRandom()
+    ports = worker_ports()
     for _ in range(500):
-        port = rng.randrange(20000, 32000)
+        port = rng.choice(ports)
         if port not in _handed_out and port_is_free(port):
             _handed_out.add(port)
             return port
-    raise RuntimeError("no free port in 20000-31999")
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
+
+
+# `testbed reap` also takes down what dead runs left in the user's base, any checkout's. A test
+# that leaves something there for its own reap to find (a deleted checkout's services) holds
+# this lock exclusively; every other reap of this suite, in any xdist worker or concurrent
+# run, holds it shared, so none takes that test's leftovers first.
+REAP_LOCK = Path(tempfile.gettempdir()) / f"oprel-reap-{os.geteuid()}.lock"
+_reap_exclusive = False  # this process holds REAP_LOCK exclusively (its own reaps go ahead)
+
+
+@contextlib.contextmanager
+def reap_lock(*, exclusive: bool = False) -> Iterator[None]:
+    """Hold REAP_LOCK, shared (a reap) or exclusive (a test whose leftovers its reap must find)."""
+    global _reap_exclusive
+    if _reap_exclusive:
+        yield
+        return
+    fd = os.open(REAP_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        _reap_exclusive = exclusive
+        yield
+    finally:
+        _reap_exclusive = False
+        os.close(fd)
 
 
 def clean_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -229,13 +267,14 @@ class Sandbox:
         ]
 
     def testbed(self, *args: str, timeout: float = 90, **env: str) -> tuple[int, str]:
-        """`python -m testbed ...` against this sandbox."""
-        return self.run(
-            [str(PYTHON), "-m", "testbed", *args],
-            env=self.env(**env),
-            timeout=timeout,
-            name="testbed",
-        )
+        """`python -m testbed ...` against this sandbox (a reap under the shared reap_lock)."""
+        with reap_lock() if args[:1] == ("reap",) else contextlib.nullcontext():
+            return self.run(
+                [str(PYTHON), "-m", "testbed", *args],
+                env=self.env(**env),
+                timeout=timeout,
+                name="testbed",
+            )
 
     def urls(self, **env: str) -> dict[str, str]:
         """The running services' URLs as `python -m testbed env` prints them (passwords

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from rel_sandbox import PYTEST, PYTHON, REPO, Sandbox, payload_suite, server_pids, wait_for
+from rel_sandbox import (
+    PYTEST,
+    PYTHON,
+    REPO,
+    Sandbox,
+    payload_suite,
+    reap_lock,
+    server_pids,
+    wait_for,
+)
 
 from testbed.config import default_cache_dir, default_state_root, project_name
 from testbed.services.procs import is_alive
@@ -155,22 +164,25 @@ def test_case06_services_of_a_deleted_checkout_are_reaped(sandbox: Sandbox) -> N
     # Its default state dir: reap looks in the invoking user's base, and nowhere else.
     env.pop("E2E_STATE_DIR")
     gone_state = default_state_root() / project_name(checkout.resolve(), "opsdesk")
-    try:
-        code, out = sandbox.run(
-            [str(PYTHON), "-m", "testbed", "up"], env=env, cwd=checkout, timeout=90
-        )
-        assert code == 0, out
-        assert str(checkout) in (gone_state / "state.json").read_text()
-        shutil.rmtree(checkout)  # the user deletes the checkout, services still running
-        code, out = sandbox.testbed("up")
-        _assert_one_line_error(code, out, f"port {sandbox.pg_port}", "make reap")
-        code, out = sandbox.testbed("reap")
-        assert code == 0, out
-        assert "nothing to reap" not in out, out
-        assert wait_for(lambda: sandbox.leftovers() == [], 15), sandbox.leftovers()
-        assert not gone_state.exists(), out
-    finally:
-        sandbox.testbed("down", E2E_STATE_DIR=str(gone_state))
+    # Every other reap of this suite waits until this one's has run (any reap takes a deleted
+    # checkout's services down, and "nothing to reap" here would then be no proof).
+    with reap_lock(exclusive=True):
+        try:
+            code, out = sandbox.run(
+                [str(PYTHON), "-m", "testbed", "up"], env=env, cwd=checkout, timeout=90
+            )
+            assert code == 0, out
+            assert str(checkout) in (gone_state / "state.json").read_text()
+            shutil.rmtree(checkout)  # the user deletes the checkout, services still running
+            code, out = sandbox.testbed("up")
+            _assert_one_line_error(code, out, f"port {sandbox.pg_port}", "make reap")
+            code, out = sandbox.testbed("reap")
+            assert code == 0, out
+            assert "nothing to reap" not in out, out
+            assert wait_for(lambda: sandbox.leftovers() == [], 15), sandbox.leftovers()
+            assert not gone_state.exists(), out
+        finally:
+            sandbox.testbed("down", E2E_STATE_DIR=str(gone_state))
 
 
 # 9 ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from rel_sandbox import REPO, free_port
+from rel_sandbox import REPO, free_port, wait_for
 
 # A slice of opsdesk's suite, the one make e2e runs (make test runs it all): what this test
 # adds is the rest, a fresh venv, the pinned binaries fetched into the user's cache, a template.
@@ -128,8 +128,8 @@ def test_make_e2e_passes_for_a_normal_user_from_a_fresh_clone() -> None:
         # The pinned binaries in the user's own cache, not root's /var/cache/testbed.
         cache = home / ".cache" / "testbed"
         assert sorted(cache.glob("postgresql-16*")), sorted(cache.iterdir())
-        time.sleep(1)  # the servers' last exits
-        assert _pids_of(uid) == {}
+        # The servers' last exits: polled, they take a moment after the run's end.
+        assert wait_for(lambda: _pids_of(uid) == {}, 10), _pids_of(uid)
         assert _files_of(uid, Path("/tmp"), Path("/dev/shm"), Path("/var/tmp")) == []
     finally:
         for pid in _pids_of(uid):  # only the throwaway account's, which this test made
