@@ -103,6 +103,8 @@ def problem(tree: Path, source_sha256: str) -> str | None:
     for rel in sorted(moved):  # touched since recorded: only the content decides
         want = recorded[rel]
         st = files[rel]
+        if not isinstance(want, dict):  # a malformed entry vouches for nothing
+            return f"{rel} changed after unpacking (its manifest entry is malformed)"
         if "link" in want:
             if not stat.S_ISLNK(st.st_mode) or os.readlink(tree / rel) != want["link"]:
                 return f"{rel} changed after unpacking"
