@@ -33,6 +33,8 @@ class Subscription:
             msg = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
             if msg is not None and msg["type"] == "message":
                 event: dict[str, Any] = json.loads(msg["data"])
+                if event.get("type") == SENTINEL:
+                    continue  # another subscription's drain() on the same channel
                 event["_channel"] = msg["channel"]
                 return event
         raise AssertionError(f"no event on {', '.join(self.channels)} within {timeout:g}s")
@@ -64,8 +66,11 @@ class Subscription:
             if msg is None or msg["type"] != "message":
                 continue
             event: dict[str, Any] = json.loads(msg["data"])
-            if event.get("type") == SENTINEL and event.get("token") == token:
-                missing.discard(msg["channel"])
+            if event.get("type") == SENTINEL:
+                # Ours comes back once per channel; another drain's (a subscription to the same
+                # channel, an earlier drain) is no event either.
+                if event.get("token") == token:
+                    missing.discard(msg["channel"])
                 continue
             event["_channel"] = msg["channel"]
             events.append(event)
