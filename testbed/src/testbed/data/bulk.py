@@ -16,7 +16,18 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, Table, Text, bindparam, cast, column, func, insert, select
+from sqlalchemy import (
+    Column,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    inspect,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
@@ -46,20 +57,30 @@ def _python_default(col: Column[Any]) -> tuple[bool, Any]:
 
 
 def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """INSERT all rows in one statement; return ORM objects in the order of `rows`."""
+    """INSERT all rows in one statement; return ORM objects in the order of `rows`.
+
+    Rows are keyed by the model's attribute names (a column's own name works too); an attribute
+    may name a column differently (`mapped_column("db_name")`).
+    """
     if not rows:
         return []
     table: Table = model.__table__
+    mapper = inspect(model)
+    by_attr = {p.key: p.columns[0] for p in mapper.column_attrs if p.columns[0].table is table}
     keys = list(rows[0])
-    columns = [table.c[key] for key in keys]
+    columns = [by_attr[key] if key in by_attr else table.c[key] for key in keys]
+    names = [c.name for c in columns]  # what jsonb_to_recordset matches the JSON keys to
     extra: dict[str, Any] = {}
     for col in table.columns:
-        if col.key not in rows[0] and col.computed is None:
+        if col.name not in names and col.computed is None:
             needed, value = _python_default(col)
             if needed:
-                extra[col.key] = value
+                extra[col.name] = value
                 columns.append(col)
-    payload = [dict(row, **extra) for row in rows] if extra else rows
+    if names == keys:
+        payload = [dict(row, **extra) for row in rows] if extra else rows
+    else:
+        payload = [{n: row[k] for k, n in zip(keys, names, strict=True)} | extra for row in rows]
     record = (
         func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
         .table_valued(*(column(c.name, c.type) for c in columns))
@@ -67,15 +88,16 @@ def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any
     )
     stmt = (
         insert(table)
-        .from_select([c.name for c in columns], select(*(record.c[c.name] for c in columns)))
+        .from_select(columns, select(*(record.c[c.name] for c in columns)))
         .returning(*table.c)
     )
     text = json.dumps(payload, default=_json_default, separators=(",", ":"))
     result = session.execute(select(model).from_statement(stmt), {"rows": text})
     objs = list(result.scalars().all())
-    pk = table.primary_key.columns.values()[0].key
+    pk_column = table.primary_key.columns.values()[0]
+    pk = mapper.get_property_by_column(pk_column).key
     # jsonb_to_recordset emits rows in array order and nextval() follows that order, so
-    # sorting by the serial key restores the order of `rows` (unless ids were given).
-    if all(isinstance(getattr(o, pk), int) for o in objs) and "id" not in keys:
+    # sorting by the serial key restores the order of `rows` (unless keys were given).
+    if pk_column.name not in names and all(isinstance(getattr(o, pk), int) for o in objs):
         objs.sort(key=lambda o: getattr(o, pk))
     return objs
