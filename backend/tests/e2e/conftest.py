@@ -7,8 +7,8 @@ setup and the channel format (e2e_* ini keys); everything opsdesk-shaped lives h
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from opsdesk.app import App
+
+    # mcp_client_for: connects a client to the worker's server serving the App given.
+    MCPClientFor = Callable[[App], AbstractAsyncContextManager[ClientSession]]
 
 collect_ignore = ["fixtures"]
 
@@ -86,14 +89,28 @@ def _serving(shared: App, app: App) -> Iterator[None]:
 
 
 @pytest.fixture
+def mcp_client_for(e2e_mcp_server: tuple[App, MCPServer[object]]) -> MCPClientFor:
+    """``async with mcp_client_for(app) as client``: an MCP ClientSession connected in-memory to
+    the worker's opsdesk server while it serves ``app`` (an App the test built itself, e.g.
+    over committed sessions, or from the server's environment), without building a server."""
+    shared, server = e2e_mcp_server
+
+    @asynccontextmanager
+    async def connect(app: App) -> AsyncIterator[ClientSession]:
+        from mcp import Client
+
+        with _serving(shared, app):
+            async with Client(server) as client:
+                yield client.session
+
+    return connect
+
+
+@pytest.fixture
 async def mcp_service(
-    opsdesk_app: App, e2e_mcp_server: tuple[App, MCPServer[object]], anyio_backend: str
+    opsdesk_app: App, mcp_client_for: MCPClientFor, anyio_backend: str
 ) -> AsyncIterator[ClientSession]:
     """An MCP ClientSession connected in-memory to opsdesk's server over opsdesk_app (the
     test's Session, the worker's Redis namespace). Use it from async tests."""
-    from mcp import Client
-
-    shared, server = e2e_mcp_server
-    with _serving(shared, opsdesk_app):
-        async with Client(server) as client:
-            yield client.session
+    async with mcp_client_for(opsdesk_app) as client:
+        yield client

@@ -218,6 +218,7 @@ UNKNOWN_TOOLS = ["no_such_tool", "", "crm_create_contact\x00", "../etc/passwd", 
 
 # Everything is drawn before the test body runs: a draw inside an async test that overruns
 # raises hypothesis's StopTest (a BaseException) through anyio and closes the MCP session.
+@pytest.mark.heavy  # 15-400 examples: started first, so no worker ends on it
 @HOSTILE
 @given(
     tool_pick=st.one_of(st.integers(0, 10_000), st.sampled_from(UNKNOWN_TOOLS)),
@@ -239,6 +240,7 @@ async def test_any_tool_with_hostile_arguments(
         assert is_error, f"unknown tool {tool!r} answered {message[:200]}"
 
 
+@pytest.mark.heavy  # 15-400 examples: started first, so no worker ends on it
 @HOSTILE
 @given(
     lines=st.lists(
@@ -279,6 +281,7 @@ async def test_ledger_posts_stay_balanced(
     assert after == before + (0 if is_error else 1), message[:300]
 
 
+@pytest.mark.heavy  # 15-400 examples: started first, so no worker ends on it
 @HOSTILE
 @given(
     saves=st.lists(

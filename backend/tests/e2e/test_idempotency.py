@@ -6,19 +6,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from mcp import Client, ClientSession
+from mcp import ClientSession
 from mcp_calls import call, call_error
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session
 
 from opsdesk.app import App
 from opsdesk.domains.crm.models import Company
-from opsdesk.mcp_server import build_server
 from testbed.data.context import DataContext
+
+if TYPE_CHECKING:
+    from conftest import MCPClientFor
 
 pytestmark = pytest.mark.anyio
 
@@ -177,6 +179,7 @@ async def test_a_race_past_an_expired_lease_still_makes_one_object(
     e2e_committed_db: Session,
     e2e_redis: Any,
     e2e_redis_prefix: str,
+    mcp_client_for: MCPClientFor,
     first_commit_waits_for_the_race: threading.Event,
 ) -> None:
     # A lease shorter than the first call: the second call starts while the first is held in
@@ -187,10 +190,10 @@ async def test_a_race_past_an_expired_lease_still_makes_one_object(
     app = App.for_engine(e2e_engine, redis=e2e_redis, prefix=e2e_redis_prefix, lease=0.1)
     args = {"name": "Raced Co", "idempotency_key": "race-1"}
     results: list[dict[str, Any]] = []
-    async with Client(build_server(app)) as client:
+    async with mcp_client_for(app) as client:
 
         async def create() -> None:
-            results.append(await call(client.session, "crm_create_company", **args))
+            results.append(await call(client, "crm_create_company", **args))
 
         async def create_once_the_first_is_held() -> None:
             assert await anyio.to_thread.run_sync(held.wait, BLOCKED_WITHIN)
