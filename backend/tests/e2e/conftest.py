@@ -47,6 +47,14 @@ finance_data_factory = factory_fixture(_FACTORIES + "FinanceDataFactory")
 invoice_line_factory = factory_fixture(_FACTORIES + "InvoiceLineFactory")
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown without xdist
+def pytest_testnodedown(node: object, error: object) -> None:
+    """xdist controller, as a worker finishes: hypothesis's plugin imports hypothesis for its
+    terminal summary, which runs after the last worker ends with nothing else to do (0.3-0.7 s
+    of CPU). Imported now, it runs on the core the finished worker left while the others end."""
+    import hypothesis  # noqa: F401
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     """The MCP server and its client run on asyncio only."""
