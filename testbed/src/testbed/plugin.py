@@ -41,7 +41,7 @@ SETUP_KEY = "e2e_setup_seconds"
 SOURCE_KEY = "e2e_setup_source"
 WATCH_KEY = pytest.StashKey[breaker.Watch]()
 PREVIOUS_COMMAND = pytest.StashKey[str]()  # an inner pytest run puts the outer run's back
-GC_PAUSED = pytest.StashKey[bool]()  # this run paused the collector until its collection ends
+GC_PAUSED = pytest.StashKey[heap.Thresholds | None]()  # the collector's thresholds this run paused
 HANDOFF = pytest.StashKey[str]()  # the run for xdist workers, exported to RUN_ENV at configure
 PREVIOUS_RUN_ENV = pytest.StashKey[str | None]()  # RUN_ENV as it was before this run set it
 EXIT_UNAVAILABLE = 3  # the E2E services were required but could not be started
@@ -131,8 +131,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if getattr(ns, "help", False) or getattr(ns, "version", False):
         return
     # Until the suite is collected (the conftests and test modules import the app): see heap.
-    if heap.pause():
-        config.stash[GC_PAUSED] = True
+    if (thresholds := heap.pause()) is not None:
+        config.stash[GC_PAUSED] = thresholds
         config.add_cleanup(functools.partial(_restart_gc, config, freeze=False))
     cli = {opt.name: getattr(ns, f"e2e_{opt.name}", None) for opt in OPTIONS}
     settings = config.stash[stash.SETTINGS] = _load(config, cli)
@@ -281,12 +281,13 @@ def pytest_collection(session: pytest.Session) -> Any:
 def _restart_gc(config: pytest.Config, *, freeze: bool) -> None:
     """Restart the collector this run paused, once: frozen after a collection, else (a run
     that ended before collecting: a usage error, a conftest that failed) as it was."""
-    if config.stash.get(GC_PAUSED, False):
-        config.stash[GC_PAUSED] = False
+    thresholds = config.stash.get(GC_PAUSED, None)
+    if thresholds is not None:
+        config.stash[GC_PAUSED] = None
         if freeze:
-            heap.settle()
+            heap.settle(thresholds)
         else:
-            heap.resume()
+            heap.resume(thresholds)
 
 
 @pytest.hookimpl(trylast=True)

@@ -294,23 +294,56 @@ def test_a_run_that_never_configures_hands_nothing_on(
 
 
 def test_the_collector_pauses_while_the_suite_starts_then_freezes_what_it_built(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Start-up's objects (the app's modules, the collected suite) live to the end: the
     collector is off while they load, and what survives is frozen, so no later collection
-    (pytest runs five at the end of every run) walks them again."""
+    (pytest runs five at the end of every run) walks them again. A process of its own: only
+    a process's outermost run pauses and freezes."""
     _fake(pytester, UNAVAILABLE)
-    (pytester.path / "e2e" / "conftest.py").write_text("import gc\n\nAT_IMPORT = gc.isenabled()\n")
+    (pytester.path / "e2e" / "conftest.py").write_text(
+        "import gc\n\nAT_IMPORT = gc.get_threshold()[0]\n"
+    )
     (pytester.path / "e2e" / "test_gc.py").write_text(
         "import gc\nimport conftest\n\n"
-        "def test_start_up_paused_the_collector():\n    assert conftest.AT_IMPORT is False\n\n"
+        "def test_start_up_paused_the_collector():\n    assert conftest.AT_IMPORT == 0\n\n"
         "def test_the_tests_run_with_it_on_over_a_frozen_start_up():\n"
-        "    assert gc.isenabled()\n    assert gc.get_freeze_count() > 0\n"
+        "    assert gc.isenabled() and gc.get_threshold()[0] > 0\n"
+        "    assert gc.get_freeze_count() > 0\n"
     )
-    gc.unfreeze()
-    try:
-        result = _run(pytester, "-p", "no:randomly")
-        result.assert_outcomes(passed=3, skipped=1)
-    finally:
-        gc.unfreeze()  # this process's heap is the outer run's, not the inner run's
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")  # the child is an outermost run
+    result = pytester.runpytest_subprocess(
+        "-p", "fakeservices", "-p", "testbed.plugin", "-p", "no:randomly", "-ra", "e2e"
+    )
+    result.assert_outcomes(passed=3, skipped=1)
+
+
+def test_a_suite_that_turns_the_collector_off_at_start_up_keeps_it_off(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause is not gc.disable(): a conftest's own gc.disable() outlives it."""
+    _fake(pytester, UNAVAILABLE)
+    (pytester.path / "e2e" / "conftest.py").write_text("import gc\n\ngc.disable()\n")
+    (pytester.path / "e2e" / "test_gc.py").write_text(
+        "import gc\n\ndef test_the_suite_s_choice_holds():\n    assert not gc.isenabled()\n"
+    )
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    result = pytester.runpytest_subprocess(
+        "-p", "fakeservices", "-p", "testbed.plugin", "-p", "no:randomly", "-ra", "e2e"
+    )
+    result.assert_outcomes(passed=2, skipped=1)
+
+
+def test_a_run_inside_a_test_freezes_nothing(pytester: pytest.Pytester) -> None:
+    """An inner run's modules and suite die with it (pytester, pytest.main from a test):
+    frozen, they would stay in memory to the end of the outer run."""
+    _fake(pytester, UNAVAILABLE)
+    (pytester.path / "e2e" / "test_big.py").write_text(
+        "BUILT_AT_COLLECTION = [[n] for n in range(1000)]\n\ndef test_x():\n    pass\n"
+    )
+    frozen, thresholds = gc.get_freeze_count(), gc.get_threshold()
+    result = _run(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=2, skipped=1)
+    assert gc.get_freeze_count() <= frozen  # frozen objects still die by reference count
+    assert gc.get_threshold() == thresholds
     assert gc.isenabled()
