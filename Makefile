@@ -110,8 +110,10 @@ unit: deps
 	@$(BIN)/pytest $(TESTBED_TESTS)/unit backend/tests/unit -q --numprocesses=auto $(call junit,unit) $(PYTEST_ARGS)
 
 .PHONY: tooling  ## Check the Makefile, scripts, workflow, docs and lint validators (runs those tools)
+# One worker per core: nearly every check runs a tool (uv, make, mkdocs, check-jsonschema) in a
+# temp copy of its own, so they run side by side.
 tooling: deps
-	@$(BIN)/pytest tests/tooling -q $(call junit,tooling) $(PYTEST_ARGS)
+	@$(BIN)/pytest tests/tooling -q --numprocesses=$(N) $(call junit,tooling) $(PYTEST_ARGS)
 
 .PHONY: mutation  ## Mutation score of guard, schema, breaker, ownership and lease against their unit tests (CPU-heavy)
 mutation: deps

@@ -27,7 +27,7 @@ STAGES = (
     "adoption",
     "reliability",
 )
-TOTAL_TARGET_S = 600.0  # make test under 10 minutes on this 2-core machine
+TOTAL_TARGET_S = 480.0  # make test in 8 minutes on this 2-core machine (CI=true, fresh clone too)
 UNIT_TARGET_S = 15.0
 
 
@@ -97,7 +97,7 @@ def run(ctx: Context) -> list[Figure]:
             "make test, total of the stages",
             "s",
             [total],
-            targets=[Target("value", "<=", TOTAL_TARGET_S, "≤ 600 s")],
+            targets=[Target("value", "<=", TOTAL_TARGET_S, "≤ 480 s")],
             note=f"Sum of the stages above, run one after another; slowest: {slowest} "
             f"({results[slowest][0]:.0f} s).",
             why=f"{slowest} dominates; see its note.",

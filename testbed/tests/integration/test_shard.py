@@ -20,6 +20,10 @@ ROOT = BACKEND.parent
 E2E = BACKEND / "tests" / "e2e"
 DURATIONS = BACKEND / ".test_durations"
 NO_TESTS_COLLECTED = 5
+# Each module fixture collects a suite a dozen times in a child process (about 10 s of CPU);
+# pytest's 120 s default is too short for that beside `make integration`'s other worker on a
+# loaded machine, and the child's own 600 s bound stays the limit that matters.
+pytestmark = pytest.mark.timeout(600)
 
 
 def split_flags(group: int, splits: int, durations: Path, seed: str) -> list[str]:
