@@ -38,3 +38,18 @@ def test_the_sdist_runs_testbeds_tests_with_the_repositorys_settings() -> None:
     assert int(sdist.pop("timeout")) == root["timeout"]
     for key, value in sdist.items():
         assert as_words(value) == as_words(root[key]), key
+
+
+def test_the_sdist_test_group_installs_what_its_asyncio_tests_import() -> None:
+    """SQLAlchemy 2.1 installs no greenlet: the sdist's tests that import sqlalchemy.ext.asyncio
+    fail to import in a fresh environment unless its test group asks for sqlalchemy[asyncio]."""
+    tests = ROOT / "testbed" / "tests"
+    importers = [
+        path.relative_to(tests)
+        for path in sorted(tests.rglob("*.py"))
+        if "sqlalchemy.ext.asyncio" in path.read_text()
+    ]
+    assert importers, "no test imports sqlalchemy.ext.asyncio any more: drop this check"
+    project = tomllib.loads((ROOT / "testbed" / "pyproject.toml").read_text())
+    group = [req.replace(" ", "") for req in project["dependency-groups"]["test"]]
+    assert any(req.startswith("sqlalchemy[asyncio]") for req in group), importers
