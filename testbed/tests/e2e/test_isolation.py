@@ -55,3 +55,20 @@ def test_truncate_restarts_identities(
     e2e_committed_db.add(team)
     e2e_committed_db.commit()
     assert team.id == 1
+
+
+def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(e2e_engine: Engine) -> None:
+    # A restart or pg_terminate_backend ends pooled connections; the next checkout must hand out
+    # a working one (the socket check in make_engine), never the dead one.
+    with e2e_engine.connect() as killer:
+        with e2e_engine.connect() as doomed:
+            doomed_pid = doomed.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            doomed.commit()  # back to the pool idle, as a finished test leaves it
+        # With a timeout, pg_terminate_backend returns once the backend has exited.
+        ended = killer.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": doomed_pid})
+        assert ended.scalar_one() is True
+        killer.commit()
+    with e2e_engine.connect() as first, e2e_engine.connect() as second:
+        pids = {c.execute(text("SELECT pg_backend_pid()")).scalar_one() for c in (first, second)}
+    assert doomed_pid not in pids
+    assert len(pids) == 2

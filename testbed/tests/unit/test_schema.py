@@ -185,23 +185,95 @@ def test_schema_url_adds_to_options_already_given() -> None:
 
 
 def test_make_engine_sets_search_path_at_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy
+
     made: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr("sqlalchemy.create_engine", lambda url, **kw: made.append((url, kw)))
-    schema.make_engine(URL, "s", connect_args={"options": "-cx=1", "sslmode": "disable"})
-    schema.make_engine(URL, "t", pool_pre_ping=False)
+    real = sqlalchemy.create_engine
+
+    def recording(url: str, **kw: Any) -> Any:
+        made.append((url, kw))
+        return real(url, **kw)
+
+    monkeypatch.setattr("sqlalchemy.create_engine", recording)
+    checked = schema.make_engine(URL, "s", connect_args={"options": "-cx=1", "sslmode": "disable"})
+    pinged = schema.make_engine(URL, "t", pool_pre_ping=True)
     assert made == [
         (
             "postgresql+psycopg://app_e2e:pw@127.0.0.1:5433/app_e2e",
             {
                 "connect_args": {"options": '-cx=1 -csearch_path="s"', "sslmode": "disable"},
-                "pool_pre_ping": True,
+                "pool_pre_ping": False,
             },
         ),
         (
             "postgresql+psycopg://app_e2e:pw@127.0.0.1:5433/app_e2e",
-            {"connect_args": {"options": ' -csearch_path="t"'}, "pool_pre_ping": False},
+            {"connect_args": {"options": ' -csearch_path="t"'}, "pool_pre_ping": True},
         ),
     ]
+    # The socket check replaces the ping round trip; a caller who asks for the ping keeps it.
+    assert sqlalchemy.event.contains(checked, "checkout", schema._replace_if_hung_up)
+    assert not sqlalchemy.event.contains(pinged, "checkout", schema._replace_if_hung_up)
+
+
+class FakeConnection:
+    """A DBAPI connection over one end of a socket pair; the test plays the server's end.
+    It has no cursor(): the check must not send a query."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.closed = False
+        self.broken = False
+
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
+
+
+@pytest.fixture
+def wire() -> Iterator[tuple[FakeConnection, Any]]:
+    import socket
+
+    client, server = socket.socketpair()
+    with client, server:
+        yield FakeConnection(client), server
+
+
+def test_a_silent_idle_connection_is_kept(wire: tuple[FakeConnection, Any]) -> None:
+    conn, _ = wire
+    assert schema.server_hung_up(conn) is False
+    schema._replace_if_hung_up(conn, None, None)  # no DisconnectionError
+
+
+@pytest.mark.parametrize("server_does", ["sends FATAL", "closes"])
+def test_a_connection_the_server_hung_up_is_replaced(
+    wire: tuple[FakeConnection, Any], server_does: str
+) -> None:
+    from sqlalchemy.exc import DisconnectionError
+
+    conn, server = wire
+    if server_does == "closes":
+        server.close()
+    else:
+        server.sendall(b"E\x00\x00\x00\x10SFATAL\x00C57P01\x00\x00")
+    assert schema.server_hung_up(conn) is True
+    with pytest.raises(DisconnectionError, match="closed this pooled connection"):
+        schema._replace_if_hung_up(conn, None, None)
+
+
+@pytest.mark.parametrize("state", ["closed", "broken", "no socket"])
+def test_a_connection_the_driver_knows_dead_is_replaced(
+    wire: tuple[FakeConnection, Any], state: str
+) -> None:
+    conn, _ = wire
+    if state == "no socket":
+        conn.sock.close()
+
+        def fileno() -> int:
+            raise OSError("the connection is closed")
+
+        conn.fileno = fileno  # type: ignore[method-assign]
+    else:
+        setattr(conn, state, True)
+    assert schema.server_hung_up(conn) is True
 
 
 # -- create, truncate, drop --------------------------------------------------------------------

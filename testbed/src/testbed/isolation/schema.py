@@ -9,6 +9,7 @@ no lock belongs to a dead run and is reaped.
 from __future__ import annotations
 
 import re
+import select
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -93,13 +94,46 @@ def schema_url(url: str, schema: str) -> str:
 
 
 def make_engine(url: str, schema: str, **kwargs: Any) -> Engine:
-    """An Engine whose every connection has search_path set to the schema at connect time."""
-    from sqlalchemy import create_engine
+    """An Engine whose every connection has search_path set to the schema at connect time.
+
+    A pooled connection the server has closed (a restart, pg_terminate_backend, an idle timeout)
+    is replaced at checkout, as `pool_pre_ping` would, but without its round trip: the check
+    looks at the socket (see `server_hung_up`). A caller's own `pool_pre_ping` is kept.
+    """
+    from sqlalchemy import create_engine, event
 
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args["options"] = f"{connect_args.get('options', '')} {search_path_option(schema)}"
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(sqlalchemy_url(url), connect_args=connect_args, **kwargs)
+    socket_check = "pool_pre_ping" not in kwargs and hasattr(select, "poll")
+    kwargs.setdefault("pool_pre_ping", not socket_check)
+    engine = create_engine(sqlalchemy_url(url), connect_args=connect_args, **kwargs)
+    if socket_check:
+        event.listen(engine, "checkout", _replace_if_hung_up)
+    return engine
+
+
+def server_hung_up(dbapi_connection: Any) -> bool:
+    """True when an idle connection cannot be used: the driver knows it is closed, or the server
+    has sent something unasked (its FATAL 'terminating connection' or end of file). An idle
+    connection's socket is otherwise silent, so one poll with no wait tells, and costs no
+    round trip; a NOTIFY left unread also counts, which only costs a new connection."""
+    if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+        return True
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:  # a closed or foreign connection (drivers differ): let the pool replace it
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+def _replace_if_hung_up(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout: raising DisconnectionError makes the pool connect afresh and retry."""
+    if server_hung_up(dbapi_connection):
+        from sqlalchemy.exc import DisconnectionError
+
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def create(engine: Engine, schema: str, metadata: MetaData | None = None) -> None:
