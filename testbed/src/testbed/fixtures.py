@@ -292,11 +292,13 @@ def e2e_events(
 
 
 @pytest.fixture
-def e2e_data(request: pytest.FixtureRequest, e2e_run: RunInfo) -> DataContext:
+def e2e_data(
+    request: pytest.FixtureRequest, e2e_run: RunInfo, e2e_settings: Settings
+) -> DataContext:
     """Seeded generators for this test: a function of the run seed and the test id."""
     from testbed.data.context import DataContext
 
-    return DataContext(e2e_run.seed, request.node.nodeid)
+    return DataContext(e2e_run.seed, request.node.nodeid, cache_dir=e2e_settings.cache_dir)
 
 
 def factory_fixture(cls: type[Factory[Any]] | str) -> Callable[..., Factory[Any]]:

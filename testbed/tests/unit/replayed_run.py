@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# The seed the other data tests use (test_data_seed.SEED): its Faker pools are built once.
+# The seed the other data tests use (test_data_seed.SEED).
 REPLAY_SEED = 1234
 # The snapshot is test_data_seed's own, so both sides build the same rows the same way.
 REPLAY_TEST = """
@@ -41,6 +41,8 @@ class ReplayedRun:
         env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
         # Only the testbed plugin: the other entry-point plugins would just slow the run down.
         env |= {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "DUMP_TO": str(dump), "HOME": str(root)}
+        # Its own cache: the run keeps its data pools there, not in the user's cache dir.
+        env["E2E_CACHE_DIR"] = str(root / "cache")
         # Plain output, which the test reads: CI's FORCE_COLOR=1 would colour the summary line
         # (PY_COLORS wins over it in pytest).
         env["PY_COLORS"] = "0"

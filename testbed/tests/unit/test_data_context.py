@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from testbed.data import context
 from testbed.data.context import EPOCH, DataContext, pools, slug, stable_int, test_seed
 
-# The other seed test_data_seed.py and test_data_factory.py use: a seed's Faker pools (0.2-0.5 s)
-# are built once per process, for every seed a test names.
+# The other seed test_data_seed.py and test_data_factory.py use.
 OTHER_SEED = 1234
 
 
@@ -86,12 +87,69 @@ def test_choice_integer_and_pools() -> None:
     data = DataContext(7, "t.py::a")
     assert data.choice(("a", "b")) in ("a", "b")
     assert {data.integer(1, 2) for _ in range(50)} == {1, 2}
-    assert data.pick("company") in pools(7)["company"]
-    assert pools(7) is pools(7)  # built once per process and seed
-    assert len(pools(7)["word"]) == context.POOL_SIZE
-    assert pools(7)["word"] == pools.__wrapped__(7)["word"]  # deterministic
+    assert data.pick("company") in pools()["company"]
+    assert pools() is pools()  # made once per process
+    assert len(pools()["word"]) == context.POOL_SIZE
+    assert pools()["word"] == context.make_pools()["word"]  # deterministic
     with pytest.raises(KeyError):
         data.pick("no_such_pool")
+
+
+# -- the pool cache -----------------------------------------------------------------------------
+def _cached(cache_dir: Path) -> Path:
+    (found,) = (cache_dir / "data-pools").glob("faker-*.json")
+    return found
+
+
+def test_pools_are_kept_in_the_cache_dir_and_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = pools.__wrapped__(tmp_path)
+    assert made == pools()
+    path = _cached(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "data-pools").stat().st_mode & 0o777 == 0o700
+    # Read back without Faker: making them again would fail here.
+    monkeypatch.setattr(context, "make_pools", lambda: pytest.fail("made again, not read"))
+    assert pools.__wrapped__(tmp_path) == made
+    assert DataContext(7, "t.py::a", cache_dir=tmp_path).name() == DataContext(7, "t.py::a").name()
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    ["not JSON", "a pool short", "an old format", "a link", "group-writable directory"],
+)
+def test_a_cache_file_that_is_not_whole_or_not_private_is_never_used(
+    tmp_path: Path, spoil: str
+) -> None:
+    pools.__wrapped__(tmp_path)
+    path = _cached(tmp_path)
+    data = json.loads(path.read_text())
+    planted = {k: ["planted"] * context.POOL_SIZE for k in data["pools"]}
+    if spoil == "not JSON":
+        path.write_text("{")
+    elif spoil == "a pool short":
+        del planted["city"]
+        path.write_text(json.dumps({"format": context.POOLS_FORMAT, "pools": planted}))
+    elif spoil == "an old format":
+        path.write_text(json.dumps({"format": 0, "pools": planted}))
+    elif spoil == "a link":
+        elsewhere = tmp_path / "elsewhere.json"
+        elsewhere.write_text(json.dumps({"format": context.POOLS_FORMAT, "pools": planted}))
+        path.unlink()
+        path.symlink_to(elsewhere)
+    else:
+        path.write_text(json.dumps({"format": context.POOLS_FORMAT, "pools": planted}))
+        path.parent.chmod(0o770)
+    got = pools.__wrapped__(tmp_path)
+    assert got == pools()
+    assert "planted" not in got["city"]
+
+
+def test_an_unusable_cache_dir_only_costs_making_the_pools(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the directory would go
+    assert pools.__wrapped__(blocked) == pools()
 
 
 def test_faker_is_seeded_for_the_test() -> None:

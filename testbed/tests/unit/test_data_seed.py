@@ -16,7 +16,7 @@ from tinyapp.factories import MemberFactory, MentoredMemberFactory, TeamFactory
 
 FACTORIES = (TeamFactory, MemberFactory, MentoredMemberFactory)
 BATCH = 10_000
-# Seeds the other data tests use too: a seed's Faker pools (~0.2 s) are built once per process.
+# Seeds the other data tests use too.
 SEED, OTHER_SEED = 1234, 7
 
 

@@ -334,7 +334,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "cache_dir",
-        "cache for pinned binaries and the template data dir",
+        "cache for pinned binaries, the template data dir, schema dumps and test data pools",
         parse_optional_path,
         derive=_cache_dir,
         default_text="the user cache dir's testbed/ (/var/cache/testbed as root)",

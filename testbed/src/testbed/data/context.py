@@ -2,30 +2,38 @@
 
 Content (names, text, amounts, dates) is a pure function of (run seed, test id), so
 `--e2e-seed N` replays it exactly. Faker costs 10-80 us per call, so Faker only fills
-small pools once per process and seed; rows pick from them with a seeded random.Random
-(~0.3 us a pick). Identities (emails, codes, numbers) embed a UUID5 of (run seed, test id,
-counter): test ids are unique within a run, so two workers never collide; a fresh run gets
-a fresh random seed, so reruns and shared external services don't collide either.
+small pools, the same for every run; rows pick from them with a seeded random.Random
+(~0.3 us a pick). Importing Faker and filling the pools costs 0.25-0.3 s of CPU, in every xdist
+worker, so the pools are kept in the user's cache dir once made (one file per Faker version).
+Identities (emails, codes, numbers) embed a UUID5 of (run seed, test id, counter): test ids
+are unique within a run, so two workers never collide; a fresh run gets a fresh random seed,
+so reruns and shared external services don't collide either.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache, lru_cache
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from faker import Faker
+if TYPE_CHECKING:
+    # Faker is imported only when pools are made or a test asks for its Faker (~0.5 s).
+    from faker import Faker
 
 T = TypeVar("T")
 
 # Fixed namespace for identity UUIDs (uuid5 of the project name): stable across releases.
 IDENTITY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "testbed.e2e")
 POOL_SIZE = 400
+LOCALE = "en_US"
+POOLS_FORMAT = 1  # bump when what a pool file holds changes
 # A fixed "now" keeps dates replayable: datetime.now() would differ between replays.
 EPOCH = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -58,25 +66,86 @@ def test_seed(run_seed: int, nodeid: str) -> int:
 test_seed.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
 
 
+Pools = dict[str, tuple[str, ...]]
+
+
 @cache
-def pools(run_seed: int) -> dict[str, tuple[str, ...]]:
-    """Faker-made value pools for one run seed (deterministic, built once per process)."""
-    faker = Faker("en_US")
-    faker.seed_instance(stable_int("pools", run_seed))
+def pools(cache_dir: Path | None = None) -> Pools:
+    """Faker-made value pools, the same for every run seed (a test's seeded random picks from
+    them). Made once per process; with a cache dir, once per Faker version and user: later
+    processes read them back (a few ms instead of 0.25-0.3 s). A cache file that is not ours,
+    not private or not whole is never used: the pools are made again."""
+    if cache_dir is None:
+        return make_pools()
+    from importlib.metadata import version
+
+    path = cache_dir / "data-pools" / f"faker-{version('faker')}-{LOCALE}-{POOL_SIZE}.json"
+    found = _read_pools(path)
+    if found is not None:
+        return found
+    made = make_pools()
+    _write_pools(path, made)
+    return made
+
+
+def make_pools() -> Pools:
+    """The pools, from Faker with a fixed seed."""
+    from faker import Faker
+
+    faker = Faker(LOCALE)
+    faker.seed_instance(stable_int("pools"))
     return {
         name: tuple(getattr(faker, name)() for _ in range(POOL_SIZE)) for name in _POOL_PROVIDERS
     }
 
 
+def _read_pools(path: Path) -> Pools | None:
+    from testbed.services import private
+
+    try:
+        if private.path_problem(path.parent) or private.problem(path.parent):
+            return None
+    except OSError:  # e.g. a file where a directory on the way should be
+        return None
+    data = private.read_json(path)  # ours, a regular file, not followed through a link
+    if data is None or data.get("format") != POOLS_FORMAT:
+        return None
+    found = data.get("pools")
+    if not isinstance(found, dict) or set(found) != set(_POOL_PROVIDERS):
+        return None
+    if not all(
+        isinstance(values, list)
+        and len(values) == POOL_SIZE
+        and all(isinstance(v, str) for v in values)
+        for values in found.values()
+    ):
+        return None
+    return {name: tuple(found[name]) for name in _POOL_PROVIDERS}
+
+
+def _write_pools(path: Path, made: Pools) -> None:
+    """Keep the pools for the next process; a cache dir we cannot use only costs that."""
+    from testbed.errors import UnsafePath
+    from testbed.services import private
+
+    try:
+        path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private.make_private(path.parent, what="data pool cache", fix="")
+        payload = {"format": POOLS_FORMAT, "pools": {k: list(v) for k, v in made.items()}}
+        private.write_atomic(path, json.dumps(payload))
+    except (OSError, UnsafePath):
+        pass
+
+
 class DataContext:
     """Seeded generators for one test: the same (run seed, test id) gives the same values."""
 
-    def __init__(self, run_seed: int, nodeid: str) -> None:
+    def __init__(self, run_seed: int, nodeid: str, *, cache_dir: Path | None = None) -> None:
         self.run_seed = run_seed
         self.nodeid = nodeid
         self.seed = test_seed(run_seed, nodeid)
         self.rng = random.Random(self.seed)
-        self._pools = pools(run_seed)
+        self._pools = pools(cache_dir)
         self._namespace = uuid.uuid5(IDENTITY_NAMESPACE, f"{run_seed}:{nodeid}")
         self._counter = itertools.count(1)
         self._faker: Faker | None = None
@@ -85,7 +154,9 @@ class DataContext:
     def faker(self) -> Faker:
         """A Faker seeded for this test, for the rare value no pool has (slower: ~50 us a call)."""
         if self._faker is None:
-            self._faker = Faker("en_US")
+            from faker import Faker
+
+            self._faker = Faker(LOCALE)
             self._faker.seed_instance(self.seed)
         return self._faker
 
