@@ -89,24 +89,39 @@ def describe(eps: Endpoints) -> str:
 
 
 def cmd_up(settings: Settings, foreground: bool, owner_pid: int | None = None) -> int:
-    """Start or reuse the services under a lease; print how long it took."""
+    """Start or reuse the services under a lease; print how long it took. In the foreground,
+    Ctrl-C or SIGTERM at any moment, during the start too, leaves nothing of ours running."""
+    if foreground:
+        # SIGTERM ends a start as Ctrl-C does (KeyboardInterrupt: the start stops what it has
+        # spawned); its default action would kill us mid-start and leave the servers to `reap`.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.monotonic()
-    if owner_pid is not None or foreground:
-        # A run's lease: the services stop when it ends (or its holder dies and is reaped).
-        hold = acquire(settings, kind=RUN, holder_pid=owner_pid)
-    else:
-        hold = acquire(settings, kind=USER)  # kept until `python -m testbed down`
-    verb = "started" if hold.started else "already running, reused"
-    took = time.monotonic() - started
-    print(f"E2E services {verb} in {took:.2f} s: {describe(hold.endpoints)}", flush=True)
-    if not foreground:
-        if owner_pid is None:
-            print(f"stop them with {command('down')}")
-        return 0
-    return _hold(hold)
+    hold: Hold | None = None
+    try:
+        if owner_pid is not None or foreground:
+            # A run's lease: the services stop when it ends (or its holder dies and is reaped).
+            hold = acquire(settings, kind=RUN, holder_pid=owner_pid)
+        else:
+            hold = acquire(settings, kind=USER)  # kept until `python -m testbed down`
+        verb = "started" if hold.started else "already running, reused"
+        took = time.monotonic() - started
+        print(f"E2E services {verb} in {took:.2f} s: {describe(hold.endpoints)}", flush=True)
+        if not foreground:
+            if owner_pid is None:
+                print(f"stop them with {command('down')}")
+            return 0
+        _until_signalled()
+    except KeyboardInterrupt:
+        if hold is None or not foreground:
+            raise  # the start stopped what it had spawned (acquire)
+        # A signal that landed after the start and before _until_signalled took the signals
+        # over: the same request to end the lease.
+    _release(hold)
+    return 0
 
 
-def _hold(hold: Hold) -> int:
+def _until_signalled() -> None:
+    """Return on the first SIGINT or SIGTERM (from here on neither raises KeyboardInterrupt)."""
     stop_requested: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -115,15 +130,22 @@ def _hold(hold: Hold) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     print("running in the foreground; Ctrl-C ends this lease", flush=True)
-    try:
-        while not stop_requested:
-            time.sleep(0.2)
-    finally:
-        if hold.release():
-            print("services stopped and their data removed", flush=True)
-        else:
-            print("left running: someone else still uses them", flush=True)
-    return 0
+    while not stop_requested:
+        time.sleep(0.2)
+
+
+def _release(hold: Hold) -> None:
+    """End the foreground lease; a second Ctrl-C must not cut the stop short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
+    if hold.release():
+        print("services stopped and their data removed", flush=True)
+    else:
+        print("left running: someone else still uses them", flush=True)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A signal handler that does nothing (unlike SIG_IGN, not inherited by children)."""
 
 
 def cmd_wait(settings: Settings) -> int:

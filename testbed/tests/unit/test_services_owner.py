@@ -321,10 +321,71 @@ def test_cli_up_lease_kind(
         return Hold(None, own.new_lease(own.USER, None), EPS, False)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cli, "acquire", fake_acquire)
-    monkeypatch.setattr(cli, "_hold", lambda hold: 0)
+    monkeypatch.setattr(cli, "_until_signalled", lambda: None)
+    monkeypatch.setattr(cli, "_release", lambda hold: None)
     assert cli.main(["up", "--backend", "native", *argv]) == 0
     assert seen == [expected]
     assert "reused" in capsys.readouterr().out
+
+
+class _Releases:
+    """A backend stand-in that records the leases it is asked to end."""
+
+    name = "native"
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def release(self, lease_id: str, *, keep: bool = False) -> bool:
+        self.released.append(lease_id)
+        return True
+
+
+def test_cli_up_foreground_interrupted_after_the_start_ends_its_lease(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C that lands once the services run, before the foreground loop took the signals
+    over (here: while the first line is written), still ends the lease: it took the services
+    down, not left them to `reap`."""
+    backend = _Releases()
+    lease = own.new_lease(own.RUN, own.holder_identity())
+    hold = Hold(backend, lease, EPS, True)  # type: ignore[arg-type]
+    monkeypatch.setattr(cli, "acquire", lambda settings, **kwargs: hold)
+
+    def interrupted(eps: Endpoints) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "describe", interrupted)
+    monkeypatch.setattr(cli, "_until_signalled", lambda: pytest.fail("no loop after Ctrl-C"))
+    assert cli.main(["up", "--backend", "native", "--foreground"]) == 0
+    assert backend.released == [lease.id]
+    assert "services stopped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["lease-recorded", "before-the-lease"])
+def test_acquire_interrupted_ends_a_recorded_lease_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: bool
+) -> None:
+    """Ctrl-C on the way out of ensure() (the record names the run's lease: the start had
+    finished) ends that lease; one before the lease was recorded leaves the record alone (the
+    start stopped what it had spawned)."""
+    from testbed.services import lifecycle
+
+    b = _backend(tmp_path)
+    released: list[str] = []
+
+    def ensure(lease: own.Lease) -> tuple[Endpoints, bool]:
+        _record(b, {}, *([lease] if recorded else []))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(b, "ensure", ensure)
+    monkeypatch.setattr(b, "release", lambda lease_id, keep=False: released.append(lease_id))
+    monkeypatch.setattr(lifecycle, "choose", lambda settings, **kwargs: b)
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.acquire(b.settings, kind=own.RUN)
+    recorded_leases = [x.id for x in b.store.read().leases()]
+    assert len(recorded_leases) == (1 if recorded else 0)
+    assert released == recorded_leases
 
 
 def test_a_state_dir_of_an_older_testbed_is_adopted_by_identity(tmp_path: Path) -> None:

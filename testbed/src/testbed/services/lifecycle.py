@@ -3,6 +3,7 @@ its services under a lease; the pytest plugin and `python -m testbed` both go th
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,8 +101,23 @@ def acquire(settings: Settings, *, kind: str = "run", holder_pid: int | None = N
     lease = new_lease(kind, holder)
     backend = choose(settings, starting=True)
     _refuse_other_backend(settings, backend.name)
-    endpoints, started = backend.ensure(lease)
-    return Hold(backend, lease, endpoints, started)
+    try:
+        endpoints, started = backend.ensure(lease)
+        return Hold(backend, lease, endpoints, started)
+    except KeyboardInterrupt:
+        # Ctrl-C after the lease was recorded (the start had finished: on the way out of the
+        # lock, or back here): nobody would end it, and the services would run on for `reap`.
+        if kind != USER and _holds(settings, lease):
+            with contextlib.suppress(Exception):  # the interrupt is the one to report
+                backend.release(lease.id)
+        raise
+
+
+def _holds(settings: Settings, lease: Lease) -> bool:
+    """The instance's record names this lease (it was registered)."""
+    from testbed.services.ownership import read_record, state_dir_of
+
+    return any(x.id == lease.id for x in read_record(state_dir_of(settings)).leases())
 
 
 def _refuse_other_backend(settings: Settings, name: str) -> None:
