@@ -106,13 +106,14 @@ def test_pools_are_kept_in_the_cache_dir_and_read_back(
 ) -> None:
     made = pools.__wrapped__(tmp_path)
     assert made == pools()
+    expected_name = DataContext(7, "t.py::a").name()
     path = _cached(tmp_path)
     assert path.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "data-pools").stat().st_mode & 0o777 == 0o700
     # Read back without Faker: making them again would fail here.
     monkeypatch.setattr(context, "make_pools", lambda: pytest.fail("made again, not read"))
     assert pools.__wrapped__(tmp_path) == made
-    assert DataContext(7, "t.py::a", cache_dir=tmp_path).name() == DataContext(7, "t.py::a").name()
+    assert DataContext(7, "t.py::a", cache_dir=tmp_path).name() == expected_name
 
 
 @pytest.mark.parametrize(
