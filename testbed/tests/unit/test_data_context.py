@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pwd
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -172,3 +174,18 @@ def test_faker_is_seeded_for_the_test() -> None:
 )
 def test_slug(text: str, expected: str) -> None:
     assert slug(text) == expected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+def test_pools_planted_by_another_user_are_never_used(tmp_path: Path) -> None:
+    # Another local user owns the cache's data-pools directory and a whole, valid pool file.
+    planted = {k: ["planted"] * context.POOL_SIZE for k in pools()}
+    pools.__wrapped__(tmp_path)
+    path = _cached(tmp_path)
+    path.write_text(json.dumps({"format": context.POOLS_FORMAT, "pools": planted}))
+    nobody = pwd.getpwnam("nobody")
+    for owned in (path, path.parent):
+        os.chown(owned, nobody.pw_uid, nobody.pw_gid)
+    got = pools.__wrapped__(tmp_path)
+    assert got == pools()
+    assert path.stat().st_uid == nobody.pw_uid  # not written over either: the directory is theirs
