@@ -4,7 +4,8 @@
 # a venv of its own: install its pins, install the testbed wheel with pip, check that pip changed
 # none of the pins, then run its suite at -n 0 and -n 2 as its maintainers would.
 # Env: E2E_VENV (the repository's venv, for uv and the interpreter), ADOPTION_VENV (default
-# .venv-adoption), E2E_PG_PORT / E2E_REDIS_PORT (moved to spare ports when taken).
+# .venv-adoption), E2E_PG_PORT / E2E_REDIS_PORT (moved to spare ports when taken), E2E_STATE_DIR
+# (the app's goes next to it, as <it>-adoption).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,8 +63,13 @@ PY
 # The app's environment only: none of this repository's E2E_* or pytest settings. Each run
 # starts and stops native services itself, as on a laptop without Docker: the servers are then
 # children of the suite's own process, under its filterwarnings = error.
+# An exported E2E_STATE_DIR holds this repository's services (another project's: the app would
+# be refused there); the app's goes next to it, as <it>-adoption.
+state=()
+if [[ -n "${E2E_STATE_DIR:-}" ]]; then state=(E2E_STATE_DIR="$E2E_STATE_DIR-adoption"); fi
 env=(env -u PYTEST_ADDOPTS -u E2E_INIFILE -u E2E_DATABASE_URL -u E2E_REDIS_URL
-  -u E2E_KEEP -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE
+  -u E2E_KEEP -u E2E_STATE_DIR -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE
+  "${state[@]}"
   E2E_BACKEND=native E2E_PG_PORT="$pg" E2E_REDIS_PORT="$redis"
   # Bytecode cached under the app's venv, never in the tree: without it every xdist worker
   # compiles SQLAlchemy and Faker again (half a minute on a busy 2-core machine).
