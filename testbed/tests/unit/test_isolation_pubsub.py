@@ -239,3 +239,47 @@ def test_a_subscription_reads_only_its_own_pubsub(broker: Broker, clock: Clock) 
     other.subscribe("b")
     broker.event("b", type="elsewhere")
     assert sub.drain() == []
+
+
+# -- payloads that are not an event ------------------------------------------------------------
+NOT_AN_OBJECT = ["[1, 2]", '"x"', "3", "null", "not json", ""]
+
+
+@pytest.mark.parametrize("payload", NOT_AN_OBJECT)
+def test_next_refuses_a_payload_that_is_not_a_json_object_naming_the_channel(
+    listener: EventListener, broker: Broker, payload: str
+) -> None:
+    with listener.subscribe("crm", "tasks") as sub:
+        broker.publish("e2e:run:gw0:tasks", payload)
+        with pytest.raises(AssertionError) as failed:
+            sub.next()
+    assert str(failed.value) == (
+        f"the message on e2e:run:gw0:tasks is not a JSON object: {payload!r}; "
+        "e2e_events reads each message as an event: publish a JSON object "
+        '(e.g. {"type": "order.created", ...}) on the channels a test subscribes to'
+    )
+
+
+@pytest.mark.parametrize("payload", NOT_AN_OBJECT)
+def test_drain_refuses_a_payload_that_is_not_a_json_object_naming_the_channel(
+    listener: EventListener, broker: Broker, payload: str
+) -> None:
+    with listener.subscribe("crm") as sub:
+        broker.event("e2e:run:gw0:crm", type="lead.won")
+        broker.publish("e2e:run:gw0:crm", payload)
+        with pytest.raises(AssertionError, match=r"^the message on e2e:run:gw0:crm is not a JSON"):
+            sub.drain()
+        # The next drain reads past the refused drain's marker and finds nothing more.
+        assert sub.drain() == []
+
+
+def test_a_long_payload_is_shown_cut_short(listener: EventListener, broker: Broker) -> None:
+    with listener.subscribe("crm") as sub:
+        broker.publish("e2e:run:gw0:crm", json.dumps(list(range(100))))
+        with pytest.raises(AssertionError) as failed:
+            sub.next()
+    assert "is not a JSON object: '[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14" in str(
+        failed.value
+    )
+    assert "99" not in str(failed.value)
+    assert "…" in str(failed.value)

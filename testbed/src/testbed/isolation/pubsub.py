@@ -16,8 +16,30 @@ if TYPE_CHECKING:
 SENTINEL = "testbed.sentinel"
 
 
+def _event(msg: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object a message carries; AssertionError naming its channel for any other
+    payload (an array, a string, a number, null, or not JSON at all): no event of the app's."""
+    data = msg["data"]
+    try:
+        event = json.loads(data)
+    except ValueError:  # not JSON (or not UTF-8)
+        event = None
+    if isinstance(event, dict):
+        return event
+    shown = repr(data)
+    if len(shown) > 60:
+        shown = shown[:59] + "…"
+    raise AssertionError(
+        f"the message on {msg['channel']} is not a JSON object: {shown}; e2e_events reads each "
+        'message as an event: publish a JSON object (e.g. {"type": "order.created", ...}) on '
+        "the channels a test subscribes to"
+    )
+
+
 class Subscription:
-    """Messages of the subscribed channels, decoded from JSON."""
+    """Messages of the subscribed channels, each a JSON object (the event). A message that is
+    anything else (a JSON array, string, number or null, or no JSON) fails next() or drain()
+    with an AssertionError naming its channel."""
 
     def __init__(
         self, pubsub: redis.client.PubSub, channels: list[str], client: redis.Redis[str]
@@ -32,7 +54,7 @@ class Subscription:
         while (left := deadline - time.monotonic()) > 0:
             msg = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
             if msg is not None and msg["type"] == "message":
-                event: dict[str, Any] = json.loads(msg["data"])
+                event = _event(msg)
                 if event.get("type") == SENTINEL:
                     continue  # another subscription's drain() on the same channel
                 event["_channel"] = msg["channel"]
@@ -65,7 +87,7 @@ class Subscription:
             msg = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
             if msg is None or msg["type"] != "message":
                 continue
-            event: dict[str, Any] = json.loads(msg["data"])
+            event = _event(msg)
             if event.get("type") == SENTINEL:
                 # Ours comes back once per channel; another drain's (a subscription to the same
                 # channel, an earlier drain) is no event either.
