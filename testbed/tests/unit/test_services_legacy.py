@@ -165,8 +165,22 @@ def test_without_both_ports_no_urls_are_recorded(old: Path, procs: dict[int, Pro
         ("postgres", "/pg/bin/postgres -D /elsewhere/pg/data", "{state}/pg"),
         ("valkey", "valkey-server 127.0.0.1:6379", "{state}/valkey"),  # another port
         ("valkey", "valkey-server 127.0.0.1:25380", "{state}/pg"),  # the other server's dir
+        ("valkey", "valkey-server 127.0.0.1:253801", "{state}/valkey"),  # the port a prefix
+        ("valkey", "valkey-server 127.0.0.1:125380", "{state}/valkey"),  # the port a suffix
+        ("valkey", "socat TCP-LISTEN:25380 TCP:127.0.0.1:6379", "{state}/valkey"),  # an argument
+        ("valkey", "valkey-server 127.0.0.1:6379 --x :25380", "{state}/valkey"),  # not its place
     ],
-    ids=["pg-cwd", "pg-data-prefix", "pg-other-data", "valkey-port", "valkey-cwd"],
+    ids=[
+        "pg-cwd",
+        "pg-data-prefix",
+        "pg-other-data",
+        "valkey-port",
+        "valkey-cwd",
+        "valkey-port-prefix",
+        "valkey-port-suffix",
+        "valkey-port-argument",
+        "valkey-port-elsewhere",
+    ],
 )
 def test_a_server_that_is_not_provably_its_own_is_not_recorded(
     old: Path, procs: dict[int, Proc], tmp_path: Path, name: str, title: str, cwd: str
@@ -180,6 +194,21 @@ def test_a_server_that_is_not_provably_its_own_is_not_recorded(
     assert name not in processes
     assert len(processes) == 1  # the other one is still recorded
     assert own.StateDir(old).is_ours()  # adopted all the same: `down` may remove the dir
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "/cache/valkey 8.1/bin/valkey-server 127.0.0.1:25380",  # a path with a space
+        "valkey-server 127.0.0.1:25380   ",  # the title area padded
+    ],
+)
+def test_valkeys_own_title_naming_the_port_is_recorded(
+    old: Path, procs: dict[int, Proc], title: str
+) -> None:
+    servers_of(old, procs)
+    procs[VALKEY_PID] = Proc(title, old / "valkey")
+    assert set(adopt(old).processes()) == {"postgres", "valkey"}
 
 
 @pytest.mark.parametrize(
