@@ -152,6 +152,43 @@ def test_an_unknown_key_is_refused_before_anything_is_sent() -> None:
         insert(Invoice, [{"number": "A", "total": 1, "colour": "red"}])
 
 
+@pytest.mark.parametrize(
+    ("second", "keys"),
+    [
+        ({"number": "B", "total": 2, "note": "kept?"}, "['number', 'total', 'note']"),  # one more
+        ({"number": "B"}, "['number']"),  # one fewer: NULL, not the default
+        ({"number": "B", "note": "x"}, "['number', 'note']"),  # another
+    ],
+    ids=["more", "fewer", "other"],
+)
+def test_rows_with_other_keys_than_the_first_are_refused_before_anything_is_sent(
+    second: dict[str, Any], keys: str
+) -> None:
+    """One statement inserts one column list: a row with other keys would lose its values or
+    get NULLs silently."""
+    rows = [{"number": "A", "total": 1}, {"total": 3, "number": "C"}, second]
+    session = Session()
+    with pytest.raises(ValueError, match=r"^bulk insert of Invoice: rows\[2\]") as refused:
+        bulk.insert_rows(session, Invoice, rows)  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        f"bulk insert of Invoice: rows[2] has the keys {keys}, rows[0] has ['number', "
+        "'total']: give every row the same keys (one statement inserts one column list) or "
+        "insert the rows that differ in a batch of their own"
+    )
+    assert session.sql == []
+
+
+def test_a_key_only_a_later_row_has_is_refused_not_dropped() -> None:
+    """Keys named as their columns travel as given: a later row's mentor_id would be left out of
+    the column list and its value lost."""
+    rows = [{"name": "a", "email": "a@x", "team_id": 1}] * 2
+    rows.append({"name": "c", "email": "c@x", "team_id": 1, "mentor_id": 5})
+    session = Session()
+    with pytest.raises(ValueError, match=r"rows\[2\] has the keys \['name', 'email', 'team_id', "):
+        bulk.insert_rows(session, Member, rows)  # type: ignore[arg-type]
+    assert session.sent == []
+
+
 def test_values_json_cannot_carry_are_sent_as_postgresql_parses_them() -> None:
     ref = uuid.UUID("12345678-1234-5678-1234-567812345678")
     row = {

@@ -60,7 +60,9 @@ def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any
     """INSERT all rows in one statement; return ORM objects in the order of `rows`.
 
     Rows are keyed by the model's attribute names (a column's own name works too); an attribute
-    may name a column differently (`mapped_column("db_name")`).
+    may name a column differently (`mapped_column("db_name")`). Every row has the same keys (in
+    any order): one statement inserts one column list, so a row with other keys is refused
+    (ValueError naming it) rather than losing its values or getting NULLs for missing ones.
     """
     if not rows:
         return []
@@ -68,6 +70,14 @@ def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any
     mapper = inspect(model)
     by_attr = {p.key: p.columns[0] for p in mapper.column_attrs if p.columns[0].table is table}
     keys = list(rows[0])
+    first = rows[0].keys()
+    for i, row in enumerate(rows):
+        if row.keys() != first:
+            raise ValueError(
+                f"bulk insert of {model.__name__}: rows[{i}] has the keys {list(row)}, rows[0] "
+                f"has {keys}: give every row the same keys (one statement inserts one column "
+                "list) or insert the rows that differ in a batch of their own"
+            )
     columns = [by_attr[key] if key in by_attr else table.c[key] for key in keys]
     names = [c.name for c in columns]  # what jsonb_to_recordset matches the JSON keys to
     extra: dict[str, Any] = {}
