@@ -120,10 +120,10 @@ def test_stopped_means_frozen(sleeper: subprocess.Popen[bytes]) -> None:
     assert ident.stopped() is False
     os.kill(sleeper.pid, signal.SIGSTOP)
     try:
-        deadline = 200
-        while not ident.stopped() and deadline:
-            deadline -= 1
-            os.sched_yield()
+        # Our child: waitpid(WUNTRACED) returns once it has stopped (a bounded loop of yields
+        # ran out first on a loaded machine).
+        _, status = os.waitpid(sleeper.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
         assert ident.stopped() is True
     finally:
         os.kill(sleeper.pid, signal.SIGCONT)
