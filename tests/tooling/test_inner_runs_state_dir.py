@@ -63,9 +63,7 @@ def outer_env() -> Iterator[dict[str, str]]:
             _testbed(sibling, "down", cwd=ROOT / "examples" / app)
 
 
-def _testbed(
-    env: dict[str, str], *args: str, cwd: Path = ROOT
-) -> subprocess.CompletedProcess[str]:
+def _testbed(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "testbed", *args],
         cwd=cwd,
