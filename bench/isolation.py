@@ -181,8 +181,10 @@ def run(ctx: Context) -> list[Figure]:
         fig = by[f"isolation.{contender}"]
         fig.note = f"{notes[contender]} {how} {fig.note}"
     by["isolation.default"].why = (
-        "Above 1 ms means more than BEGIN + SAVEPOINT + ROLLBACK per test; look for extra round "
-        "trips in the fixture (pool pre-ping, SET search_path, Redis FLUSHDB) and drop them."
+        "The recipe's setup and teardown cost a pool checkout (a socket poll, no round trip) and "
+        "one ROLLBACK; more round trips than that (a ping at checkout, SET search_path, a Redis "
+        "FLUSHDB in the fixture) are what to look for and drop. The ratio also moves with "
+        "pytest-postgresql's CREATE/DROP DATABASE, which the storage and the load decide."
     )
     by["isolation.committed"].why = (
         "TRUNCATE of every table costs a catalog lock and a relfilenode swap per table; truncate "
