@@ -34,6 +34,7 @@ class Session:
 
     def __init__(self) -> None:
         self.commits = 0
+        self.info: dict[str, Any] = {}
 
     def commit(self) -> None:
         self.commits += 1
@@ -163,6 +164,46 @@ def test_create_without_commit_only_flushes(
     assert session.commits == 0
     assert Flushing(session, _data()).create_batch(0) == []  # type: ignore[arg-type]
     assert len(inserted) == 1
+
+
+def test_a_factory_inside_another_leaves_the_commit_to_the_outermost(
+    inserted: list[tuple[type[Any], list[dict[str, Any]]]],
+) -> None:
+    # A commit inside after_create would expire the outer batch's objects (a SELECT each).
+    commits_seen: list[int] = []
+
+    class WithTeams(MemberFactory):
+        model = Member
+
+        def after_create(self, objs: list[Member], params: dict[str, Any]) -> None:
+            TeamFactory(self._session(), self.data).create()
+            TeamFactory(self._session(), self.data).create_batch(2)
+            commits_seen.append(session.commits)
+
+    session = Session()
+    WithTeams(session, _data()).create_batch(2)  # type: ignore[arg-type]
+    assert commits_seen == [0]  # none while the outer create ran
+    assert session.commits == 1  # once, at the end
+    assert session.info == {}  # the next create commits again
+    TeamFactory(session, _data()).create()  # type: ignore[arg-type]
+    assert session.commits == 2
+
+
+def test_a_failed_create_still_lets_the_next_one_commit(
+    inserted: list[tuple[type[Any], list[dict[str, Any]]]],
+) -> None:
+    class Failing(TeamFactory):
+        model = Team
+
+        def after_create(self, objs: list[Team], params: dict[str, Any]) -> None:
+            raise RuntimeError("hook failed")
+
+    session = Session()
+    with pytest.raises(RuntimeError, match="hook failed"):
+        Failing(session, _data()).create()  # type: ignore[arg-type]
+    assert session.commits == 0
+    TeamFactory(session, _data()).create()  # type: ignore[arg-type]
+    assert session.commits == 1
 
 
 def test_create_without_a_session_names_the_fixture() -> None:

@@ -95,6 +95,10 @@ def _required_columns(mapper: Mapper[Any]) -> set[str]:
     return required
 
 
+# session.info key: set while a factory's create runs in that Session.
+_CREATING = "testbed.factory.creating"
+
+
 class Factory(Generic[M]):
     """Base class: set `model`, declare Field/Related attributes, optional `params`."""
 
@@ -177,10 +181,19 @@ class Factory(Generic[M]):
 
     def create_batch(self, n: int, **overrides: Any) -> list[M]:
         """n saved instances with ONE INSERT ... RETURNING per model (parents first), then
-        commit (see `commit`)."""
-        objs = self._create(n, overrides)
-        if self.commit:
-            self._session().commit()
+        commit (see `commit`). A factory used inside another's create (in `after_create`, say)
+        leaves the commit to the outermost one: a commit in the middle would expire the outer
+        batch's objects, and reading their ids back costs a SELECT each."""
+        session = self._session()
+        outermost = not session.info.get(_CREATING)
+        session.info[_CREATING] = True
+        try:
+            objs = self._create(n, overrides)
+        finally:
+            if outermost:
+                del session.info[_CREATING]
+        if self.commit and outermost:
+            session.commit()
         return objs
 
     # Extension points ---------------------------------------------------------------------
