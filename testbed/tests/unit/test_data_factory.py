@@ -189,6 +189,38 @@ def test_a_factory_inside_another_leaves_the_commit_to_the_outermost(
     assert session.commits == 2
 
 
+def test_a_committing_factory_inside_a_flush_only_one_still_gets_its_commit(
+    inserted: list[tuple[type[Any], list[dict[str, Any]]]],
+) -> None:
+    # Left to the outermost, the inner factory's commit must not be dropped by an outer
+    # factory that only flushes (committed mode: other connections must see the rows).
+    class FlushOnly(MemberFactory):
+        model = Member
+        commit = False
+
+        def after_create(self, objs: list[Member], params: dict[str, Any]) -> None:
+            TeamFactory(self._session(), self.data).create()
+
+    session = Session()
+    FlushOnly(session, _data()).create()  # type: ignore[arg-type]
+    assert session.commits == 1
+    assert session.info == {}
+
+    class FlushOnlyTeams(TeamFactory):
+        model = Team
+        commit = False
+
+    class FlushOnlyInside(MemberFactory):
+        model = Member
+        commit = False
+
+        def after_create(self, objs: list[Member], params: dict[str, Any]) -> None:
+            FlushOnlyTeams(self._session(), self.data).create()
+
+    FlushOnlyInside(session, _data()).create()  # type: ignore[arg-type]
+    assert session.commits == 1  # nobody asked for one
+
+
 def test_a_failed_create_still_lets_the_next_one_commit(
     inserted: list[tuple[type[Any], list[dict[str, Any]]]],
 ) -> None:

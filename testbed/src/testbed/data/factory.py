@@ -183,16 +183,20 @@ class Factory(Generic[M]):
         """n saved instances with ONE INSERT ... RETURNING per model (parents first), then
         commit (see `commit`). A factory used inside another's create (in `after_create`, say)
         leaves the commit to the outermost one: a commit in the middle would expire the outer
-        batch's objects, and reading their ids back costs a SELECT each."""
+        batch's objects, and reading their ids back costs a SELECT each. The outermost commits
+        when it or any factory inside it has `commit` set."""
         session = self._session()
-        outermost = not session.info.get(_CREATING)
-        session.info[_CREATING] = True
+        outermost = _CREATING not in session.info
+        if outermost:
+            session.info[_CREATING] = False  # True once a nested create wants its commit
         try:
             objs = self._create(n, overrides)
         finally:
-            if outermost:
-                del session.info[_CREATING]
-        if self.commit and outermost:
+            nested_commit = session.info.pop(_CREATING, False) if outermost else False
+        if not outermost:
+            if self.commit:
+                session.info[_CREATING] = True
+        elif self.commit or nested_commit:
             session.commit()
         return objs
 
