@@ -259,6 +259,20 @@ def test_a_connection_the_server_hung_up_is_replaced(
         schema._replace_if_hung_up(conn, None, None)
 
 
+@pytest.mark.parametrize("server_does", ["nothing", "closes"])
+def test_the_check_survives_a_suite_that_removes_select_poll(
+    wire: tuple[FakeConnection, Any], server_does: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gevent's monkey.patch_select() deletes select.poll after the engine was made.
+    import select
+
+    conn, server = wire
+    if server_does == "closes":
+        server.close()
+    monkeypatch.delattr(select, "poll")
+    assert schema.server_hung_up(conn) is (server_does == "closes")
+
+
 @pytest.mark.parametrize("state", ["closed", "broken", "no socket"])
 def test_a_connection_the_driver_knows_dead_is_replaced(
     wire: tuple[FakeConnection, Any], state: str

@@ -32,6 +32,9 @@ RUN_ID = re.compile(r"^[0-9a-f]{8}$")
 # Advisory-lock namespace for "this run is alive": (LOCK_CLASS, run) is held by the controller.
 LOCK_CLASS = 0x0E2E
 CONNECT_TIMEOUT_S = 5
+# Bound at import: gevent's monkey.patch_select() (and suites that patch `select`) remove or
+# replace select.poll later, which made every checkout fail with an AttributeError.
+_POLL = getattr(select, "poll", None)
 
 
 def check_identifier(name: str) -> str:
@@ -104,7 +107,7 @@ def make_engine(url: str, schema: str, **kwargs: Any) -> Engine:
 
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args["options"] = f"{connect_args.get('options', '')} {search_path_option(schema)}"
-    socket_check = "pool_pre_ping" not in kwargs and hasattr(select, "poll")
+    socket_check = "pool_pre_ping" not in kwargs and _POLL is not None
     kwargs.setdefault("pool_pre_ping", not socket_check)
     engine = create_engine(sqlalchemy_url(url), connect_args=connect_args, **kwargs)
     if socket_check:
@@ -123,7 +126,9 @@ def server_hung_up(dbapi_connection: Any) -> bool:
         fd = dbapi_connection.fileno()
     except Exception:  # a closed or foreign connection (drivers differ): let the pool replace it
         return True
-    poller = select.poll()
+    if _POLL is None:  # no poll() on this platform: make_engine uses pool_pre_ping there
+        return False
+    poller = _POLL()
     poller.register(fd, select.POLLIN | select.POLLPRI)
     return bool(poller.poll(0))
 
