@@ -189,3 +189,18 @@ def test_pools_planted_by_another_user_are_never_used(tmp_path: Path) -> None:
     got = pools.__wrapped__(tmp_path)
     assert got == pools()
     assert path.stat().st_uid == nobody.pw_uid  # not written over either: the directory is theirs
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's directory needs root")
+def test_no_directory_is_made_through_another_users_link(tmp_path: Path) -> None:
+    # A cache dir below another user's directory: their link on the way must not make a root
+    # run create directories where the link points (tried: /tmp/theirs/x -> /etc made /etc/cache).
+    theirs, target = tmp_path / "theirs", tmp_path / "target"
+    theirs.mkdir()
+    target.mkdir()
+    (theirs / "x").symlink_to(target)
+    nobody = pwd.getpwnam("nobody")
+    for owned in (theirs, theirs / "x"):
+        os.lchown(owned, nobody.pw_uid, nobody.pw_gid)
+    assert pools.__wrapped__(theirs / "x" / "cache") == pools()
+    assert list(target.iterdir()) == []

@@ -129,6 +129,8 @@ def _write_pools(path: Path, made: Pools) -> None:
     from testbed.services import private
 
     try:
+        if private.path_problem(path.parent) is not None:
+            return  # another user could swap a directory on the way: create nothing through it
         path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         private.make_private(path.parent, what="data pool cache", fix="")
         payload = {"format": POOLS_FORMAT, "pools": {k: list(v) for k, v in made.items()}}
