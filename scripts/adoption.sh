@@ -65,8 +65,11 @@ PY
 # children of the suite's own process, under its filterwarnings = error.
 # An exported E2E_STATE_DIR holds this repository's services (another project's: the app would
 # be refused there); the app's goes next to it, as <it>-adoption.
+# Without trailing slashes: "$E2E_STATE_DIR/" would put it inside this repository's.
 state=()
-if [[ -n "${E2E_STATE_DIR:-}" ]]; then state=(E2E_STATE_DIR="$E2E_STATE_DIR-adoption"); fi
+outer_state=${E2E_STATE_DIR:-}
+while [[ "$outer_state" == */ ]]; do outer_state=${outer_state%/}; done
+if [[ -n "$outer_state" ]]; then state=(E2E_STATE_DIR="$outer_state-adoption"); fi
 env=(env -u PYTEST_ADDOPTS -u E2E_INIFILE -u E2E_DATABASE_URL -u E2E_REDIS_URL
   -u E2E_KEEP -u E2E_STATE_DIR -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE
   "${state[@]}"

@@ -16,7 +16,10 @@ unset E2E_INIFILE  # each example's own pyproject.toml, as pytest finds it
 # Each app a state dir of its own: one exported for opsdesk (CI, a developer's shell) holds
 # opsdesk's services, and an app of another project was refused there. Next to the exported one
 # (whoever exported it chose where state goes), else testbed's default for the app's project.
+# Without trailing slashes: "$E2E_STATE_DIR/" gave <it>/-example-<app>, inside opsdesk's, whose
+# `down` removed it under the app's running servers.
 state=${E2E_STATE_DIR:-}
+while [[ "$state" == */ ]]; do state=${state%/}; done
 unset E2E_STATE_DIR
 # The apps run one after the other on the same ports: each must stop what it started, or the
 # next one is refused (E2E_KEEP=1 in a CI job's environment would keep the first one's).
