@@ -184,6 +184,9 @@ class Sandbox:
     pg_port: int
     redis_port: int
     runs: list[Run] = field(default_factory=list)
+    # Project names given to `python -m testbed` (E2E_PROJECT_NAME): the teardown's `down`
+    # must name the project whose state dir it is, or it is refused and the servers stay.
+    projects: set[str] = field(default_factory=set)
 
     @classmethod
     def make(cls, tag: str = "sbx") -> Sandbox:
@@ -268,6 +271,8 @@ class Sandbox:
 
     def testbed(self, *args: str, timeout: float = 90, **env: str) -> tuple[int, str]:
         """`python -m testbed ...` against this sandbox (a reap under the shared reap_lock)."""
+        if "E2E_PROJECT_NAME" in env:
+            self.projects.add(env["E2E_PROJECT_NAME"])
         with reap_lock() if args[:1] == ("reap",) else contextlib.nullcontext():
             return self.run(
                 [str(PYTHON), "-m", "testbed", *args],
@@ -302,7 +307,17 @@ class Sandbox:
         for port in (self.pg_port, self.redis_port):
             if not port_is_free(port):
                 found.append(f"a listener on port {port}")
+        for pid, cwd, cmd in self.processes():
+            found.append(f"process {pid} in {cwd}: {cmd[:150]}")
+        if self.state_dir.exists():
+            found += [f"state entry {p}" for p in sorted(self.state_dir.iterdir())]
+        return found
+
+    def processes(self) -> list[tuple[int, str, str]]:
+        """(pid, cwd, command line) of every process working in the sandbox: its root in the
+        command line, the environment or the working directory."""
         marker = str(self.root)
+        found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
@@ -316,9 +331,7 @@ class Sandbox:
             except OSError:
                 cwd = ""
             if marker in cmd or marker.encode() in environ or cwd.startswith(marker):
-                found.append(f"process {entry.name} in {cwd}: {cmd[:150]}")
-        if self.state_dir.exists():
-            found += [f"state entry {p}" for p in sorted(self.state_dir.iterdir())]
+                found.append((int(entry.name), cwd, cmd))
         return found
 
     def wait_no_leftovers(self, timeout: float = 15) -> list[str]:
@@ -333,8 +346,17 @@ class Sandbox:
         for job in self.runs:
             if job.proc.poll() is None:
                 job.kill_all()
-        if self.state_dir.exists():
-            self.testbed("down", timeout=60)
+        for project in (None, *sorted(self.projects)):
+            if self.state_dir.exists():
+                if project:
+                    self.testbed("down", timeout=60, E2E_PROJECT_NAME=project)
+                else:
+                    self.testbed("down", timeout=60)
+        # What a test left that no `down` could stop (its state was gone, or never written):
+        # processes working in this sandbox only, which nothing else on the machine uses.
+        for pid, _, _ in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
