@@ -425,3 +425,35 @@ def test_reap_with_nothing_to_reap(catalog: Catalog) -> None:
     catalog.schemas = {"e2e_cccccccc_gw0": {}}
     assert schema.reap(URL, current_run="cccccccc") == []
     assert catalog.schemas == {"e2e_cccccccc_gw0": {}}
+
+
+class BareConnection:
+    """A driver connection with a socket and nothing else (psycopg2's has no `broken`)."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
+
+
+def test_a_connection_without_closed_or_broken_is_judged_by_its_socket(
+    wire: tuple[FakeConnection, Any],
+) -> None:
+    conn, server = wire
+    bare = BareConnection(conn.sock)
+    assert schema.server_hung_up(bare) is False
+    server.close()
+    assert schema.server_hung_up(bare) is True
+
+
+def test_without_poll_a_connection_is_taken_as_alive(
+    wire: tuple[FakeConnection, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No poll() on the platform: make_engine keeps pool_pre_ping, which does the checking.
+    conn, server = wire
+    server.close()
+    monkeypatch.setattr(schema, "_POLL", None)
+    assert schema.server_hung_up(conn) is False
+    made = schema.make_engine(URL, "s")
+    assert made.pool._pre_ping is True
