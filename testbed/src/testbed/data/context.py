@@ -100,12 +100,12 @@ def make_pools() -> Pools:
 
 
 def _read_pools(path: Path) -> Pools | None:
+    from testbed.errors import UnsafePath
     from testbed.services import private
 
     try:
-        if private.path_problem(path.parent) or private.problem(path.parent):
-            return None
-    except OSError:  # e.g. a file where a directory on the way should be
+        private.require_private(path.parent, what="data pool cache", fix="")
+    except (OSError, UnsafePath):  # not private, or a file where a directory should be
         return None
     data = private.read_json(path)  # ours, a regular file, not followed through a link
     if data is None or data.get("format") != POOLS_FORMAT:
